@@ -1,0 +1,122 @@
+"""Command line: `python -m orchestrator <command>`.
+
+The ONLY place that prints errors and chooses exit codes: 0 ok, 1 runtime failure,
+2 usage/config error, 130 Ctrl+C. Each command lives in `orchestrator/cli/<name>.py` with
+`HELP` (one line), `EXAMPLES` and `register(parser)`, which sets `handler(args, ctx) -> int`.
+Command modules import heavy libraries (docker, huggingface_hub, ...) inside their handlers,
+so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import TextIO
+
+from orchestrator import __version__
+from orchestrator.cli.context import Context
+from orchestrator.errors import OrchestratorError, UsageError
+
+PROG = "python -m orchestrator"
+
+# Order is the order of the user's journey, as shown by --help.
+COMMANDS = ("download", "doctor", "dataset", "train", "comfyui", "workflow", "generate", "batch")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting, so errors look alike."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
+
+
+def _common_options(defaults: bool) -> ArgumentParser:
+    """Options accepted before and after the command name (`-v train` and `train -v`)."""
+    sup = argparse.SUPPRESS
+    p = ArgumentParser(add_help=False)
+    p.add_argument("--project-dir", metavar="DIR", default="." if defaults else sup,
+                   help="project folder holding models/, flux_data/, workflows/ (default: current folder)")
+    p.add_argument("-v", "--verbose", action="store_true", default=False if defaults else sup,
+                   help="more output (e.g. raw container log lines)")
+    p.add_argument("--debug", action="store_true", default=False if defaults else sup,
+                   help="like -v, and show tracebacks for errors")
+    return p
+
+
+def build_parser() -> ArgumentParser:
+    """The whole parser tree; imports only the light `orchestrator.cli.<command>` modules."""
+    modules = [importlib.import_module(f"orchestrator.cli.{name}") for name in COMMANDS]
+    listing = "\n".join(f"  {name:<10} {m.HELP}" for name, m in zip(COMMANDS, modules))
+    examples = "\n".join(f"  {PROG} {m.EXAMPLES.splitlines()[0]}" for m in modules if m.EXAMPLES)
+    parser = ArgumentParser(
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options(defaults=True)],
+        description="Teach FLUX.1-dev new concepts with sd-scripts and generate images with ComfyUI,\n"
+        "both in Docker.\n\ncommands:\n" + listing,
+        epilog="examples:\n" + examples + f"\n\n`{PROG} COMMAND --help` shows each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"flux-orchestrator {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser,
+                                help="one of the commands above")
+    common = _common_options(defaults=False)
+    for name, module in zip(COMMANDS, modules):
+        p = sub.add_parser(
+            name,
+            description=module.HELP,
+            epilog="examples:\n" + "\n".join(f"  {PROG} {line}" for line in module.EXAMPLES.splitlines()),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[common],
+        )
+        module.register(p)
+    return parser
+
+
+def render_error(err: OrchestratorError, stream: TextIO) -> None:
+    """`error: ...`, indented evidence lines, then `hint: ...`."""
+    stream.write(f"error: {err.message}\n")
+    for line in err.details:
+        stream.write(f"  {line}\n")
+    if err.hint:
+        stream.write(f"hint: {err.hint}\n")
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    """Run one command; returns the exit code (never raises for expected failures)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        parser = build_parser()
+        args = parser.parse_args(args_list)
+        debug = args.debug
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help(out)
+            return 0 if args.command is None else 2
+        ctx = Context.from_args(args, stdout=out, stderr=err)
+        try:
+            return int(handler(args, ctx) or 0)
+        finally:
+            ctx.close()
+    except OrchestratorError as e:
+        if debug:
+            traceback.print_exc(file=err)
+        render_error(e, err)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.write("\ninterrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
+        if debug:
+            traceback.print_exc(file=err)
+        err.write(f"error: unexpected {type(e).__name__}: {e}\n")
+        err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
+        return 1

@@ -1,0 +1,374 @@
+"""The Docker seam: the ONLY module that imports docker-py.
+
+`ContainerSpec` is pure (options -> `containers.run` keyword arguments, tested by equality);
+`Engine` wraps a `docker.DockerClient` and turns docker-py's exceptions into ours, keeping the
+evidence (exit code, last log lines, build output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import DockerError, DockerUnavailable
+
+LABEL_PREFIX = "io.flux-orchestrator."
+LABEL_ROLE = LABEL_PREFIX + "role"          # "train" | "comfyui" | ...
+LABEL_PROJECT = LABEL_PREFIX + "project"    # project_id(layout.root)
+LABEL_RUN = LABEL_PREFIX + "run"            # run id (training)
+LABEL_CONFIG = LABEL_PREFIX + "config-hash"  # config_hash(...) of what the container was started with
+
+NVIDIA_HINT = ("install the NVIDIA Container Toolkit and register its runtime with Docker "
+               "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`)")
+
+
+def project_id(root: Path) -> str:
+    """A short stable id of a project folder, used in labels and container names."""
+    return hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
+def config_hash(obj: Any) -> str:
+    """SHA-256 (16 hex) of a JSON-able value, key order ignored: tells whether a container still matches."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def invoking_user() -> str:
+    """`uid:gid` of the caller (the real user behind sudo), so container outputs are not root-owned."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if os.getuid() == 0 and uid and gid:
+        return f"{uid}:{gid}"
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one container; pure data."""
+
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    working_dir: str | None = None
+    gpus: str | None = None          # None: no GPU; "all"; "2" (a count); "0,1" (device ids)
+    ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
+    ipc_host: bool = False
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
+    shm_size: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    stop_signal: str | None = None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for docker-py's `containers.run/create(**kwargs)` (detached, not auto-removed)."""
+        from docker.types import DeviceRequest, Ulimit
+
+        kw: dict[str, Any] = {
+            "image": self.image,
+            "command": list(self.command) or None,
+            "detach": True,
+            "labels": dict(self.labels),
+            "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                        for m in self.mounts},
+            "environment": dict(self.environment),
+        }
+        optional = {
+            "name": self.name,
+            "user": self.user,
+            "working_dir": self.working_dir,
+            "shm_size": self.shm_size,
+            "stop_signal": self.stop_signal,
+            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
+        }
+        kw.update({k: v for k, v in optional.items() if v is not None})
+        if self.gpus is not None:
+            kw["device_requests"] = [DeviceRequest(capabilities=[["gpu"]], **gpu_request(self.gpus))]
+        if self.ports:
+            kw["ports"] = {f"{cport}/tcp": (ip, hport) for cport, (ip, hport) in self.ports.items()}
+        if self.ipc_host:
+            kw["ipc_mode"] = "host"
+        if self.ulimits:
+            kw["ulimits"] = [Ulimit(name=n, soft=s, hard=h) for n, (s, h) in self.ulimits.items()]
+        return kw
+
+
+def gpu_request(gpus: str) -> dict[str, Any]:
+    """`--gpus` value -> DeviceRequest fields: 'all' -> count -1, '2' -> count 2, '0,1' -> device ids."""
+    gpus = gpus.strip()
+    if gpus == "all":
+        return {"count": -1}
+    if "," in gpus or gpus.startswith("GPU-"):
+        return {"device_ids": [g.strip() for g in gpus.split(",") if g.strip()]}
+    if gpus.isdigit() and int(gpus) > 0:
+        return {"count": int(gpus)}
+    raise ValueError(f"invalid GPU selection {gpus!r}: use 'all', a count like 2, or ids like 0,1")
+
+
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+
+
+@dataclass(frozen=True)
+class BuildLine:
+    """One line of `docker build` output, with the classic builder's step counter when present."""
+
+    text: str
+    step: int | None = None
+    total: int | None = None
+
+
+class Engine:
+    """A connected Docker engine. Create with `connect()`; pass a client in tests if needed."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    # -- engine facts -------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return self._call(self.client.info)
+
+    def has_nvidia_runtime(self) -> bool:
+        """True when the engine knows the `nvidia` runtime (what `--gpus` needs)."""
+        runtimes = self.info().get("Runtimes") or {}
+        return "nvidia" in runtimes
+
+    def require_gpu_support(self) -> None:
+        """Raise a clear DockerError when GPUs cannot be given to containers on this engine."""
+        if not self.has_nvidia_runtime():
+            raise DockerError(
+                "this Docker engine has no NVIDIA runtime, so containers cannot use a GPU",
+                hint=NVIDIA_HINT + "; `python -m orchestrator doctor` checks it",
+            )
+
+    # -- images -------------------------------------------------------------------------------
+    def image_exists(self, tag: str) -> bool:
+        import docker.errors
+
+        try:
+            self.client.images.get(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.DockerException as e:
+            raise _translate(e) from e
+
+    def image_labels(self, tag: str) -> dict[str, str]:
+        """Labels of a local image ({} when missing)."""
+        import docker.errors
+
+        try:
+            return dict(self.client.images.get(tag).labels or {})
+        except docker.errors.ImageNotFound:
+            return {}
+        except docker.errors.DockerException as e:
+            raise _translate(e) from e
+
+    def build(self, context: Path, dockerfile: str, tag: str, *, buildargs: Mapping[str, str] | None = None,
+              labels: Mapping[str, str] | None = None, on_line: Callable[[BuildLine], None] | None = None,
+              pull: bool = False) -> None:
+        """Build `tag` from `context/dockerfile`, streaming each output line to `on_line`."""
+        import docker.errors
+
+        tail: list[str] = []
+        try:
+            stream = self.client.api.build(
+                path=str(context), dockerfile=dockerfile, tag=tag, buildargs=dict(buildargs or {}),
+                labels=dict(labels or {}), rm=True, forcerm=True, decode=True, pull=pull,
+            )
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    msg = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "build failed")
+                    raise DockerError(f"building image {tag} failed: {msg.strip()}", details=tail[-20:],
+                                      hint=f"fix {dockerfile} or the build context and run again")
+                text = chunk.get("stream") or chunk.get("status") or ""
+                for line in text.splitlines():
+                    if not line.strip():
+                        continue
+                    tail = (tail + [line])[-40:]
+                    m = _STEP.match(line)
+                    if on_line:
+                        on_line(BuildLine(line, int(m.group(1)), int(m.group(2))) if m else BuildLine(line))
+        except docker.errors.DockerException as e:
+            raise _translate(e, details=tail[-20:]) from e
+
+    # -- containers ---------------------------------------------------------------------------
+    def run(self, spec: ContainerSpec) -> Any:
+        """Start a detached container from `spec` (never pulls); returns docker-py's Container."""
+        import docker.errors
+
+        kw = spec.run_kwargs()
+        kw.pop("detach")
+        try:
+            container = self.client.containers.create(**kw)
+        except docker.errors.ImageNotFound as e:
+            raise DockerError(f"image {spec.image} is not on this machine",
+                              hint="build it first (the command that needs it builds it when missing)") from e
+        except docker.errors.DockerException as e:
+            raise _translate(e) from e
+        try:
+            container.start()
+            return container
+        except docker.errors.DockerException as e:
+            self.remove(container)  # a container that never started is not left behind
+            raise _translate(e) from e
+
+    def find(self, labels: Mapping[str, str], *, all: bool = True) -> list[Any]:
+        """Containers carrying every given label (running and stopped unless all=False)."""
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        return self._call(self.client.containers.list, all=all, filters=filters)
+
+    def get(self, name_or_id: str) -> Any | None:
+        import docker.errors
+
+        try:
+            return self.client.containers.get(name_or_id)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.DockerException as e:
+            raise _translate(e) from e
+
+    def stop(self, container: Any, *, signal: str = "SIGINT", grace: float = 20.0) -> None:
+        """Send `signal`, wait up to `grace` seconds, then kill. Never raises for a gone container."""
+        import docker.errors
+
+        try:
+            container.reload()
+            if container.status not in ("running", "restarting", "paused"):
+                return
+            container.kill(signal=signal)
+            try:
+                container.wait(timeout=grace)
+            except Exception:  # requests' ReadTimeout / ConnectionError: the grace period is over
+                container.kill()
+                container.wait(timeout=30)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code in (404, 409):  # gone, or not running any more
+                return
+            raise _translate(e) from e
+
+    def remove(self, container: Any) -> None:
+        """Force-remove a container; a container already gone is fine."""
+        import docker.errors
+
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code not in (404, 409):
+                raise _translate(e) from e
+
+    def logs(self, container: Any, *, follow: bool = False, tail: int | str = "all",
+             since: int | None = None) -> Iterator[bytes] | bytes:
+        """Raw log bytes (stdout and stderr interleaved); a chunk iterator when follow=True."""
+        kw: dict[str, Any] = {"stream": follow, "follow": follow, "tail": tail}
+        if since is not None:
+            kw["since"] = since
+        return self._call(container.logs, **kw)
+
+    def tail(self, container: Any, n: int = 30) -> list[str]:
+        """The last `n` log lines of a container, decoded; [] when unavailable."""
+        try:
+            raw = container.logs(tail=n)
+        except Exception:
+            return []
+        text = raw.decode("utf-8", "replace").replace("\r", "\n")
+        return [line for line in text.splitlines() if line.strip()][-n:]
+
+    def wait(self, container: Any, timeout: float | None = None) -> int:
+        """Wait for the container to exit; returns its exit code."""
+        result = self._call(container.wait, timeout=timeout)
+        return int(result.get("StatusCode", -1))
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import docker.errors
+
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.DockerException as e:
+            raise _translate(e) from e
+        except Exception as e:  # requests errors when the engine goes away mid-call
+            if type(e).__module__.startswith(("requests", "urllib3")):
+                raise DockerUnavailable(f"lost the connection to the Docker engine: {e}",
+                                        hint="is the Docker daemon still running? `docker info` tells") from e
+            raise
+
+
+def connect(timeout: float = 10.0) -> Engine:
+    """Connect to the engine named by DOCKER_HOST (or the default socket) and check it answers."""
+    try:
+        import docker
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise DockerUnavailable("the Python package 'docker' is not installed",
+                                hint="pip install -e .") from e
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise _unavailable(e) from e
+    except Exception as e:
+        raise _unavailable(e) from e
+    return Engine(client)
+
+
+def _unavailable(e: Exception) -> DockerUnavailable:
+    text = str(e)
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if "Permission denied" in text or "PermissionError" in text:
+        return DockerUnavailable(
+            f"permission denied on the Docker socket ({where})",
+            hint="add yourself to the docker group: `sudo usermod -aG docker $USER`, then log out and in "
+                 "(or run `newgrp docker`)",
+        )
+    if "FileNotFoundError" in text or "No such file" in text or "Connection refused" in text \
+            or "ConnectionRefused" in text:
+        return DockerUnavailable(
+            f"the Docker engine is not running ({where} does not answer)",
+            hint="start it: `sudo systemctl start docker` (or open Docker Desktop); "
+                 "check DOCKER_HOST if you use a remote engine",
+        )
+    return DockerUnavailable(f"cannot reach the Docker engine at {where}: {_short(text)}",
+                             hint="check that Docker is installed and running: `docker info`")
+
+
+def _translate(e: Exception, details: Sequence[str] = ()) -> DockerError:
+    import docker.errors
+
+    if isinstance(e, docker.errors.APIError):
+        explanation = str(getattr(e, "explanation", "") or e)
+        if "could not select device driver" in explanation or "nvidia" in explanation.lower() \
+                and "runtime" in explanation.lower():
+            return DockerError("the Docker engine cannot give this container a GPU: " + _short(explanation),
+                               hint=NVIDIA_HINT, details=details)
+        if "port is already allocated" in explanation or "address already in use" in explanation:
+            return DockerError("the port is already in use: " + _short(explanation),
+                               hint="stop what uses it, or choose another port with --port", details=details)
+        if "Conflict" in explanation and "name" in explanation:
+            return DockerError("a container with that name already exists: " + _short(explanation),
+                               hint="remove it with `docker rm -f NAME`", details=details)
+        return DockerError(f"Docker refused the request: {_short(explanation)}", details=details)
+    if isinstance(e, docker.errors.DockerException) and ("Connection" in str(e) or "socket" in str(e)):
+        return _unavailable(e)
+    return DockerError(f"Docker failed: {_short(str(e))}", details=details)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

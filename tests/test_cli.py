@@ -1,0 +1,90 @@
+"""The CLI skeleton: help, version, error rendering and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import COMMANDS, main, render_error
+from orchestrator.errors import ConfigError, OrchestratorError
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_renders(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"python -m orchestrator {command}" in out
+    assert "examples:" in out
+
+
+def test_top_help_names_all_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert f"  {command} " in out
+
+
+def test_no_command_prints_help_and_exits_0(run_cli):
+    r = run_cli()
+    assert r.code == 0
+    assert "commands:" in r.out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert "flux-orchestrator" in capsys.readouterr().out
+
+
+def test_usage_error_is_exit_2_without_traceback(run_cli):
+    r = run_cli("train", "--no-such-option")
+    assert r.code == 2
+    assert r.err.startswith("error: ")
+    assert "hint: " in r.err
+    assert "Traceback" not in r.err
+
+
+def test_unknown_command_is_exit_2(run_cli):
+    r = run_cli("frobnicate")
+    assert r.code == 2
+    assert "invalid choice" in r.err
+
+
+def test_render_error_shows_details_and_hint():
+    import io
+
+    s = io.StringIO()
+    render_error(ConfigError("bad thing", hint="do this", details=["a.toml:3: x", "a.toml:4: y"]), s)
+    assert s.getvalue() == "error: bad thing\n  a.toml:3: x\n  a.toml:4: y\nhint: do this\n"
+
+
+def test_exit_codes_of_error_tree():
+    from orchestrator import errors
+
+    assert errors.OrchestratorError("x").exit_code == 1
+    assert errors.UsageError("x").exit_code == 2
+    assert errors.ConfigError("x").exit_code == 2
+    assert errors.DatasetError("x").exit_code == 2
+    assert errors.ComfyRejected("x").exit_code == 2
+    assert errors.TrainingFailed("x").exit_code == 1
+    assert errors.DockerUnavailable("x").exit_code == 1
+
+
+def test_python_dash_m_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert r.stdout.startswith("flux-orchestrator ")
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = ("import sys; from orchestrator.cli import build_parser; build_parser(); "
+            "print(','.join(m for m in ('docker','huggingface_hub','requests','websocket','PIL','tomlkit','yaml') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
