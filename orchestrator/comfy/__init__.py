@@ -1,0 +1,1 @@
+"""ComfyUI: workflows, client, server container."""

@@ -1,0 +1,1 @@
+"""Training: config, sd-scripts arguments, runtimes, progress, reports."""
