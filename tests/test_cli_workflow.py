@@ -69,3 +69,16 @@ def test_usage_errors(run_cli, project):
     write_builtin_workflows(project.workflows)
     r = run_cli("workflow", "convert", "base_flux.json", "--set", "nodot=3")
     assert r.code == 2 and "NODE.INPUT=VALUE" in r.err
+
+
+def test_init_writes_missing_workflows_and_keeps_edited_ones(run_cli, project):
+    r = run_cli("workflow", "init")
+    assert r.code == 0 and r.out.split() == [str(project.workflows / "base_flux.json"),
+                                             str(project.workflows / "finetuned_flux.json")]
+    edited = project.workflows / "base_flux.json"
+    edited.write_text(edited.read_text().replace("red fox", "blue fox"))
+    r = run_cli("workflow", "init")
+    assert r.out == "" and "kept your base_flux.json, finetuned_flux.json" in r.err
+    assert "blue fox" in edited.read_text()
+    r = run_cli("workflow", "init", "--force")
+    assert "red fox" in edited.read_text() and len(r.out.split()) == 2

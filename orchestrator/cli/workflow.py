@@ -11,6 +11,7 @@ from orchestrator.errors import ConfigError, OrchestratorError
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
+            'workflow init\n'
             'workflow check workflows/base_flux.json\n'
             'workflow convert base_flux.json --set Prompt.text="a red fox" --out prompt.json\n'
             'workflow check finetuned_flux.json --server http://127.0.0.1:8188')
@@ -32,6 +33,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                        help="change one input first (node id, title or type); repeatable")
     conv.add_argument("--out", metavar="FILE", help="write the prompt to FILE instead of printing it")
+    init = sub.add_parser("init", help="write our two workflows into the project's workflows/ folder",
+                          description="Write base_flux.json and finetuned_flux.json into the project's "
+                          "workflows/ folder when they are missing (--force: overwrite, losing your edits).")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.set_defaults(handler=run)
 
 
@@ -96,12 +101,26 @@ def _missing_local_models(prompt: dict[str, Any], ctx: Context) -> list[str]:
             if not (ctx.layout.models / folder / name).exists()]
 
 
+def _init(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.comfy.builtin import FILES, ensure_builtin_workflows
+
+    written = ensure_builtin_workflows(ctx.layout.workflows, force=args.force)
+    for path in written:
+        ctx.out(str(path))
+    kept = [name for name in FILES.values() if ctx.layout.workflows / name not in written]
+    if kept:
+        ctx.log(f"kept your {', '.join(kept)} in {ctx.layout.workflows} (--force overwrites)")
+    return 0
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     import json
 
     from orchestrator.comfy.validate import validate_prompt
     from orchestrator.layout import atomic_write_text
 
+    if args.action == "init":
+        return _init(args, ctx)
     wf, prompt, schema, client = _load(args, ctx)
     if args.action == "convert":
         text = json.dumps(prompt, indent=2, ensure_ascii=False)
