@@ -52,30 +52,25 @@ def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
 
 
 def _server_client(url: str) -> Any:
-    try:
-        from orchestrator.comfy.client import ComfyClient  # type: ignore[import-not-found]
-    except ImportError:
-        raise OrchestratorError("--server is not available yet: this build has no ComfyUI client",
-                                hint="leave out --server to use the schema shipped for our workflows") from None
+    from orchestrator.comfy.client import ComfyClient
+
     return ComfyClient(url)
 
 
-def _load(args: argparse.Namespace, ctx: Context) -> tuple[Any, dict[str, Any], Any, Any]:
+def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dict[str, Any], Any]:
     from orchestrator.comfy.patch import PromptParams, parse_set, patch_prompt
     from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
     from orchestrator.comfy.workflow import load_workflow, to_api_prompt
 
     wf = load_workflow(resolve_workflow_path(args.file, ctx.layout.workflows))
-    client = None
-    if args.server:
-        client = _server_client(args.server)
+    if client is not None:
         schema = schemas_from_object_info(client.object_info(), source=args.server)
     else:
         schema = load_builtin_schema()
     prompt = to_api_prompt(wf, schema)
     if args.sets:
         prompt = patch_prompt(prompt, PromptParams(sets=tuple(parse_set(s) for s in args.sets)))
-    return wf, prompt, schema, client
+    return wf, prompt, schema
 
 
 def _model_problems(prompt: dict[str, Any], client: Any, problems: list[str]) -> list[str]:
@@ -114,14 +109,23 @@ def _init(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.action == "init":
+        return _init(args, ctx)
+    client = _server_client(args.server) if args.server else None
+    try:
+        return _convert_or_check(args, ctx, client)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _convert_or_check(args: argparse.Namespace, ctx: Context, client: Any) -> int:
     import json
 
     from orchestrator.comfy.validate import validate_prompt
     from orchestrator.layout import atomic_write_text
 
-    if args.action == "init":
-        return _init(args, ctx)
-    wf, prompt, schema, client = _load(args, ctx)
+    wf, prompt, schema = _load(args, ctx, client)
     if args.action == "convert":
         text = json.dumps(prompt, indent=2, ensure_ascii=False)
         if args.out:
