@@ -90,7 +90,8 @@ def test_check_against_a_server_uses_its_schema_and_model_lists(run_cli, project
     from tests.comfy_double import ComfyDouble
 
     write_builtin_workflows(project.workflows)
-    models = {"checkpoints": ["flux1-dev.safetensors"], "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors"],
+    models = {"checkpoints": ["flux1-dev.safetensors"],
+              "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors"],
               "vae": ["ae.safetensors"], "loras": ["other.safetensors"], "diffusion_models": []}
     with ComfyDouble(models=models) as comfy:
         r = run_cli("workflow", "check", "finetuned_flux.json", "--server", comfy.url)

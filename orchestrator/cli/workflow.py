@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import ConfigError
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
