@@ -7,6 +7,7 @@ worker, URL), so every command finds "our" servers again without any state file.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import tempfile
@@ -174,7 +175,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
 
     for p in to_start:
         _check_port(options.listen, p.host_port)
-    layout.ensure_dirs(*writable_dirs(layout))  # owned by the user, not created by dockerd as root
+    prepare_dirs(layout, user or invoking_user())
 
     started: list[tuple[WorkerPlan, Any]] = []
     try:
@@ -196,6 +197,25 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
         raise
     servers = tuple(state_of(_reload(c)) for c in containers(engine, layout))
     return UpResult(servers, tuple(p.index for p, _ in started), tag)
+
+
+def prepare_dirs(layout: Layout, user: str) -> list[Path]:
+    """Create the host folders the container writes to (dockerd would create missing mount
+    sources as root); under sudo, hand the new ones to the invoking user. Returns those created."""
+    created: list[Path] = []
+    for d in writable_dirs(layout):
+        missing = []
+        p = d
+        while not p.exists() and p != layout.root.parent:
+            missing.append(p)
+            p = p.parent
+        d.mkdir(parents=True, exist_ok=True)
+        created += reversed(missing)
+    if os.geteuid() == 0 and user != "0:0":
+        uid, _, gid = user.partition(":")
+        for p in created:
+            os.chown(p, int(uid), int(gid or uid))
+    return created
 
 
 def _check_config(existing: dict[int, Any], plans: list[WorkerPlan], recreate: bool) -> None:

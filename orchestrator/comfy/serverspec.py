@@ -183,7 +183,7 @@ def plan(layout: Layout, options: ServerOptions, image: str, user: str) -> list[
             environment={"PYTHONUNBUFFERED": "1", "HOME": f"{BASE}/home", "USER": "comfy", "LOGNAME": "comfy"},
             user=user,
             working_dir=COMFY_ROOT,
-            gpus=gpu,
+            gpus=_docker_gpus(gpu, options.workers),
             ports={CONTAINER_PORT: (options.listen, host_port)},
             ipc_host=gpu is not None,  # PyTorch shares tensors through /dev/shm; docker's 64 MB is too small
             ulimits={"memlock": (-1, -1), "stack": (67108864, 67108864)} if gpu is not None else {},
@@ -191,6 +191,13 @@ def plan(layout: Layout, options: ServerOptions, image: str, user: str) -> list[
         )
         plans.append(WorkerPlan(index, spec, url, host_port, gpu))
     return plans
+
+
+def _docker_gpus(gpu: str | None, workers: int) -> str | None:
+    """The engine's --gpus grammar for a worker: a lone id is written '3,' so it means device 3, not a count."""
+    if gpu is None or workers == 1:
+        return gpu
+    return gpu + ","
 
 
 def changed_settings(old_json: str | None, new: Mapping[str, object]) -> list[str]:
