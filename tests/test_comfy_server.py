@@ -280,3 +280,44 @@ def test_foreground_streams_logs_and_ctrl_c_stops_and_removes(engine, standins, 
     assert proc.returncode == 130
     assert "stopping ComfyUI" in err
     assert ours(engine, project) == []
+
+
+def test_image_is_built_when_missing_from_a_context_holding_only_the_dockerfile(engine, busybox_image, tmp_path):
+    df = tmp_path / "Dockerfile.inference"
+    df.write_text(f"FROM {busybox_image}\nCOPY . /ctx\nRUN ls -A /ctx\nLABEL probe={random.random()}\n")
+    (tmp_path / "models.bin").write_bytes(b"x" * 1000)  # next to the Dockerfile, must not be sent
+    repo = "flux-orch-test/comfyserver-build"
+    lines = []
+    tag = server.ensure_image(engine, dockerfile=df, repo=repo, on_line=lines.append)
+    try:
+        from orchestrator.images import image_tag
+
+        assert tag == image_tag(repo, df) and engine.image_exists(tag)
+        steps = [(b.step, b.total) for b in lines if b.step]
+        total = steps[0][1]  # our 4 lines (+ the engine's step for the build labels)
+        assert total >= 4 and steps == [(i, total) for i in range(1, total + 1)]
+        assert "Dockerfile.inference" in [b.text.strip() for b in lines] and not any("models.bin" in b.text
+                                                                                      for b in lines)
+        again = []
+        assert server.ensure_image(engine, dockerfile=df, repo=repo, on_line=again.append) == tag and again == []
+        server.ensure_image(engine, dockerfile=df, repo=repo, on_line=again.append, rebuild=True)
+        assert [b.step for b in again if b.step] == list(range(1, total + 1))
+        with pytest.raises(DockerError) as e:
+            server.ensure_image(engine, dockerfile=tmp_path / "nope", repo=repo)
+        assert "is missing" in e.value.message
+    finally:
+        engine.client.images.remove(tag, force=True)
+
+
+def test_logs_follow_ends_when_the_server_stops(engine, standins, project):
+    import threading
+
+    port = free_ports()
+    server.up(engine, project, ServerOptions(port=port, gpus="none"), image=standins["ok"], build=False)
+    seen: list[tuple[int, str]] = []
+    t = threading.Thread(target=lambda: seen.extend(server.log_lines(engine, project, follow=True)), daemon=True)
+    t.start()
+    server.down(engine, project, grace=10)
+    t.join(timeout=20)
+    assert not t.is_alive()
+    assert (0, f"To see the GUI go to: http://0.0.0.0:8188") in seen and (0, "Stopped server") in seen

@@ -158,15 +158,13 @@ def _prefix(index: int, count: int) -> str:
 # -- down / status / logs ----------------------------------------------------------------------
 
 def run_down(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.comfy import localserver
+    from orchestrator.comfy import localserver, server
 
     local = localserver.down(ctx.layout)
     if local is not None:
         ctx.out(f"stopped local ComfyUI (pid {local.pid}, {local.url})")
-    from orchestrator.comfy import server
-    from orchestrator.engine import connect
-
-    gone = server.down(connect(), ctx.layout)
+    engine = _engine(optional=local is not None)
+    gone = server.down(engine, ctx.layout) if engine is not None else []
     for s in gone:
         ctx.out(f"stopped and removed {s.name} ({s.url})")
     if not gone and local is None:
@@ -184,9 +182,9 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
         rows.append({"worker": 0, "runtime": "local", "name": f"pid {local.pid}", "url": local.url,
                      "state": "running", "gpu": "?", "uptime_s": local.uptime()})
     from orchestrator.comfy import server
-    from orchestrator.engine import connect
 
-    for s in server.status(connect(), ctx.layout):
+    engine = _engine(optional=local is not None)
+    for s in server.status(engine, ctx.layout) if engine is not None else []:
         rows.append({"worker": s.index, "runtime": "docker", "name": s.name, "url": s.url, "state": s.state,
                      "gpu": s.gpu, "uptime_s": s.uptime(), "exit_code": s.exit_code})
     for row in rows:
@@ -220,40 +218,39 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.comfy import localserver
+    from orchestrator.comfy import localserver, server
 
-    tail: int | str = args.tail if args.tail is not None else "all"
-    if localserver.running(ctx.layout) is not None or (localserver.log_file(ctx.layout).exists()
-                                                       and args.worker is None and not _docker_servers(ctx)):
-        lines = list(localserver.log_lines(ctx.layout)) if not args.follow else None
-        if lines is not None:
-            for line in lines[-args.tail:] if args.tail else lines:
-                ctx.out(f"[comfy] {line}")
-            return 0
-        for line in localserver.log_lines(ctx.layout, follow=True):
-            ctx.out(f"[comfy] {line}")
-        return 0
-    from orchestrator.comfy import server
-    from orchestrator.engine import connect
-
-    engine = connect()
-    count = len(server.containers(engine, ctx.layout))
-    if count == 0:
-        raise OrchestratorError("no ComfyUI container of this project exists", hint="start one with `comfyui up`")
+    local_log = localserver.log_file(ctx.layout).exists()
+    engine = _engine(optional=local_log)
+    count = len(server.containers(engine, ctx.layout)) if engine is not None else 0
     try:
-        for index, line in server.log_lines(engine, ctx.layout, follow=args.follow, tail=tail, worker=args.worker):
-            ctx.out(f"{_prefix(index, count)} {line}")
+        if count and localserver.running(ctx.layout) is None:
+            tail: int | str = args.tail if args.tail is not None else "all"
+            for index, line in server.log_lines(engine, ctx.layout, follow=args.follow, tail=tail,
+                                                worker=args.worker):
+                ctx.out(f"{_prefix(index, count)} {line}")
+        elif local_log:
+            lines = localserver.log_lines(ctx.layout, follow=args.follow)
+            if args.tail is not None and not args.follow:
+                lines = iter(list(lines)[-args.tail:] if args.tail else [])
+            for line in lines:
+                ctx.out(f"[comfy] {line}")
+        else:
+            raise OrchestratorError("ComfyUI has not run in this project (no container, no local log)",
+                                    hint="start it with `comfyui up`")
     except KeyboardInterrupt:
         return 0
     return 0
 
 
-def _docker_servers(ctx: Context) -> bool:
-    from orchestrator.comfy import server
+def _engine(optional: bool) -> Any:
+    """The Docker engine; None when it is unreachable and `optional` (a local server was handled)."""
     from orchestrator.engine import connect
     from orchestrator.errors import DockerUnavailable
 
     try:
-        return bool(server.containers(connect(), ctx.layout))
+        return connect()
     except DockerUnavailable:
-        return False
+        if optional:
+            return None
+        raise

@@ -111,19 +111,21 @@ def down(engine: Engine, layout: Layout, *, grace: float = 20.0) -> list[ServerS
 # -- the image -----------------------------------------------------------------------------------
 
 def ensure_image(engine: Engine, *, image: str | None = None, build: bool = True, rebuild: bool = False,
-                 on_line: Callable[[BuildLine], None] | None = None) -> str:
-    """The image tag to run: `image` as given (must exist), or ours, built when missing or asked."""
+                 on_line: Callable[[BuildLine], None] | None = None, dockerfile: Path | None = None,
+                 repo: str = images.COMFY_REPO) -> str:
+    """The image tag to run: `image` as given (must exist), or ours (`repo:<hash of dockerfile>`,
+    default Dockerfile.inference), built when missing or when `rebuild`."""
     if image is not None:
         if not engine.image_exists(image):
             raise DockerError(f"image {image} is not on this machine",
                               hint="build or load it first, or leave out --image to use ours "
                                    "(built from Dockerfile.inference)")
         return image
-    tag = images.comfy_image()
-    dockerfile = images.SOURCE_ROOT / images.COMFY_DOCKERFILE
+    dockerfile = dockerfile or images.SOURCE_ROOT / images.COMFY_DOCKERFILE
     if not dockerfile.is_file():
         raise DockerError(f"{dockerfile} is missing, so the ComfyUI image cannot be built",
-                          hint="restore it from git (`git checkout -- Dockerfile.inference`)")
+                          hint=f"restore it from git (`git checkout -- {dockerfile.name}`)")
+    tag = images.image_tag(repo, dockerfile)
     if engine.image_exists(tag) and not rebuild:
         return tag
     if not build:
@@ -131,9 +133,9 @@ def ensure_image(engine: Engine, *, image: str | None = None, build: bool = True
                           hint="run `comfyui up` without --no-build to build it (downloads several GB once)")
     with tempfile.TemporaryDirectory(prefix="flux-comfyui-build-") as d:
         # a context holding only the Dockerfile: never send models/ or datasets to the daemon
-        shutil.copy2(dockerfile, Path(d) / images.COMFY_DOCKERFILE)
-        engine.build(Path(d), images.COMFY_DOCKERFILE, tag, on_line=on_line,
-                     labels={"io.flux-orchestrator.image": "comfyui"})
+        shutil.copy2(dockerfile, Path(d) / dockerfile.name)
+        engine.build(Path(d), dockerfile.name, tag, on_line=on_line,
+                     labels={"io.flux-orchestrator.image": repo})
     return tag
 
 
