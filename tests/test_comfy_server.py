@@ -108,7 +108,7 @@ def test_runs_as_the_given_uid_gid_and_writes_user_files_as_it(engine, standins,
     rec = user_dir(project)
     assert (rec / "standin-id").read_text().strip() == "4321:4322"
     assert (rec / "comfyui.db").stat().st_uid == 4321
-    assert (rec / ".." / "user").stat().st_uid == 4321  # created by us for that user, not by dockerd as root
+    assert (project.root / ".comfyui").stat().st_uid == 4321  # created by us for that user, not as root
 
 
 def test_health_wait_follows_a_slow_start(engine, standins, project):
@@ -321,3 +321,18 @@ def test_logs_follow_ends_when_the_server_stops(engine, standins, project):
     t.join(timeout=20)
     assert not t.is_alive()
     assert (0, f"To see the GUI go to: http://0.0.0.0:8188") in seen and (0, "Stopped server") in seen
+
+
+def test_port_held_by_another_projects_comfyui_names_that_project(engine, standins, project, run_cli, tmp_path):
+    from orchestrator.layout import Layout
+
+    other = Layout.at(tmp_path / "other-project")
+    port = free_ports()
+    server.up(engine, other, ServerOptions(port=port, gpus="none"), image=standins["ok"], build=False)
+    try:
+        r = up_cli(run_cli, standins["ok"], port)
+        assert r.code == 1
+        assert f"port {port} is already used by the ComfyUI of another project" in r.err
+        assert f"--project-dir {other.root} comfyui down" in r.err
+    finally:
+        server.down(engine, other, grace=5)

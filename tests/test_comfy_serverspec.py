@@ -68,6 +68,17 @@ def test_workers_take_listed_gpu_ids(project):
     assert [w.host_port for w in ws] == [9000, 9001]
 
 
+@pytest.mark.parametrize("gpus,label,wanted", [
+    ("all", "all", {"Count": -1, "DeviceIDs": []}), ("2", "2", {"Count": 2, "DeviceIDs": []}),
+    ("device=1", "1", {"Count": 0, "DeviceIDs": ["1"]}), ("0,3", "0,3", {"Count": 0, "DeviceIDs": ["0", "3"]}),
+])
+def test_one_worker_gpu_selections(project, gpus, label, wanted):
+    [w] = serverspec.plan(project, ServerOptions(gpus=gpus), IMAGE, "1:1")
+    assert w.gpu == label and w.spec.labels[serverspec.LABEL_GPU] == label
+    dr = w.spec.run_kwargs()["device_requests"][0]
+    assert {"Count": dr.get("Count"), "DeviceIDs": dr.get("DeviceIDs")} == wanted
+
+
 def test_gpus_none_runs_on_cpu_without_device_requests(project):
     [w] = serverspec.plan(project, ServerOptions(gpus="none"), IMAGE, "1:1")
     assert w.spec.command[-1] == "--cpu"
@@ -81,6 +92,8 @@ def test_gpus_none_runs_on_cpu_without_device_requests(project):
     (ServerOptions(port=65535, workers=2), "--port"),
     (ServerOptions(workers=0), "--workers"),
     (ServerOptions(gpus="x"), "--gpus"),
+    (ServerOptions(gpus="0"), "--gpus"),
+    (ServerOptions(gpus="device="), "--gpus"),
     (ServerOptions(gpus="1,2,3", workers=2), "--workers 2 needs 2 GPU ids"),
     (ServerOptions(gpus="1", workers=2), "--workers 2 needs 2 GPU ids"),
 ])
@@ -118,6 +131,8 @@ def test_local_command_and_model_paths(project, tmp_path):
                     "--extra-model-paths-config", str(d / "extra_model_paths.yaml"),
                     "--database-url", f"sqlite:///{d / 'user/comfyui.db'}", "--disable-auto-launch", "--cpu"]
     assert localserver.environment(ServerOptions(gpus="1,3"))["CUDA_VISIBLE_DEVICES"] == "1,3"
+    assert localserver.environment(ServerOptions(gpus="device=2"))["CUDA_VISIBLE_DEVICES"] == "2"
+    assert localserver.environment(ServerOptions(gpus="2"))["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert "CUDA_VISIBLE_DEVICES" not in localserver.environment(ServerOptions())
     yaml = pytest.importorskip("yaml")
     assert yaml.safe_load(localserver.model_paths_yaml(project)) == {"flux_orchestrator": {

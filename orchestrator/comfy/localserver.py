@@ -22,6 +22,7 @@ from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
 from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.progress import Reporter
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ def environment(options: ServerOptions) -> dict[str, str]:
     """Extra environment of the local process: which GPUs it may see."""
     env = {"PYTHONUNBUFFERED": "1"}
     if options.gpus not in ("all", "none"):
-        req = gpu_request(options.gpus)
-        ids = req.get("device_ids") or [str(i) for i in range(int(req["count"]))]
+        ids = options.gpu_ids() or [str(i) for i in range(int(gpu_request(options.gpus)["count"]))]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     return env
 
@@ -102,7 +102,7 @@ def running(layout: Layout) -> LocalServer | None:
 
 
 def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
-       timeout: float = 180.0, reporter=None) -> tuple[LocalServer, bool]:
+       timeout: float = 180.0, reporter: Reporter | None = None) -> tuple[LocalServer, bool]:
     """Start main.py from `comfyui` in the background unless it already runs; wait for /system_stats.
     Returns (server, started_now)."""
     options.validate()

@@ -7,6 +7,7 @@ worker, URL), so every command finds "our" servers again without any state file.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -20,8 +21,8 @@ from typing import Any
 
 from orchestrator import images
 from orchestrator.comfy import health
-from orchestrator.comfy.serverspec import LABEL_CONFIG, LABEL_GPU, LABEL_SETTINGS, LABEL_URL, LABEL_WORKER, ROLE, \
-    ServerOptions, WorkerPlan, changed_settings, plan, writable_dirs
+from orchestrator.comfy.serverspec import LABEL_CONFIG, LABEL_GPU, LABEL_PROJECT_DIR, LABEL_SETTINGS, LABEL_URL, \
+    LABEL_WORKER, ROLE, ServerOptions, WorkerPlan, changed_settings, plan, writable_dirs
 from orchestrator.engine import LABEL_PROJECT, LABEL_ROLE, BuildLine, Engine, invoking_user, project_id
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
@@ -176,7 +177,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
         engine.remove(c)
 
     for p in to_start:
-        _check_port(options.listen, p.host_port)
+        _check_port(engine, options.listen, p.host_port)
     prepare_dirs(layout, user or invoking_user())
 
     started: list[tuple[WorkerPlan, Any]] = []
@@ -188,7 +189,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 started.append((p, engine.run(p.spec)))
             except DockerError as e:
                 if "port" in e.message and "in use" in e.message:
-                    raise _port_error(options.listen, p.host_port, e.message) from e
+                    raise _port_error(engine, options.listen, p.host_port, e.message) from e
                 raise
         for p, c in started:
             _wait_ready(engine, p, c, timeout, reporter)
@@ -233,8 +234,6 @@ def _check_config(existing: dict[int, Any], plans: list[WorkerPlan], recreate: b
         if p is None:
             problems.append(f"worker {index} ({st.url}) runs but --workers {len(plans)} would not start it")
         elif st.config_hash != p.spec.labels[LABEL_CONFIG]:
-            import json
-
             changed = changed_settings((c.labels or {}).get(LABEL_SETTINGS), json.loads(p.spec.labels[LABEL_SETTINGS]))
             problems.append(f"worker {index} ({st.url}) runs with other settings: {', '.join(changed) or 'config'}")
     if problems:
@@ -243,18 +242,38 @@ def _check_config(existing: dict[int, Any], plans: list[WorkerPlan], recreate: b
                               "(or `comfyui down` first)")
 
 
-def _check_port(listen: str, port: int) -> None:
+def _check_port(engine: Engine, listen: str, port: int) -> None:
     if health.port_in_use(listen, port):
-        raise _port_error(listen, port)
+        raise _port_error(engine, listen, port)
 
 
-def _port_error(listen: str, port: int, evidence: str | None = None) -> OrchestratorError:
+def _port_error(engine: Engine, listen: str, port: int, evidence: str | None = None) -> OrchestratorError:
+    owner = _comfyui_on_port(engine, port)
+    if owner is not None:
+        name, folder = owner
+        return OrchestratorError(
+            f"port {port} is already used by the ComfyUI of another project ({name}, project folder {folder})",
+            hint=f"stop that one with `python -m orchestrator --project-dir {folder} comfyui down`, "
+                 f"or use another port: `comfyui up --port {port + 1}`")
     return OrchestratorError(
         f"port {port} on {listen} is already in use by another program, so ComfyUI cannot listen there",
         details=[evidence] if evidence else [],
         hint=f"choose another port with `comfyui up --port {port + 1}`, or find and stop what holds it: "
              f"`ss -ltnp 'sport = :{port}'`",
     )
+
+
+def _comfyui_on_port(engine: Engine, port: int) -> tuple[str, str] | None:
+    """(container name, project folder) of a running ComfyUI container of ours publishing `port`."""
+    try:
+        found = engine.find({LABEL_ROLE: ROLE}, all=False)
+    except DockerError:
+        return None
+    for c in found:
+        bindings = (c.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+        if any(str(b.get("HostPort")) == str(port) for bs in bindings.values() for b in bs or []):
+            return c.name, (c.labels or {}).get(LABEL_PROJECT_DIR, "?")
+    return None
 
 
 def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter: Reporter) -> None:

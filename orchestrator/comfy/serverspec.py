@@ -27,6 +27,7 @@ LABEL_URL = LABEL_PREFIX + "comfyui.url"
 LABEL_WORKER = LABEL_PREFIX + "comfyui.worker"
 LABEL_GPU = LABEL_PREFIX + "comfyui.gpu"
 LABEL_SETTINGS = LABEL_PREFIX + "comfyui.settings"  # the JSON the config hash is computed from
+LABEL_PROJECT_DIR = LABEL_PREFIX + "comfyui.project-dir"  # to name the owner of a busy port
 LOOPBACK = "127.0.0.1"
 
 
@@ -36,7 +37,7 @@ class ServerOptions:
 
     listen: str = LOOPBACK       # host address the port is published on
     port: int = 8188             # host port of worker 0; worker i gets port + i
-    gpus: str = "all"            # "all" | "none" | a count "2" | ids "0,1"
+    gpus: str = "all"            # "all" | "none" | a count "2" | ids "0,1" | "device=0"
     workers: int = 1             # one container per GPU when > 1
     extra_args: tuple[str, ...] = ()  # more main.py flags (e.g. --lowvram)
 
@@ -54,9 +55,12 @@ class ServerOptions:
                                   "or one of this machine's addresses") from None
         if self.gpus != "none":
             try:
-                gpu_request(self.gpus)
+                ids = self.gpu_ids()
+                if ids is None and self.gpus != "all":
+                    gpu_request(self.gpus)
             except ValueError as e:
-                raise UsageError(f"--gpus: {e}", hint="e.g. --gpus all, --gpus 0,1, or --gpus none (CPU)") from None
+                raise UsageError(f"--gpus: {e}", hint="e.g. --gpus all, --gpus 0,1, --gpus device=0 (GPU 0 alone), "
+                                                      "a count like --gpus 2, or --gpus none (CPU)") from None
         if self.workers > 1 and self.gpus not in ("all", "none") and len(self.worker_gpus()) != self.workers:
             raise UsageError(f"--workers {self.workers} needs {self.workers} GPU ids, got --gpus {self.gpus}",
                              hint=f"leave --gpus out to use GPUs 0..{self.workers - 1}, "
@@ -67,16 +71,28 @@ class ServerOptions:
         """True when the server is reachable from other machines (no authentication!)."""
         return not ipaddress.ip_address(self.listen).is_loopback
 
+    def gpu_ids(self) -> list[str] | None:
+        """Device ids when --gpus names devices ('0,1', 'device=0', 'GPU-uuid'); None for all/none/a count."""
+        value = self.gpus.strip()
+        if value.startswith("device="):
+            ids = [g.strip() for g in value[len("device="):].split(",") if g.strip()]
+            if not ids:
+                raise ValueError(f"invalid GPU selection {value!r}: no device ids after device=")
+            return ids
+        if "," in value or value.startswith("GPU-"):
+            return list(gpu_request(value)["device_ids"])
+        return None
+
     def worker_gpus(self) -> list[str | None]:
-        """The GPU selection of each worker: None (CPU), 'all', or one device id per worker."""
+        """Each worker's GPUs: None (CPU), 'all', a count ('2'), or device ids ('0' / '0,1')."""
         if self.gpus == "none":
             return [None] * self.workers
+        ids = self.gpu_ids()
         if self.workers == 1:
-            return [self.gpus]
-        if self.gpus == "all":
-            return [str(i) for i in range(self.workers)]
-        req = gpu_request(self.gpus)
-        ids = req.get("device_ids") or [str(i) for i in range(int(req.get("count", 0)))]
+            return [",".join(ids) if ids is not None else self.gpus]
+        if ids is None:
+            count = self.workers if self.gpus == "all" else int(gpu_request(self.gpus)["count"])
+            ids = [str(i) for i in range(count)]
         return list(ids)
 
 
@@ -173,6 +189,7 @@ def plan(layout: Layout, options: ServerOptions, image: str, user: str) -> list[
             LABEL_URL: url,
             LABEL_WORKER: str(index),
             LABEL_GPU: gpu or "none",
+            LABEL_PROJECT_DIR: str(layout.root),
         }
         spec = ContainerSpec(
             image=image,
@@ -183,7 +200,7 @@ def plan(layout: Layout, options: ServerOptions, image: str, user: str) -> list[
             environment={"PYTHONUNBUFFERED": "1", "HOME": f"{BASE}/home", "USER": "comfy", "LOGNAME": "comfy"},
             user=user,
             working_dir=COMFY_ROOT,
-            gpus=_docker_gpus(gpu, options.workers),
+            gpus=_docker_gpus(gpu, options),
             ports={CONTAINER_PORT: (options.listen, host_port)},
             ipc_host=gpu is not None,  # PyTorch shares tensors through /dev/shm; docker's 64 MB is too small
             ulimits={"memlock": (-1, -1), "stack": (67108864, 67108864)} if gpu is not None else {},
@@ -193,11 +210,11 @@ def plan(layout: Layout, options: ServerOptions, image: str, user: str) -> list[
     return plans
 
 
-def _docker_gpus(gpu: str | None, workers: int) -> str | None:
+def _docker_gpus(gpu: str | None, options: ServerOptions) -> str | None:
     """The engine's --gpus grammar for a worker: a lone id is written '3,' so it means device 3, not a count."""
-    if gpu is None or workers == 1:
-        return gpu
-    return gpu + ","
+    if gpu is None or (options.workers == 1 and options.gpu_ids() is None):
+        return gpu  # 'all' or a count
+    return gpu if "," in gpu else gpu + ","
 
 
 def changed_settings(old_json: str | None, new: Mapping[str, object]) -> list[str]:
