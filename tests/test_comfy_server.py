@@ -336,3 +336,29 @@ def test_port_held_by_another_projects_comfyui_names_that_project(engine, standi
         assert f"--project-dir {other.root} comfyui down" in r.err
     finally:
         server.down(engine, other, grace=5)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_for_start_removes_the_container(engine, standins, project):
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "--project-dir", str(project.root), "comfyui", "up",
+         "--image", standins["never"], "--no-build", "--gpus", "none", "--port", str(free_ports()),
+         "--timeout", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ours(engine, project) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(ours(engine, project)) == 1
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and out == ""
+    assert ours(engine, project) == []

@@ -19,13 +19,24 @@ comfyui status
 comfyui logs -f
 comfyui down"""
 
+UP_EPILOG = """examples:
+  python -m orchestrator comfyui up                      # http://127.0.0.1:8188, all GPUs
+  python -m orchestrator comfyui up --foreground         # stream the log, Ctrl+C stops it
+  python -m orchestrator comfyui up --workers 2          # GPU 0 on :8188, GPU 1 on :8189
+  python -m orchestrator comfyui up --gpus device=1      # only GPU 1
+  python -m orchestrator comfyui up --runtime local --comfyui ~/ComfyUI --python ~/ComfyUI/.venv/bin/python
+
+from another computer, tunnel instead of --listen 0.0.0.0 (ComfyUI has no authentication):
+  ssh -N -L 8188:127.0.0.1:8188 you@gpu-box    then open http://127.0.0.1:8188 locally"""
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     sub.required = True
     p = sub.add_parser("up", help="start ComfyUI (builds the image the first time) and wait until it answers",
                        description="Start ComfyUI on http://127.0.0.1:8188 with the project's models, workflows, "
-                                   "outputs/ and input/; build the image first when it is missing.")
+                                   "outputs/ and input/; build the image first when it is missing.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=UP_EPILOG)
     p.add_argument("--port", type=int, default=8188, help="host port (worker i uses PORT+i; default 8188)")
     p.add_argument("--listen", metavar="ADDR", default="127.0.0.1",
                    help="host address to publish on (default 127.0.0.1; ComfyUI has NO authentication, "
