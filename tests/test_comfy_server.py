@@ -320,7 +320,7 @@ def test_logs_follow_ends_when_the_server_stops(engine, standins, project):
     server.down(engine, project, grace=10)
     t.join(timeout=20)
     assert not t.is_alive()
-    assert (0, f"To see the GUI go to: http://0.0.0.0:8188") in seen and (0, "Stopped server") in seen
+    assert (0, "To see the GUI go to: http://0.0.0.0:8188") in seen and (0, "Stopped server") in seen
 
 
 def test_port_held_by_another_projects_comfyui_names_that_project(engine, standins, project, run_cli, tmp_path):

@@ -161,7 +161,9 @@ def test_dockerfile_pins_base_comfyui_and_frontend():
     runs = " ".join(arg for op, arg in ins if op == "RUN")
     assert 'git fetch -q --depth 1 origin "${COMFYUI_COMMIT}"' in runs
     assert 'test "$(git rev-parse HEAD)" = "${COMFYUI_COMMIT}"' in runs
-    assert '"comfyui-frontend-package==${COMFYUI_FRONTEND_VERSION}"' in runs and "torchsde" in runs
+    assert 'echo "comfyui-frontend-package==${COMFYUI_FRONTEND_VERSION}" >> /tmp/constraints.txt' in runs
+    assert "for extra in comfyui-frontend-package torchsde requests" in runs
+    assert 'assert v == os.environ["COMFYUI_FRONTEND_VERSION"]' in runs and "import torchsde" in runs
     assert images.comfy_image().startswith("flux-comfyui:") and "missing" not in images.comfy_image()
 
 
@@ -178,11 +180,15 @@ def test_dockerfile_never_replaces_torch_and_has_no_secrets():
 
 
 def test_dockerfile_requirement_filter_drops_torch_but_keeps_the_rest(tmp_path):
+    """Run the Dockerfile's own shell lines on a sample requirements.txt."""
     runs = " ".join(arg for op, arg in _instructions() if op == "RUN")
-    pattern = re.search(r"grep -viE '([^']+)' requirements.txt", runs).group(1)
-    reqs = "torch\ntorchsde\ntorchvision\ntorchaudio>=2\nnumpy>=1.25.0\nTorch ==2.1\ncomfyui-frontend-package==1.35.9\n"
-    kept = subprocess.run(["grep", "-viE", pattern], input=reqs, capture_output=True, text=True).stdout.split()
-    assert kept == ["torchsde", "numpy>=1.25.0", "comfyui-frontend-package==1.35.9"]
+    script = re.search(r"(grep -viE '[^']+' requirements.txt > /tmp/requirements.txt .*?done)", runs).group(1)
+    (tmp_path / "requirements.txt").write_text(
+        "comfyui-frontend-package==1.35.9\ntorch\ntorchsde\ntorchvision\ntorchaudio>=2\nnumpy>=1.25.0\nTorch ==2.1\n")
+    script = script.replace("/tmp/requirements.txt", str(tmp_path / "out.txt"))
+    subprocess.run(["sh", "-c", script], cwd=tmp_path, check=True)
+    assert (tmp_path / "out.txt").read_text().split() == [
+        "comfyui-frontend-package==1.35.9", "torchsde", "numpy>=1.25.0", "requests"]
 
 
 def test_dockerfile_python_one_liners_run(tmp_path):
@@ -202,3 +208,10 @@ def test_dockerfile_runs_as_non_root_with_writable_dirs_and_our_entry():
     cmd = json.loads([arg for op, arg in ins if op == "CMD"][-1])
     assert cmd[:6] == ["python", "main.py", "--listen", "0.0.0.0", "--port", "8188"]
     assert list(serverspec.command("all")) == cmd  # the image's default = what `comfyui up` runs
+
+
+def test_dockerfile_run_lines_are_valid_shell():
+    for op, arg in _instructions():
+        if op == "RUN":
+            r = subprocess.run(["sh", "-n", "-c", arg], capture_output=True, text=True)
+            assert r.returncode == 0, (arg, r.stderr)

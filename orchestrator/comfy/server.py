@@ -100,12 +100,20 @@ def status(engine: Engine, layout: Layout) -> list[ServerState]:
 
 
 def down(engine: Engine, layout: Layout, *, grace: float = 20.0) -> list[ServerState]:
-    """Stop (SIGINT, then kill after `grace`) and remove every ComfyUI container of this project."""
-    gone = []
-    for c in containers(engine, layout):
-        gone.append(state_of(c))
+    """Stop (SIGINT, then kill after `grace`) and remove every ComfyUI container of this project;
+    workers stop in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cs = containers(engine, layout)
+    gone = [state_of(c) for c in cs]
+
+    def stop(c: Any) -> None:
         engine.stop(c, signal="SIGINT", grace=grace)
         engine.remove(c)
+
+    if cs:
+        with ThreadPoolExecutor(max_workers=min(8, len(cs))) as pool:
+            list(pool.map(stop, cs))
     return gone
 
 
