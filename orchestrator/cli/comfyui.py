@@ -77,6 +77,7 @@ def run_up(args: argparse.Namespace, ctx: Context) -> int:
     options.validate()
     if options.exposed:
         _warn_exposed(ctx, options)
+    _ensure_workflows(ctx)
     if args.runtime == "local":
         return _up_local(args, ctx, options)
     if args.comfyui or args.python:
@@ -138,6 +139,16 @@ def _up_local(args: argparse.Namespace, ctx: Context, options: Any) -> int:
         raise
     localserver.down(ctx.layout)
     raise OrchestratorError("ComfyUI stopped by itself", hint="the log above says why")
+
+
+def _ensure_workflows(ctx: Context) -> None:
+    """Put our two workflows into workflows/ when missing, so the browser's sidebar lists them."""
+    try:
+        from orchestrator.comfy.builtin import ensure_builtin_workflows
+    except ImportError:  # the workflow package is not part of this checkout
+        return
+    for path in ensure_builtin_workflows(ctx.layout.workflows):
+        ctx.log(f"wrote {path.relative_to(ctx.layout.root)} (one of our workflows)")
 
 
 def _warn_exposed(ctx: Context, options: Any) -> None:
