@@ -70,7 +70,7 @@ def test_run_find_logs_stop_remove(engine, busybox_image, project):
     )
     c = engine.run(spec)
     deadline = time.time() + 10
-    while not (out / "uid").exists() and time.time() < deadline:
+    while not ((out / "uid").exists() and (out / "uid").read_text().strip()) and time.time() < deadline:
         time.sleep(0.05)
     assert (out / "uid").read_text().strip() == str(os.getuid())
     assert [x.id for x in engine.find(labels)] == [c.id]
