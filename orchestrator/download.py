@@ -231,12 +231,12 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
         partial.unlink()
         resume = 0
     sink = _HashingSink(partial, remote, resume, _Progress(reporter, tag, target.name, remote.size, resume))
-    where = f"{remote.repo}/{remote.filename}"
+    loud = (remote.size or 0) >= 1024 * 1024   # small files (tokenizer JSON) only show on the live line
     if resume:
         reporter.milestone(f"{tag} resuming {target.name} at {format_bytes(resume)} of "
-                           f"{format_bytes(remote.size)} from {where}")
-    else:
-        reporter.milestone(f"{tag} downloading {target.name} ({format_bytes(remote.size)}) from {where}")
+                           f"{format_bytes(remote.size)} from {remote.repo}")
+    elif loud:
+        reporter.milestone(f"{tag} downloading {target.name} ({format_bytes(remote.size)}) from {remote.repo}")
     try:
         try:
             hub.fetch(remote, sink, resume_size=resume)
@@ -260,7 +260,8 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
                             hint="run the same command again to download it afresh")
     os.replace(partial, target)
     _record(layout, item, remote, sink.sha256, verified=sink.checkable)
-    sink.progress.finish()
+    if loud or resume:
+        sink.progress.finish()
     return FileResult(item, "resumed" if resume else ("replaced" if ins.local_size else "downloaded"),
                       remote.size, sink.sha256)
 

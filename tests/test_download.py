@@ -146,8 +146,23 @@ def test_interrupted_process_leaves_no_file_in_place_and_next_run_resumes(hub, p
     assert r.returncode == 0, r.stderr
     assert target.read_bytes() == data
     assert "resuming flux1-dev.safetensors at 10.0 MiB" in r.stderr
+    assert "run the same command to resume" in err
     assert hub.gets("/cdn/")[-1].headers.get("range") == f"bytes={kept}-"
     assert TOKEN not in out + err + r.stdout + r.stderr
+
+
+def test_token_from_huggingface_hubs_saved_login(hub, project, tmp_path):
+    """`hf auth login` stores the token under HF_HOME; a fresh process must find it there."""
+    home = tmp_path / "hf_home"
+    home.mkdir()
+    (home / "token").write_text(TOKEN)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_HOME=str(home), HF_ENDPOINT=hub.url)
+    cmd = [sys.executable, "-m", "orchestrator", "--project-dir", str(project.root), "download", "--only", "ae"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert models.AE.path(project).read_bytes() == _expected(models.AE)
+    assert TOKEN not in r.stdout + r.stderr
 
 
 def test_gated_model_without_token(hub, run_cli, project):
@@ -328,3 +343,39 @@ def test_disk_full_mid_way_leaves_nothing_at_the_final_path_and_resumes(hub, run
     assert r.code == 0, r.err
     assert target.read_bytes() == data
     assert hub.gets("/cdn/")[-1].headers.get("range") == f"bytes={kept}-"
+
+
+def test_complete_project_needs_no_network(hub, run_cli, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert run_cli("download").code == 0
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    r = run_cli("download")
+    assert r.code == 0, r.err
+    assert "Hub not reachable, not re-checked" in r.out
+
+
+def test_a_second_download_in_the_same_project_is_refused(run_cli, project):
+    import fcntl
+
+    with open(project.models / ".download.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        r = run_cli("download", "--only", "clip_l")
+    assert r.code == 1
+    assert "another `download` is already running for this project" in r.err
+
+
+def test_dry_run_shows_a_partial_download(hub, run_cli, project):
+    data = _expected(models.CLIP_L)
+    partial_path(models.CLIP_L.path(project), hashlib.sha256(data).hexdigest()).write_bytes(data[:25_000])
+    r = run_cli("download", "--dry-run", "--only", "clip_l")
+    assert r.code == 0, r.err
+    assert "partial 50% (resumes)" in r.out
+    assert "to download: 24.4 KiB" in r.out
+
+
+def test_download_sh_wrapper(hub, project):
+    script = os.path.join(os.path.dirname(__file__), "..", "download.sh")
+    r = subprocess.run(["bash", script, "--project-dir", str(project.root), "--dry-run", "--only", "clip_l"],
+                       env={**os.environ, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "clip_l" in r.stdout and str(models.CLIP_L.path(project)) in r.stdout

@@ -40,12 +40,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     hub = Hub.from_env()
     if args.dry_run:
         return _dry_run(ctx, items, hub)
-    results = dl.download(ctx.layout, items, hub, ctx.status, verify=args.verify)
+    try:
+        results = dl.download(ctx.layout, items, hub, ctx.status, verify=args.verify)
+    except KeyboardInterrupt:
+        ctx.log("\ndownload interrupted: the bytes fetched so far are kept; run the same command to resume")
+        raise
     ctx.status.close()
     rows = []
     for group, members in _groups(results).items():
         statuses = list(dict.fromkeys(r.status for r in members if r.status != "absent upstream"))
-        size = _sum(r.size for r in members)
+        size = _sum(r.size for r in members if r.status != "absent upstream")
         rows.append((group, ", ".join(statuses), _fmt(size), _where(members[0].item, ctx)))
     from orchestrator.cli.table import render_table
 
@@ -106,9 +110,10 @@ def _groups(entries: Sequence) -> dict[str, list]:
 
 
 def _where(item, ctx: Context) -> str:
-    path = item.target if item.required and not item.group.endswith("tokenizer") else item.target.parent
-    text = _display(path)
-    return text + ("/" if path.is_dir() or item.group.endswith("tokenizer") else "")
+    """A model's file, or a tokenizer's folder."""
+    if item.group.endswith("tokenizer"):
+        return _display(item.target.parent) + "/"
+    return _display(item.target)
 
 
 def _display(path: Path) -> str:
