@@ -85,7 +85,7 @@ def plan_items(layout: Layout, only: Sequence[str] | None = None, variant: str =
     for tok in dict.fromkeys(chosen_tokenizers):
         folder = tok.folder(layout)
         items += [Item(tok.name, tok.repo, f, folder / f, size) for f, size in tok.files]
-        items += [Item(tok.name, tok.repo, f, folder / f, 0, required=False) for f in tok.optional]
+        items += [Item(tok.name, tok.repo, f, folder / f, size, required=False) for f, size in tok.optional]
     return items
 
 
@@ -106,7 +106,7 @@ class Inspection:
 
     @property
     def size(self) -> int | None:
-        return self.remote.size if self.remote else (self.item.approx_size or None)
+        return self.remote.size if self.remote else self.item.approx_size
 
     @property
     def complete(self) -> bool:

@@ -121,8 +121,8 @@ class TokenizerFiles:
 
     name: str                                   # what users type (`--only clip_l-tokenizer`)
     repo: str
-    files: tuple[tuple[str, int], ...]          # (file name, approximate size) that must be present
-    optional: tuple[str, ...] = ()              # fetched when the repo has them
+    files: tuple[tuple[str, int], ...]          # (file name, approximate size) the tokenizer cannot load without
+    optional: tuple[tuple[str, int], ...] = ()  # config and special-token files, fetched when the repo has them
 
     @property
     def folder_name(self) -> str:
@@ -134,19 +134,23 @@ class TokenizerFiles:
 
     @property
     def approx_size(self) -> int:
-        return sum(size for _, size in self.files)
+        return sum(size for _, size in self.files + self.optional)
 
 
+# What `from_pretrained(repo id)` itself fetches for CLIPTokenizer / T5TokenizerFast, so the local
+# folder behaves exactly like the Hub. Only the vocabularies are required: a repo that drops a
+# config file upstream must not stop a download.
 CLIP_L_TOKENIZER = TokenizerFiles(
     "clip_l-tokenizer", "openai/clip-vit-large-patch14",
-    (("vocab.json", 961_143), ("merges.txt", 524_619), ("tokenizer.json", 2_224_003),
-     ("tokenizer_config.json", 905), ("special_tokens_map.json", 389), ("config.json", 4_519)),
+    (("vocab.json", 961_143), ("merges.txt", 524_619)),
+    optional=(("tokenizer.json", 2_224_003), ("tokenizer_config.json", 905), ("special_tokens_map.json", 389),
+              ("config.json", 4_519), ("added_tokens.json", 0)),
 )
 T5XXL_TOKENIZER = TokenizerFiles(
     "t5xxl-tokenizer", "google/t5-v1_1-xxl",
-    (("spiece.model", 791_656), ("tokenizer_config.json", 1_857), ("special_tokens_map.json", 1_786),
-     ("config.json", 605)),
-    optional=("tokenizer.json", "added_tokens.json"),
+    (("spiece.model", 791_656),),
+    optional=(("tokenizer_config.json", 1_857), ("special_tokens_map.json", 1_786), ("config.json", 605),
+              ("tokenizer.json", 0), ("added_tokens.json", 0)),
 )
 TOKENIZERS = (CLIP_L_TOKENIZER, T5XXL_TOKENIZER)
 

@@ -35,7 +35,9 @@ def hub(monkeypatch):
         for m in models.ALL_MODELS:
             server.add(m.repo, m.filename, _bytes(m.filename, SIZES[m.filename]), lfs=True)
         for tok in models.TOKENIZERS:
-            for f, _ in tok.files:
+            for f, _ in tok.files + tok.optional:
+                if f == "added_tokens.json" or (f == "tokenizer.json" and tok is models.T5XXL_TOKENIZER):
+                    continue  # as upstream: these repos do not have them
                 server.add(tok.repo, f, _bytes(tok.repo + f, 3_000), lfs=f.endswith(".model"))
         server.gated.add(models.FLUX_REPO)
         server.grant(TOKEN, "alice", models.FLUX_REPO)
@@ -60,7 +62,10 @@ def test_downloads_the_four_models_and_tokenizers(hub, run_cli, project, monkeyp
         assert m.path(project).read_bytes() == _expected(m)
     for tok in models.TOKENIZERS:
         assert models.tokenizer_status(project, tok).complete
-        assert (project.tokenizers / tok.folder_name / tok.files[0][0]).read_bytes() == _bytes(tok.repo + tok.files[0][0], 3000)
+        for f in ("tokenizer_config.json", tok.files[0][0]):
+            assert (tok.folder(project) / f).read_bytes() == _bytes(tok.repo + f, 3000)
+    assert sorted(p.name for p in models.T5XXL_TOKENIZER.folder(project).iterdir()) == [
+        "config.json", "special_tokens_map.json", "spiece.model", "tokenizer_config.json"]
     assert not list(project.models.rglob("*.incomplete"))
     # the final table says what is where
     for name in ("flux1-dev", "ae", "clip_l", "t5xxl_fp16", "clip_l-tokenizer", "t5xxl-tokenizer"):
@@ -208,6 +213,7 @@ def test_optional_tokenizer_files_may_be_absent_upstream(hub, run_cli, project):
     r = run_cli("download", "--only", "t5xxl-tokenizer")
     assert r.code == 0, r.err
     assert not (models.T5XXL_TOKENIZER.folder(project) / "tokenizer.json").exists()
+    assert (models.T5XXL_TOKENIZER.folder(project) / "special_tokens_map.json").exists()
     assert models.tokenizer_status(project, models.T5XXL_TOKENIZER).complete
 
 

@@ -81,14 +81,15 @@ def _dry_run(ctx: Context, items: Sequence, hub) -> int:
     verdict = "enough" if free >= to_fetch else f"NOT enough: free {format_bytes(to_fetch - free)} first"
     ctx.out(f"\nto download: {format_bytes(to_fetch)}; free in {models_dir}: {format_bytes(free)} ({verdict})")
     ctx.out("sizes: " + ("from the Hub" if reached else "approximate (catalogue) where the Hub could not be asked"))
+    all_groups = set(_groups(plan))
     for problem, groups in problems.items():
-        ctx.warn(f"{', '.join(dict.fromkeys(groups))}: {problem}")
+        ctx.warn(problem if set(groups) == all_groups else f"{', '.join(dict.fromkeys(groups))}: {problem}")
     return 0
 
 
 def _state(members: Sequence) -> str:
-    if any(m.problem for m in members) and not any(m.remote for m in members):
-        return "unknown (see below)"
+    if not any(m.remote for m in members):  # the Hub could not be asked: say what is on disk
+        return "present (not checked)" if any(m.local_size for m in members) else "to download (?)"
     if all(m.complete for m in members):
         return "complete"
     partial = sum(m.partial_size for m in members)
