@@ -14,7 +14,8 @@ Routes (what huggingface_hub 2.x sends, answered the way huggingface.co answers)
 
 Every request is recorded (method, path, headers) so tests can check Range and Authorization.
 Misbehaviour on demand: `throttle` (seconds per 64 KiB chunk), `cut_after` (drop the connection
-after N body bytes, once per path), `corrupt` (serve wrong bytes for a path), `before_body` hook.
+after N body bytes, once per path), `corrupt` (serve wrong bytes for a path), `fail_status`
+(answer every resolve with e.g. 503), `before_body` hook.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class HubServer:
     cut_after: dict[str, int] = field(default_factory=dict)      # path (file name) -> bytes before a drop
     corrupt: set[str] = field(default_factory=set)               # file names served with wrong bytes
     before_body: Callable[[str], None] | None = None
+    fail_status: int | None = None                               # answer every resolve with this status
 
     def add(self, repo: str, filename: str, data: bytes, *, lfs: bool = False) -> None:
         self.repos.setdefault(repo, {})[filename] = (data, lfs)
@@ -128,6 +130,8 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
         def _resolve(self, repo: str, path: str, body: bool) -> None:
+            if hub.fail_status:
+                return self._error(hub.fail_status, None, "Internal Error - We're working hard to fix this")
             token = self._token()
             if token is not None and token not in hub.tokens:
                 return self._error(401, None, INVALID_CREDENTIALS)

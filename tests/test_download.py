@@ -300,17 +300,40 @@ def test_dry_run_without_the_hub_uses_catalogue_sizes(run_cli, monkeypatch):
 
 # -- the disk: a real, tiny tmpfs ------------------------------------------------------------------
 @pytest.fixture
-def tiny_disk(project):
-    """models/ on a 1 MiB tmpfs (needs root, which this machine's CI has)."""
-    target = project.models
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        project.ensure_dirs(*project.model_dirs().values(), project.tokenizers)
-        yield target
-    finally:
+def mount_tmpfs(project):
+    """Mount a real tmpfs of a given size on a folder (needs root, which this machine's CI has)."""
+    mounted = []
+
+    def mount(target, size: str = "1m"):
+        target.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(project, mount_tmpfs):
+    """models/ on a 1 MiB tmpfs."""
+    target = mount_tmpfs(project.models)
+    project.ensure_dirs(*project.model_dirs().values(), project.tokenizers)
+    return target
+
+
+def test_disk_room_is_checked_per_file_system(hub, run_cli, project, mount_tmpfs, monkeypatch):
+    """models/checkpoints on its own small disk (as when symlinked elsewhere): that disk is the one refused."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    mount_tmpfs(project.checkpoints, "256k")
+    r = run_cli("download", "--only", "flux1-dev", "clip_l")
+    assert r.code == 1
+    assert f"not enough disk space in {project.checkpoints}: the download needs 293.0 KiB more" in r.err
+    assert str(project.text_encoders) not in r.err
+    assert run_cli("download", "--only", "clip_l").code == 0  # the big disk has room
 
 
 def test_refuses_to_start_without_room(hub, run_cli, project, tiny_disk, monkeypatch):
@@ -385,3 +408,21 @@ def test_download_sh_wrapper(hub, project):
                        env={**os.environ, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "clip_l" in r.stdout and str(models.CLIP_L.path(project)) in r.stdout
+
+
+def test_hub_server_error_says_to_retry_later(hub, run_cli, monkeypatch):
+    hub.fail_status = 503
+    r = run_cli("download", "--only", "clip_l")
+    assert r.code == 1
+    assert "the Hub answered 503 for comfyanonymous/flux_text_encoders/clip_l.safetensors" in r.err
+    assert "run again later" in r.err
+
+
+def test_tokenizer_folders_match_sd_scripts_cache_layout():
+    """sd-scripts loads `<tokenizer_cache_dir>/<repo id with / as _>` (cross-check with ../shared)."""
+    from tests.conftest import shared_path
+
+    text = shared_path("kohya", "README.md").read_text()
+    for tok in models.TOKENIZERS:
+        assert f"`{tok.repo}`" in text or tok.repo in text
+        assert f"<dir>/{tok.folder_name}" in text
