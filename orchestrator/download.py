@@ -229,7 +229,6 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
     if remote.size is not None and resume > remote.size:
         partial.unlink()
         resume = 0
-    sink = HashingSink(partial, remote, resume, Progress(reporter, tag, target.name, remote.size, resume))
     loud = (remote.size or 0) >= 1024 * 1024   # small files (tokenizer JSON) only show on the live line
     if resume:
         reporter.milestone(f"{tag} resuming {target.name} at {format_bytes(resume)} of "
@@ -237,6 +236,7 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
     elif loud:
         reporter.milestone(f"{tag} downloading {target.name} ({format_bytes(remote.size)}) from {remote.repo}")
     try:
+        sink = HashingSink(partial, remote, resume, Progress(reporter, tag, target.name, remote.size, resume))
         try:
             hub.fetch(remote, sink, resume_size=resume)
         finally:

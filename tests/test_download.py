@@ -129,9 +129,9 @@ def test_connection_dropped_mid_file_is_retried_and_the_file_is_intact(hub, run_
 def test_interrupted_process_leaves_no_file_in_place_and_next_run_resumes(hub, project, tmp_path):
     """A real Ctrl+C (SIGINT) of `python -m orchestrator download`, then a second run."""
     chunk = 10 * 1024 * 1024  # huggingface_hub writes in 10 MiB chunks
-    data = _bytes("flux-large", chunk + 2 * 1024 * 1024)
+    data = _bytes("flux-large", chunk + 6 * 1024 * 1024)
     hub.add(models.FLUX_REPO, "flux1-dev.safetensors", data, lfs=True)
-    hub.throttle = 0.01  # 64 KiB per 10 ms: ~2 s for the whole file
+    hub.throttle = 0.01  # 64 KiB per 10 ms: ~2.6 s for the whole file, ~1 s after the first chunk
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
     cmd = [sys.executable, "-m", "orchestrator", "--project-dir", str(project.root), "download", "--only", "flux1-dev"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
