@@ -79,7 +79,8 @@ def run_checks(layout: Layout, probes: Probes, *, variant: str | None = None, po
     checks = [check_python(probes.python)]
     engine, docker_check = _docker(probes)
     checks.append(docker_check)
-    checks.append(check_nvidia_runtime(engine))
+    checks.append(check_nvidia_runtime(engine, toolkit=probes.which("nvidia-ctk") or
+                                       probes.which("nvidia-container-runtime")))
     checks.append(check_gpus(probes, engine_has_nvidia=_has_nvidia(engine)))
     model_set = models.model_set(variant or detect_variant(layout))
     manifest = models.read_manifest(layout)
@@ -129,7 +130,8 @@ def _has_nvidia(engine: Any | None) -> bool | None:
         return None
 
 
-def check_nvidia_runtime(engine: Any | None) -> Check:
+def check_nvidia_runtime(engine: Any | None, *, toolkit: str | None = None) -> Check:
+    """`toolkit`: path of the NVIDIA Container Toolkit on this host, when installed."""
     from orchestrator.engine import NVIDIA_HINT
 
     if engine is None:
@@ -139,9 +141,11 @@ def check_nvidia_runtime(engine: Any | None) -> Check:
     if "nvidia" in runtimes:
         default = info.get("DefaultRuntime", "?")
         return Check("nvidia runtime", OK, f"registered with Docker (default runtime: {default})")
-    return Check("nvidia runtime", FAIL,
-                 f"Docker has no NVIDIA runtime (only {', '.join(runtimes) or 'none'}): containers cannot use a GPU",
-                 NVIDIA_HINT)
+    summary = f"Docker has no NVIDIA runtime (only {', '.join(runtimes) or 'none'}): containers cannot use a GPU"
+    if toolkit:
+        return Check("nvidia runtime", FAIL, summary + f"; the toolkit is installed ({toolkit}) but not registered",
+                     "register it: `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`")
+    return Check("nvidia runtime", FAIL, summary, NVIDIA_HINT)
 
 
 def check_gpus(probes: Probes, *, engine_has_nvidia: bool | None) -> Check:

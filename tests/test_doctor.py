@@ -168,3 +168,12 @@ def test_disk_too_small_for_the_missing_models_is_blocking(project):
 def test_old_python_is_blocking():
     assert doctor.check_python((3, 9, 18)).status == "fail"
     assert doctor.check_python((3, 12, 1)).status == "ok"
+
+
+@pytest.mark.docker
+def test_toolkit_installed_but_not_registered(session_engine):
+    if session_engine.has_nvidia_runtime():
+        pytest.skip("this engine has an NVIDIA runtime")
+    c = doctor.check_nvidia_runtime(session_engine, toolkit="/usr/bin/nvidia-ctk")
+    assert c.status == "fail" and "installed (/usr/bin/nvidia-ctk) but not registered" in c.summary
+    assert "nvidia-ctk runtime configure" in c.fix

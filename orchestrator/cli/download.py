@@ -79,7 +79,10 @@ def _dry_run(ctx: Context, items: Sequence, hub) -> int:
     models_dir = _existing(ctx.layout.models)
     free = shutil.disk_usage(models_dir).free
     verdict = "enough" if free >= to_fetch else f"NOT enough: free {format_bytes(to_fetch - free)} first"
-    ctx.out(f"\nto download: {format_bytes(to_fetch)}; free in {models_dir}: {format_bytes(free)} ({verdict})")
+    if to_fetch:
+        ctx.out(f"\nto download: {format_bytes(to_fetch)}; free in {models_dir}: {format_bytes(free)} ({verdict})")
+    else:
+        ctx.out(f"\nnothing to download; free in {models_dir}: {format_bytes(free)}")
     ctx.out("sizes: " + ("from the Hub" if reached else "approximate (catalogue) where the Hub could not be asked"))
     all_groups = set(_groups(plan))
     for problem, groups in problems.items():
