@@ -1,7 +1,7 @@
 """Start-up time of the CLI: `python -m orchestrator --help` (goal < 0.3 s), `download --help`, `doctor --help`.
 
 Usage: python bench/cli_startup.py [--runs N]
-Each command runs N times in a fresh interpreter; prints the median and the fastest run, and the
+Each command runs N times in a fresh interpreter (round-robin); prints the median and the fastest run, and the
 interpreter's own start-up (`python -c pass`) for reference. Prints figures; asserts nothing.
 """
 
@@ -24,25 +24,24 @@ COMMANDS = {
 }
 
 
-def time_command(args: list[str], runs: int) -> list[float]:
-    """Wall-clock seconds of `runs` fresh runs of `python ARGS` from the repo root."""
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=True)
-        times.append(time.perf_counter() - t0)
-    return times
+def time_once(args: list[str]) -> float:
+    """Wall-clock seconds of one fresh `python ARGS` run from the repo root."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="runs per command (default 9)")
     args = parser.parse_args()
-    time_command(COMMANDS["python -m orchestrator --help"], 1)  # warm the bytecode cache
+    time_once(COMMANDS["python -m orchestrator --help"])  # warm the bytecode cache
+    times_of: dict[str, list[float]] = {label: [] for label in COMMANDS}
+    for _ in range(args.runs):  # round-robin, so a busy moment of the machine hits every command alike
+        for label, argv in COMMANDS.items():
+            times_of[label].append(time_once(argv))
     print(f"{'command':<42} {'median':>8} {'fastest':>8}  goal")
-    for label, argv in COMMANDS.items():
-        times = time_command(argv, args.runs)
+    for label, times in times_of.items():
         median = statistics.median(times)
         verdict = "" if "orchestrator" not in label else ("ok" if median < GOAL else f"SLOW (> {GOAL} s)")
         print(f"{label:<42} {median:>7.3f}s {min(times):>7.3f}s  {verdict}")
