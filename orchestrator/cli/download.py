@@ -54,6 +54,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.cli.table import render_table
 
     ctx.out(render_table(("NAME", "STATUS", "SIZE", "PATH"), rows))
+    ctx.log("next: `python -m orchestrator doctor` checks Docker, the GPU runtime and these files")
     return 0
 
 
