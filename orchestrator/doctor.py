@@ -229,19 +229,26 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
 
     hub = make_hub() if make_hub is not None else Hub.from_env()
     card = model_card_url(models.FLUX_REPO)
+    reach: list[Check] = []
+    if online:
+        try:
+            hub.file_info(models.CLIP_L.repo, models.CLIP_L.filename)
+            reach = [Check("hub", OK, f"{hub.endpoint} reachable")]
+        except OrchestratorError as e:
+            return [Check("hub", FAIL if needed else WARN, e.message, e.hint)]
     if not hub.has_token:
         if needed:
-            return [Check("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
+            return reach + [Check("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
                                             "gated and not downloaded yet",
                           f"accept the licence at {card}, then {LOGIN_HINT}")]
-        return [Check("hf token", INFO, "none found (not needed: the gated files are already here)")]
+        return reach + [Check("hf token", INFO, "none found (not needed: the gated files are already here)")]
     if not online:
         return [Check("hf token", OK, f"found ({hub.token_source}); not checked online (`doctor --online` does)")]
     try:
         user = hub.whoami()
     except OrchestratorError as e:
-        return [Check("hf token", FAIL, e.message, e.hint)]
-    checks = [Check("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
+        return reach + [Check("hf token", FAIL, e.message, e.hint)]
+    checks = reach + [Check("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
     try:
         hub.file_info(models.FLUX_REPO, models.FLUX_DEV.filename, gated=True)
         checks.append(Check("flux licence", OK, f"{user} has access to {models.FLUX_REPO}"))

@@ -93,6 +93,7 @@ def test_online_token_checks(hub, run_cli, monkeypatch):  # noqa: F811
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     checks = _checks(run_cli("doctor", "--json", "--online"))
+    assert checks["hub"]["status"] == "ok" and hub.url in checks["hub"]["summary"]
     assert checks["hf token"]["status"] == "ok" and "logged in as alice" in checks["hf token"]["summary"]
     assert checks["flux licence"]["status"] == "ok"
     monkeypatch.setenv("HF_TOKEN", UNGRANTED)
@@ -177,3 +178,11 @@ def test_toolkit_installed_but_not_registered(session_engine):
     c = doctor.check_nvidia_runtime(session_engine, toolkit="/usr/bin/nvidia-ctk")
     assert c.status == "fail" and "installed (/usr/bin/nvidia-ctk) but not registered" in c.summary
     assert "nvidia-ctk runtime configure" in c.fix
+
+
+def test_online_without_network(run_cli, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    checks = _checks(run_cli("doctor", "--json", "--online"))
+    assert checks["hub"]["status"] == "fail" and "cannot reach the Hugging Face Hub" in checks["hub"]["summary"]
+    assert "hf token" not in checks  # cannot be checked without the Hub
