@@ -225,7 +225,7 @@ def check_tokenizer(t: models.TokenizerStatus) -> Check:
 
 
 def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Check]:
-    from orchestrator.hub import LOGIN_HINT, Hub, model_card_url
+    from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
 
     hub = make_hub() if make_hub is not None else Hub.from_env()
     card = model_card_url(models.FLUX_REPO)
@@ -233,9 +233,11 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
     if online:
         try:
             hub.file_info(models.CLIP_L.repo, models.CLIP_L.filename)
-            reach = [Check("hub", OK, f"{hub.endpoint} reachable")]
-        except OrchestratorError as e:
+        except HubUnreachable as e:
             return [Check("hub", FAIL if needed else WARN, e.message, e.hint)]
+        except OrchestratorError:
+            pass  # it answered (a refused token is the next check's business)
+        reach = [Check("hub", OK, f"{hub.endpoint} reachable")]
     if not hub.has_token:
         if needed:
             return reach + [Check("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
