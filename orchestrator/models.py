@@ -108,3 +108,84 @@ def local_status(layout: Layout, model: ModelFile, manifest: dict[str, dict] | N
         size = None
     recorded = manifest.get(rel, {}).get("size")
     return LocalStatus(model, path, size, int(recorded) if recorded is not None else None)
+
+
+# -- tokenizers for sd-scripts' --tokenizer_cache_dir ----------------------------------------------
+# sd-scripts loads `<dir>/<repo id with / replaced by _>` with `from_pretrained(local dir)` and only
+# goes to the Hub when that folder is missing, so these few files make training work offline.
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    """The tokenizer files of one Hub repo that `from_pretrained(local folder)` reads."""
+
+    name: str                                   # what users type (`--only clip_l-tokenizer`)
+    repo: str
+    files: tuple[tuple[str, int], ...]          # (file name, approximate size) the tokenizer cannot load without
+    optional: tuple[tuple[str, int], ...] = ()  # config and special-token files, fetched when the repo has them
+
+    @property
+    def folder_name(self) -> str:
+        """The folder name sd-scripts uses under --tokenizer_cache_dir."""
+        return self.repo.replace("/", "_")
+
+    def folder(self, layout: Layout) -> Path:
+        return layout.tokenizers / self.folder_name
+
+    @property
+    def approx_size(self) -> int:
+        return sum(size for _, size in self.files + self.optional)
+
+
+# What `from_pretrained(repo id)` itself fetches for CLIPTokenizer / T5TokenizerFast, so the local
+# folder behaves exactly like the Hub. Only the vocabularies are required: a repo that drops a
+# config file upstream must not stop a download.
+CLIP_L_TOKENIZER = TokenizerFiles(
+    "clip_l-tokenizer", "openai/clip-vit-large-patch14",
+    (("vocab.json", 961_143), ("merges.txt", 524_619)),
+    optional=(("tokenizer.json", 2_224_003), ("tokenizer_config.json", 905), ("special_tokens_map.json", 389),
+              ("config.json", 4_519), ("added_tokens.json", 0)),
+)
+T5XXL_TOKENIZER = TokenizerFiles(
+    "t5xxl-tokenizer", "google/t5-v1_1-xxl",
+    (("spiece.model", 791_656),),
+    optional=(("tokenizer_config.json", 1_857), ("special_tokens_map.json", 1_786), ("config.json", 605),
+              ("tokenizer.json", 0), ("added_tokens.json", 0)),
+)
+TOKENIZERS = (CLIP_L_TOKENIZER, T5XXL_TOKENIZER)
+
+
+@dataclass(frozen=True)
+class TokenizerStatus:
+    """Which required files of one tokenizer are on disk (sizes checked against the manifest)."""
+
+    tokenizer: TokenizerFiles
+    folder: Path
+    missing: tuple[str, ...]        # required files absent (or empty)
+    incomplete: tuple[str, ...]     # present but not of the size `download` recorded
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.incomplete
+
+
+def tokenizer_status(layout: Layout, tokenizer: TokenizerFiles,
+                     manifest: dict[str, dict] | None = None) -> TokenizerStatus:
+    """Presence and recorded-size check of one tokenizer folder (no network)."""
+    manifest = read_manifest(layout) if manifest is None else manifest
+    folder = tokenizer.folder(layout)
+    missing: list[str] = []
+    incomplete: list[str] = []
+    for filename, _ in tokenizer.files:
+        path = folder / filename
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if not size:
+            missing.append(filename)
+            continue
+        recorded = manifest.get(str(path.relative_to(layout.models)), {}).get("size")
+        if recorded is not None and int(recorded) != size:
+            incomplete.append(filename)
+    return TokenizerStatus(tokenizer, folder, tuple(missing), tuple(incomplete))
