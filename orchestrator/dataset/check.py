@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner
 from orchestrator.dataset.captions import check_captions
-from orchestrator.dataset.images import check_duplicates, check_images
+from orchestrator.dataset.images import check_duplicates, check_images, folder_problems
 from orchestrator.dataset.paths import resolve_image_dir
 from orchestrator.dataset.report import ERROR, WARNING, DatasetReport, DatasetSummary, Problem, SubsetSummary
 from orchestrator.dataset.scan import FolderScan, ImageInfo, parallel_map, read_header, scan_folder, verify_image
@@ -79,6 +79,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
             captions, cap_problems = check_captions(scan, good, cap_ext, tokens, tf.path,
                                                     tf.index.line_of(("subset", d, s), "class_tokens") or line)
             problems += cap_problems
+            problems += folder_problems(scan)
             problems += _count_problems(folder, len(good), len(images))
         reps = res.get("num_repeats", d, s)[0]
         skipped = None

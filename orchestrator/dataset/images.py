@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner, BucketSettings
 from orchestrator.dataset.report import ERROR, WARNING, Problem
-from orchestrator.dataset.scan import ImageInfo, file_digest, near_pairs, parallel_map, with_dhash
+from orchestrator.dataset.scan import FolderScan, ImageInfo, file_digest, near_pairs, parallel_map, with_dhash
 
 ROTATIONS = {2: "mirrored", 3: "upside down", 4: "upside down and mirrored", 5: "rotated and mirrored",
              6: "rotated 90° (portrait shown as landscape)", 7: "rotated and mirrored",
              8: "rotated 90° (portrait shown as landscape)"}
 DHASH_MAX_PIXELS = 4_000_000  # without --verify, hash non-JPEGs only up to this size (full decode)
+
+
+def folder_problems(scan: FolderScan) -> list[Problem]:
+    """Files in a concept folder the trainer will not use (caches it wrote itself are fine)."""
+    out: list[Problem] = []
+    for p in scan.mixed_case:
+        stem, ext = os.path.splitext(p.name)
+        out.append(Problem(WARNING, "mixed-case-extension", f"the trainer skips it: extension {ext} is neither "
+                           "all lower- nor all upper-case", p, None, f"rename it to {stem}{ext.lower()}"))
+    for p in scan.unsupported:
+        out.append(Problem(WARNING, "unsupported-format", f"the trainer does not read {p.suffix.lower()} files",
+                           p, None, "convert it to PNG or JPEG (the trainer reads .png .jpg .jpeg .webp .bmp)"))
+    for p in scan.subfolders:
+        out.append(Problem(WARNING, "subfolder-ignored", "files in this sub-folder are ignored: the trainer does "
+                           "not look into sub-folders", p, None,
+                           "move the photos up into the concept folder, or make the sub-folder a concept of its own"))
+    for p in scan.other:
+        out.append(Problem(WARNING, "stray-file", "not an image or caption: the trainer ignores it", p, None,
+                           "move it out of the concept folder"))
+    return out
 
 
 def check_images(images: Sequence[ImageInfo], planner: BucketPlanner | None,

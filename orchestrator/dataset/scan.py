@@ -114,10 +114,13 @@ def read_header(path: Path) -> ImageInfo:
             try:
                 im = Image.open(f)
                 im.size  # noqa: B018 - header parsed
-            except UnidentifiedImageError:
-                return ImageInfo(path, file_size=size, error_code="not-an-image",
-                                 error="not an image (Pillow cannot identify it; the extension lies)")
-            except (OSError, SyntaxError, ValueError) as e:
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                damaged = _check_end(ImageInfo(path, format=_sniff(head), file_size=size), head, tail, size)
+                if damaged.error:
+                    return damaged
+                if isinstance(e, UnidentifiedImageError):
+                    return ImageInfo(path, file_size=size, error_code="not-an-image",
+                                     error="not an image (Pillow cannot identify it; the extension lies)")
                 return ImageInfo(path, file_size=size, error_code="undecodable", error=f"cannot be read: {e}")
             info = ImageInfo(path, format=im.format, size=im.size, mode=im.mode, file_size=size,
                              bits=_bits(im, head), orientation=_orientation(im),
@@ -125,6 +128,18 @@ def read_header(path: Path) -> ImageInfo:
     except OSError as e:
         return ImageInfo(path, error_code="unreadable", error=f"cannot be read: {e.strerror or e}")
     return _check_end(info, head, tail, size)
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    return None
 
 
 def _bits(im, head: bytes) -> int:
