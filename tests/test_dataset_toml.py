@@ -37,6 +37,12 @@ def test_syntax_error_has_file_and_line(project, toy):
     assert p.severity == "error"
 
 
+def test_repeated_key_has_file_and_line(project, toy):
+    write_toml(project, subset_extra="  num_repeats = 3\n")
+    p = _only(check_dataset(project), "toml-syntax")
+    assert "already exists" in p.message and p.line == _line_of(project, "num_repeats = 3")
+
+
 def test_unknown_key_with_suggestion(project, toy):
     write_toml(project, subset_extra="  num_repeat = 2\n")
     p = _only(check_dataset(project), "unknown-key")

@@ -193,11 +193,19 @@ def _indent_of(line: str) -> str:
 
 
 def _insertion_line(idx: LineIndex, lines: list[str], d: int) -> int:
-    """New subsets of dataset `d` go after its last table's content (1-based line to insert after)."""
+    """The line (1-based) after which new subsets of dataset `d` go.
+
+    After the last subset's last value (comments that follow it stay below the new subsets);
+    in a dataset without subsets, at the end of its table, after its comments (the template's
+    commented example stays above).
+    """
+    heads = idx.subset_headers(d)
+    if heads:
+        last = heads[-1].line
+        return idx.content_end(last, idx.block_end(last))
     head = idx.line_of(("dataset", d)) or 1
-    later = [h.line for h in idx.headers if h.line > head and not (h.scope[0] == "subset" and h.scope[1] == d)]
-    end = (later[0] - 1) if later else len(lines)
-    if later:  # a comment block glued to the next header belongs to it
+    end = idx.block_end(head)
+    if end < len(lines):  # a comment block glued to the next header belongs to it
         while end > head and lines[end - 1].strip().startswith("#"):
             end -= 1
     while end > head and not lines[end - 1].strip():
