@@ -105,12 +105,13 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
         bs, scope = res.get("batch_size", d)
         datasets.append(DatasetSummary(d, bucket_settings(res, d), bs if scope is not None else None,
                                        tuple(by_dataset.get(d, ()))))
-    problems += check_duplicates(list(loaded.values()), verify=verify)
+    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
+    problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):
         problems.append(Problem(ERROR, "nothing-to-train", "no subset has images the trainer can load: "
                                 "sd-scripts would log 'No data found' and exit without training", tf.path, None,
                                 "put photos in flux_data/<concept>/ and run `python -m orchestrator dataset check`"))
-    return DatasetReport(tuple(_sorted(problems)), tuple(subsets), tf.text, tf.path, tuple(datasets))
+    return DatasetReport(tuple(_sorted(problems)), tuple(subsets), tf.text, tf.path, tuple(datasets), tuple(notes))
 
 
 def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,

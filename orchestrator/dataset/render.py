@@ -45,6 +45,9 @@ def render_report(report: DatasetReport, root: Path, batch_size: int = 1) -> str
         lines.append(f"{len(warnings)} warning(s):")
         for p in warnings:
             lines.append("  " + p.render(root).replace("\n", "\n  "))
+    for note in report.notes:
+        lines.append("")
+        lines.append(f"note: {note}")
     errors = report.errors()
     lines.append("")
     lines.append(f"{len(errors)} error(s), {len(warnings)} warning(s)" if errors or warnings else "no problems found")
