@@ -164,3 +164,21 @@ def test_fix_orientation_writes_upright_copy_and_keeps_original(run_cli, project
 def test_check_without_toml(run_cli):
     r = run_cli("dataset", "check")
     assert r.code == 2 and "dataset init" in r.err
+
+
+def test_add_refuses_before_copying_when_data_toml_is_broken(run_cli, project, tmp_path):
+    project.data_toml.write_text("[[datasets]\n")
+    src = tmp_path / "photos"
+    concept(src, 5, size=(64, 64))
+    r = run_cli("dataset", "add", "toy", "--from", str(src))
+    assert r.code == 2 and "data.toml:1" in r.err
+    assert not (project.flux_data / "toy").exists()
+
+
+def test_check_warns_about_folders_missing_from_the_toml(run_cli, project):
+    concept(project.flux_data / "toy", 5)
+    write_toml(project)
+    concept(project.flux_data / "newcat", 5, seed=3)
+    r = run_cli("dataset", "check")
+    assert r.code == 0 and "flux_data/newcat: this concept folder is not in data.toml" in r.out
+    assert "dataset sync" in r.out

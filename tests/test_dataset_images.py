@@ -169,3 +169,36 @@ def test_no_images_is_an_error(project):
     report = check_dataset(project)
     assert _problem(report, "no-images").severity == "error"
     assert "nothing-to-train" in codes(report)
+
+
+@pytest.mark.parametrize("kind", ["lossy", "lossless", "alpha", "alpha-lossless", "exif"])
+def test_webp_header_parse_matches_pillow(project, toy, kind):
+    from orchestrator.dataset.scan import read_header
+
+    im = photo((333, 217), 21, mode="RGBA" if "alpha" in kind else "RGB")
+    if "alpha" in kind:
+        im.putalpha(Image.new("L", im.size, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    kwargs = {"lossless": True} if "lossless" in kind else {"quality": 80}
+    if kind == "exif":
+        kwargs["exif"] = exif.tobytes()
+    p = save(toy / f"w_{kind}.webp", im, format="WEBP", **kwargs)
+    info = read_header(p)
+    with Image.open(p) as ref:
+        assert (info.format, info.size, info.has_alpha) == ("WEBP", ref.size, ref.mode == "RGBA")
+        assert info.orientation == ref.getexif().get(0x0112, 1)
+
+
+def test_non_jpegs_beyond_the_hash_budget_are_skipped_and_noted(toy):
+    from orchestrator.dataset.images import check_duplicates
+    from orchestrator.dataset.scan import read_header
+
+    near = save(toy / "zz_near.png", Image.open(toy / "img02.png").resize((250, 250)), format="PNG")
+    infos = [read_header(p) for p in sorted(toy.iterdir())]
+    found, notes = check_duplicates(infos, verify=False)
+    assert [p.path for p in found if p.code == "near-duplicate"] == [near] and notes == []
+    found, notes = check_duplicates(infos, verify=False, pixel_budget=256 * 256 * 2)
+    assert found == [] and notes and "skipped for 4 " in notes[0]
+    found, notes = check_duplicates(infos, verify=True, pixel_budget=0)
+    assert [p.path for p in found] == [near] and notes == []

@@ -131,3 +131,25 @@ def test_synced_file_passes_the_check(project):
     report = check_dataset(project)
     assert report.ok and report.problems == ()
     assert report.batches_per_epoch(1) == 5
+
+
+def test_trainer_copy_rewrites_only_folder_values(project, folders):
+    from orchestrator.dataset.trainer import container_paths, trainer_toml
+
+    src = golden("user_edited.toml").replace('  flip_aug = true\n', '  flip_aug = true\n  conditioning_data_dir = "flux_data/zebra"\n')
+    out = trainer_toml(project, src, container_paths(project))
+    subs = tomlkit.parse(out).unwrap()["datasets"][0]["subsets"]
+    assert [s["image_dir"] for s in subs] == ["/data/flux_data/tjtoy", "/data/flux_data/sparkgpu",
+                                              "/data/flux_data/oldcat"]
+    assert subs[1]["conditioning_data_dir"] == "/data/flux_data/zebra"
+    assert '  image_dir = "/data/flux_data/tjtoy"   # seed-style container path\n' in out
+    changed = [(a, b) for a, b in zip(src.splitlines(), out.splitlines()) if a != b]
+    assert len(changed) == 4 and len(src.splitlines()) == len(out.splitlines())
+
+
+def test_trainer_copy_refuses_folders_outside_flux_data(project, tmp_path):
+    from orchestrator.dataset.trainer import container_paths, trainer_toml
+
+    text = TEMPLATE + f'\n  [[datasets.subsets]]\n  image_dir = "{tmp_path}"\n'
+    with pytest.raises(DatasetError, match="outside"):
+        trainer_toml(project, text, container_paths(project))

@@ -99,7 +99,7 @@ def _print_sync(ctx: Context, result, *, dry_run: bool = False) -> None:
     if not result.changed:
         ctx.out(f"{toml} is up to date")
     elif not dry_run:
-        ctx.log(f"next: python -m orchestrator dataset check")
+        ctx.log("next: python -m orchestrator dataset check")
 
 
 def run_add(args: argparse.Namespace, ctx: Context) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.dataset.edit import SyncResult, sync_dataset
 from orchestrator.dataset.scan import read_header, scan_folder
+from orchestrator.dataset.toml import read_toml
 from orchestrator.errors import DatasetError, UsageError
 from orchestrator.layout import Layout
 
@@ -40,6 +41,11 @@ def add_concept(layout: Layout, name: str, source: Path, *, trigger: str | None 
     if not source.is_dir():
         raise UsageError(f"--from {source} is not a folder", hint="give the folder that holds the photos")
     dest = layout.flux_data / name
+    if layout.data_toml.exists():  # refuse before copying anything if data.toml cannot be updated
+        tf = read_toml(layout.data_toml)
+        if tf.error:
+            raise DatasetError(f"{layout.data_toml}:{tf.error[1]}: TOML syntax error: {tf.error[0]}",
+                               hint="fix data.toml first (`dataset check` shows the problem)")
     if dest.exists() and any(dest.iterdir()):
         raise DatasetError(f"{dest} already exists and is not empty",
                            hint="pick another name, or copy files into it yourself and run `dataset sync`")

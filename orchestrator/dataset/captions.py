@@ -17,8 +17,8 @@ def trigger_word(class_tokens: str | None) -> str | None:
     return words[0] if words else None
 
 
-def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str, class_tokens: str | None,
-                   toml: Path, tokens_line: int | None) -> tuple[int, list[Problem]]:
+def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str,
+                   class_tokens: str | None) -> tuple[int, list[Problem]]:
     """(images with a caption the trainer reads, problems)."""
     out: list[Problem] = []
     trigger = trigger_word(class_tokens)
@@ -48,7 +48,6 @@ def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str, 
         if p.name.endswith(cap_ext) and os.path.splitext(p.name)[0] not in stems:
             out.append(Problem(WARNING, "orphan-caption", "caption without an image next to it", p, None,
                                "rename it to match its image, or delete it"))
-    _ = toml, tokens_line
     return found, out
 
 

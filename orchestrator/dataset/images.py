@@ -98,7 +98,8 @@ def _size_problems(i: ImageInfo, planner: BucketPlanner, settings: BucketSetting
     return out
 
 
-def check_duplicates(images: Sequence[ImageInfo], *, verify: bool) -> tuple[list[Problem], list[str]]:
+def check_duplicates(images: Sequence[ImageInfo], *, verify: bool,
+                     pixel_budget: int | None = None) -> tuple[list[Problem], list[str]]:
     """Exact duplicates (same bytes) and near duplicates (64-bit dHash within a few bits); notes."""
     out: list[Problem] = []
     notes: list[str] = []
@@ -113,7 +114,7 @@ def check_duplicates(images: Sequence[ImageInfo], *, verify: bool) -> tuple[list
             exact.add((str(first[dg].path), str(i.path)))
         else:
             first[dg] = i
-    hashable, skipped = _hash_plan(images, verify)
+    hashable, skipped = _hash_plan(images, verify, DHASH_PIXEL_BUDGET if pixel_budget is None else pixel_budget)
     if skipped:
         notes.append(f"near-duplicate check skipped for {skipped} large non-JPEG image(s) (slow to decode); "
                      "`dataset check --verify` includes them")
@@ -149,7 +150,7 @@ def _digests(images: Sequence[ImageInfo]) -> dict:
     return dict(zip([i.path for i in candidates], parallel_map(lambda i: file_digest(i.path), candidates)))
 
 
-def _hash_plan(images: Sequence[ImageInfo], verify: bool) -> tuple[list[ImageInfo], int]:
+def _hash_plan(images: Sequence[ImageInfo], verify: bool, budget: int) -> tuple[list[ImageInfo], int]:
     """Which images to dHash: all with --verify; else JPEGs (a cheap 1/8 draft) and other formats
     while their pixels stay within a decode budget."""
     if verify:
@@ -157,7 +158,6 @@ def _hash_plan(images: Sequence[ImageInfo], verify: bool) -> tuple[list[ImageInf
     plan = [i for i in images if i.dhash is not None or i.format in ("JPEG", "MPO")]
     others = sorted((i for i in images if i.dhash is None and i.format not in ("JPEG", "MPO") and i.size),
                     key=lambda i: i.size[0] * i.size[1])  # type: ignore[index]
-    budget = DHASH_PIXEL_BUDGET
     skipped = 0
     for i in others:
         px = i.size[0] * i.size[1]  # type: ignore[index]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from orchestrator.cli.table import render_table
-from orchestrator.dataset.report import DatasetReport, SubsetSummary
+from orchestrator.dataset.report import DatasetReport, Problem, SubsetSummary
 
 
 def _size(wh: tuple[int, int] | None) -> str:
@@ -18,6 +19,29 @@ def _buckets(s: SubsetSummary) -> str:
     if len(s.buckets) > 3:
         return f"{len(s.buckets)} buckets"
     return " ".join(f"{w}x{h}:{n}" for (w, h), n in s.buckets)
+
+
+def _grouped(problems: list[Problem], root: Path, show: int = 3) -> list[str]:
+    """Each problem with its fix; past `show` of one kind in one folder, a count instead."""
+    seen: Counter[tuple[str, str]] = Counter()
+    totals = Counter((p.code, str(p.path.parent if p.path else "")) for p in problems)
+    lines: list[str] = []
+    for p in problems:
+        key = (p.code, str(p.path.parent if p.path else ""))
+        seen[key] += 1
+        if seen[key] <= show or totals[key] == show + 1:
+            lines.append("  " + p.render(root).replace("\n", "\n  "))
+        elif seen[key] == show + 1:
+            lines.append(f"  ... and {totals[key] - show} more like this in {_rel(Path(key[1]), root)} "
+                         "(`dataset check --json` lists all)")
+    return lines
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def render_report(report: DatasetReport, root: Path, batch_size: int = 1) -> str:
@@ -43,8 +67,7 @@ def render_report(report: DatasetReport, root: Path, batch_size: int = 1) -> str
     if warnings:
         lines.append("")
         lines.append(f"{len(warnings)} warning(s):")
-        for p in warnings:
-            lines.append("  " + p.render(root).replace("\n", "\n  "))
+        lines += _grouped(warnings, root)
     for note in report.notes:
         lines.append("")
         lines.append(f"note: {note}")

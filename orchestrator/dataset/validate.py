@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orchestrator.dataset import rules as R
@@ -257,8 +256,3 @@ def _cross_rules(tf: TomlFile, model: Model, flags: Mapping[str, Any] | None, er
                             "sd-scripts aborts", vsc or sc, key,
                             hint=f"set {key} = false or turn off latent caching")
     return []
-
-
-def toml_path_problem(path: Path, message: str, line: int | None, hint: str | None) -> Problem:
-    """A syntax error in data.toml as a Problem."""
-    return Problem(ERROR, "toml-syntax", message, path, line, hint)
