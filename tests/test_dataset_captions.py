@@ -80,3 +80,12 @@ def test_caption_extension_without_dot(project, toy):
     report = check_dataset(project)
     assert report.subsets[0].captions == 1
     assert report.subsets[0].caption_extension == ".caption"
+
+
+def test_reg_captions_need_no_trigger(project, toy):
+    write_toml(project, subset_extra="  is_reg = true\n")
+    concept(project.flux_data / "train", 5, seed=4)
+    text = project.data_toml.read_text() + '\n  [[datasets.subsets]]\n  image_dir = "flux_data/train"\n'
+    project.data_toml.write_text(text)
+    (toy / "img00.txt").write_text("a toy on a desk")
+    assert "caption-no-trigger" not in codes(check_dataset(project))

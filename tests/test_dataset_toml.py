@@ -167,3 +167,9 @@ def test_every_key_in_the_reference_is_encoded():
     names = set(re.findall(r"`([a-z_]+)`", section)) - {"true", "false", "float"}
     assert names, "the reference section moved"
     assert sorted(n for n in names if n not in R.KEYS and n not in R.REJECTED_KEYS) == []
+
+
+def test_trainer_option_in_toml_points_to_the_training_config(project, toy):
+    write_toml(project, dataset_extra="cache_latents = true\n")
+    p = _only(check_dataset(project), "unknown-key")
+    assert "training config" in p.message and p.line == _line_of(project, "cache_latents")

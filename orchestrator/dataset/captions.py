@@ -17,18 +17,18 @@ def trigger_word(class_tokens: str | None) -> str | None:
     return words[0] if words else None
 
 
-def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str,
-                   class_tokens: str | None) -> tuple[int, list[Problem]]:
-    """(images with a caption the trainer reads, problems)."""
+def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str, class_tokens: str | None,
+                   *, check_trigger: bool = True) -> tuple[int, list[Problem]]:
+    """(images with a caption the trainer reads, problems); no trigger check for reg images."""
     out: list[Problem] = []
-    trigger = trigger_word(class_tokens)
+    trigger = trigger_word(class_tokens) if check_trigger else None
     found = 0
     stems = {os.path.splitext(i.path.name)[0] for i in images}
     for i in images:
         cap = i.path.with_name(os.path.splitext(i.path.name)[0] + cap_ext)
         if not cap.is_file():
             if not class_tokens:
-                out.append(Problem(WARNING, "no-caption", f"no {cap_ext} caption and the subset has no "
+                out.append(Problem(WARNING, "no-caption", f"no caption file ({cap.name}) and the subset has no "
                                    "class_tokens: it trains with an empty caption", i.path, None,
                                    f"add {cap.name} or set class_tokens for the subset"))
             continue

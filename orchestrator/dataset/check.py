@@ -77,7 +77,8 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
         line = tf.index.line_of(("subset", d, s))
         captions = 0
         if scan is not None:
-            captions, cap_problems = check_captions(scan, good, cap_ext, tokens)
+            is_reg = bool(res.get("is_reg", d, s)[0])
+            captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
             problems += cap_problems
             problems += folder_problems(scan)
             problems += _count_problems(folder, len(good), len(images))

@@ -65,13 +65,13 @@ def render_report(report: DatasetReport, root: Path, batch_size: int = 1) -> str
                      f"{report.batches_per_epoch(batch_size)} batches per epoch at {which}")
     warnings = report.warnings()
     if warnings:
-        lines.append("")
+        lines += [""] if lines else []
         lines.append(f"{len(warnings)} warning(s):")
         lines += _grouped(warnings, root)
     for note in report.notes:
-        lines.append("")
-        lines.append(f"note: {note}")
+        lines += ["", f"note: {note}"]
     errors = report.errors()
-    lines.append("")
+    if lines:
+        lines.append("")
     lines.append(f"{len(errors)} error(s), {len(warnings)} warning(s)" if errors or warnings else "no problems found")
     return "\n".join(lines)

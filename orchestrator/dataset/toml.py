@@ -49,7 +49,6 @@ class LineIndex:
         d = s = -1
         in_string = False
         for n, raw in enumerate(idx.lines, start=1):
-            code = raw.split("#", 1)[0] if '"' not in raw and "'" not in raw else raw
             if in_string:
                 if raw.count('"""') % 2 or raw.count("'''") % 2:
                     in_string = False
@@ -65,7 +64,7 @@ class LineIndex:
             elif _HEADER.match(raw):
                 scope = ("table", raw.strip())
             else:
-                m = _KEY.match(code)
+                m = _KEY.match(raw)
                 if m:
                     key = (scope, m.group(1) or m.group(2) or m.group(3))
                     if key in idx.keys:
