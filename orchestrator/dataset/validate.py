@@ -160,7 +160,7 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return (int(value[0]), int(value[1]))
     if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
+        parts = [p.strip() for p in value.lower().replace("x", ",").split(",")]
         if all(p.isdigit() for p in parts) and len(parts) in (1, 2):
             return (int(parts[0]), int(parts[-1]))
     return None
