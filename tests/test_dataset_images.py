@@ -220,7 +220,7 @@ def test_16_bit_rgb_png_is_a_warning(project, toy):
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\x00" + bytes((x * 4 % 256, 0) * 3 for x in range(w)) for _ in range(h))
+    rows = b"".join(b"\x00" + bytes(v for x in range(w) for v in (x * 4 % 256, 0) * 3) for _ in range(h))
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     p = toy / "deep_rgb.png"
