@@ -227,3 +227,10 @@ def test_16_bit_rgb_png_is_a_warning(project, toy):
     p.write_bytes(png)
     prob = _problem(check_dataset(project), "high-bit-depth", p)
     assert "16-bit per channel" in prob.message
+
+
+def test_heic_named_jpg_is_explained(project, toy):
+    fake = toy / "IMG_0001.jpg"
+    fake.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200)
+    p = _problem(check_dataset(project), "not-an-image", fake)
+    assert "HEIC" in p.message and "convert" in p.hint

@@ -47,6 +47,8 @@ def check_images(images: Sequence[ImageInfo], planner: BucketPlanner | None,
         if i.error:
             hint = ("delete it or replace it with a real image" if i.error_code == "not-an-image"
                     else "re-export or re-copy the file")
+            if "HEIC" in i.error:
+                hint = "convert it to JPEG (e.g. `heif-convert IMG.HEIC IMG.jpg`) and delete this file"
             out.append(Problem(ERROR, i.error_code or "bad-image", i.error, i.path, None, hint))
             continue
         if i.suspect:

@@ -21,6 +21,7 @@ from orchestrator.dataset.rules import (CACHE_NAMES, CACHE_SUFFIXES, CAPTION_EXT
 ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _PNG_END = b"IEND\xaeB`\x82"
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -124,6 +125,9 @@ def read_header(path: Path) -> ImageInfo:
                 damaged = _check_end(ImageInfo(path, format=_sniff(head), file_size=size), head, tail, size)
                 if damaged.error:
                     return damaged
+                if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+                    return ImageInfo(path, file_size=size, error_code="not-an-image",
+                                     error=f"a HEIC/AVIF photo named {path.suffix}: the trainer cannot read it")
                 if isinstance(e, UnidentifiedImageError):
                     return ImageInfo(path, file_size=size, error_code="not-an-image",
                                      error="not an image (Pillow cannot identify it; the extension lies)")
