@@ -153,3 +153,9 @@ def test_trainer_copy_refuses_folders_outside_flux_data(project, tmp_path):
     text = TEMPLATE + f'\n  [[datasets.subsets]]\n  image_dir = "{tmp_path}"\n'
     with pytest.raises(DatasetError, match="outside"):
         trainer_toml(project, text, container_paths(project))
+
+
+def test_inline_subsets_are_refused_not_mangled(project, folders):
+    text = '[[datasets]]\nresolution = 1024\nsubsets = [{ image_dir = "flux_data/gone" }]\n'
+    with pytest.raises(DatasetError, match="cannot edit them safely"):
+        plan_sync(project, text, folders, prune=True)

@@ -81,6 +81,12 @@ def plan_sync(layout: Layout, text: str, folders: list[Folder], *, prune: bool =
     subsets = [(d, s, sub) for d, ds in enumerate(datasets)
                for s, sub in enumerate(ds.get("subsets", []) if isinstance(ds, dict) else [])
                if isinstance(sub, dict)]
+    for d, ds in enumerate(datasets):
+        n = len(ds.get("subsets", [])) if isinstance(ds, dict) and isinstance(ds.get("subsets"), list) else 0
+        if n != len(idx.subset_headers(d)):
+            raise DatasetError(f"{path}: the subsets of dataset {d + 1} are not written as [[datasets.subsets]] "
+                               "tables (inline arrays or dotted keys), so sync cannot edit them safely",
+                               hint="write each subset as a [[datasets.subsets]] table, or edit the file by hand")
     known: dict[str, tuple[int, int, dict[str, Any]]] = {}
     missing, removed = [], []
     for d, s, sub in subsets:
