@@ -136,7 +136,8 @@ def test_synced_file_passes_the_check(project):
 def test_trainer_copy_rewrites_only_folder_values(project, folders):
     from orchestrator.dataset.trainer import container_paths, trainer_toml
 
-    src = golden("user_edited.toml").replace('  flip_aug = true\n', '  flip_aug = true\n  conditioning_data_dir = "flux_data/zebra"\n')
+    src = golden("user_edited.toml").replace(
+        "  flip_aug = true\n", '  flip_aug = true\n  conditioning_data_dir = "flux_data/zebra"\n')
     out = trainer_toml(project, src, container_paths(project))
     subs = tomlkit.parse(out).unwrap()["datasets"][0]["subsets"]
     assert [s["image_dir"] for s in subs] == ["/data/flux_data/tjtoy", "/data/flux_data/sparkgpu",
