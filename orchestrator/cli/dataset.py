@@ -129,7 +129,7 @@ def run_check(args: argparse.Namespace, ctx: Context) -> int:
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    report = check_dataset(ctx.layout, verify=args.verify)
+    report = check_dataset(ctx.layout, verify=args.verify, reporter=ctx.status)
     if args.fix_orientation:
         report = _fix_orientation(ctx, report, args.verify)
     if args.json:
@@ -159,7 +159,7 @@ def _fix_orientation(ctx: Context, report, verify: bool):
     fixed = fix_orientation(ctx.layout, rotated)
     for f in fixed:
         ctx.log(f"turned {_rel(ctx, f.path)} upright (original: {_rel(ctx, f.original)})")
-    return check_dataset(ctx.layout, verify=verify)
+    return check_dataset(ctx.layout, verify=verify, reporter=ctx.status)
 
 
 def _rel(ctx: Context, path: Path) -> str:
