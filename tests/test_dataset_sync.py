@@ -160,3 +160,11 @@ def test_inline_subsets_are_refused_not_mangled(project, folders):
     text = '[[datasets]]\nresolution = 1024\nsubsets = [{ image_dir = "flux_data/gone" }]\n'
     with pytest.raises(DatasetError, match="cannot edit them safely"):
         plan_sync(project, text, folders, prune=True)
+
+
+def test_balance_adds_num_repeats_to_the_last_subset_above_new_subsets(project):
+    a, b = project.flux_data / "a", project.flux_data / "b"
+    text = TEMPLATE + '\n  [[datasets.subsets]]\n  image_dir = "flux_data/a"\n  class_tokens = "a"\n'
+    out = plan_sync(project, text, [Folder(a, 5), Folder(b, 10)], balance=True).text
+    assert out.endswith('  class_tokens = "a"\n  num_repeats = 2\n\n  [[datasets.subsets]]\n'
+                        '  image_dir = "flux_data/b"\n  class_tokens = "b"\n  num_repeats = 1\n')
