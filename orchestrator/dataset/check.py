@@ -85,7 +85,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
             captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
             problems += cap_problems
             problems += folder_problems(scan)
-            problems += _count_problems(folder, len(good), len(images))
+            problems += _count_problems(folder, len(good), len(images), f"{tf.path.name}:{line}")
         reps = res.get("num_repeats", d, s)[0]
         skipped = None
         if scan is None:
@@ -155,10 +155,10 @@ def _caption_ext(value: Any) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-def _count_problems(folder: Path, good: int, total: int) -> list[Problem]:
+def _count_problems(folder: Path, good: int, total: int, where: str) -> list[Problem]:
     if good == 0:
         what = "no images the trainer can load" if total else "no images (.png .jpg .jpeg .webp .bmp)"
-        return [Problem(ERROR, "no-images", f"{what}: sd-scripts skips this subset", folder, None,
+        return [Problem(ERROR, "no-images", f"{what}: sd-scripts skips this subset ({where})", folder, None,
                         "put 5-20 photos of the concept in the folder")]
     if good < R.MIN_IMAGES:
         return [Problem(WARNING, "few-images", f"only {good} image(s): a concept learns best from 5-20 photos",
