@@ -123,6 +123,7 @@ _INFO_KEYS = {
     "total optimization steps": "total_steps",
 }
 _INFO = re.compile(r"^\s*(" + "|".join(re.escape(k) for k in _INFO_KEYS) + r")\b.*?[:=]\s*(\d+)\s*$")
+_SOURCE = re.compile(r"\s{2,}[\w./-]+\.py:\d+\s*$")   # rich's "file.py:123" column at the right
 _EXC = re.compile(r"^(?:[\w.]+\.)?(?P<name>[A-Z]\w*(?:Error|Exception|Invalid))(?::\s*(?P<msg>.*))?$")
 _LOADING = ("Building Flux model", "Loaded Flux", "Building CLIP", "Loading state dict", "Loaded CLIP",
             "Loaded T5", "Building AutoEncoder", "Loaded AE", "load_target_model", "Loading", "loading model")
@@ -197,6 +198,7 @@ class LogParser:
                 events.extend(self.feed(rest))
             return events
 
+        text = _SOURCE.sub("", text)
         if self._in_info:
             m = _INFO.match(text)
             if m:
@@ -228,7 +230,7 @@ class LogParser:
             self._set_phase("sampling", events)
             events.append(SampleStarted(int(m.group(1))))
             return events
-        if text.strip() == "model saved." or text.rstrip().endswith(" model saved."):
+        if re.search(r"(^|\s)model saved\.$", text.strip()):
             events.append(Finished())
             return events
 

@@ -93,13 +93,13 @@ def sample_groups(samples: Sequence[Path]) -> list[tuple[str, list[Path]]]:
     return [(label, sorted(files)) for (_, label), files in sorted(groups.items())]
 
 
-def _img(path: Path, base: Path) -> str:
+def _img(path: Path, base: Path, inline_limit: int) -> str:
     alt = html.escape(path.name)
     try:
         size = path.stat().st_size
     except OSError:
         return f'<span class="muted">{alt} (missing)</span>'
-    if size <= INLINE_LIMIT:
+    if size <= inline_limit:
         mime = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "bmp": "bmp"}.get(path.suffix.lower()[1:], "png")
         data = base64.b64encode(path.read_bytes()).decode()
         src = f"data:image/{mime};base64,{data}"
@@ -119,7 +119,7 @@ margin:4px}img{max-width:220px;max-height:220px;border:1px solid #e2e8f0}figcapt
 max-width:220px;overflow-wrap:anywhere}pre{background:#f7fafc;padding:8px;overflow-x:auto;font-size:12px}"""
 
 
-def render_report(data: ReportData, base: Path) -> str:
+def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LIMIT) -> str:
     """The HTML page (images inline when small; `base` makes other links relative)."""
     e = html.escape
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
@@ -131,7 +131,7 @@ def render_report(data: ReportData, base: Path) -> str:
     if not groups:
         parts.append('<p class="muted">No sample images (set sample prompts to see the LoRA learn).</p>')
     for label, files in groups:
-        parts.append(f"<h3>{e(label)}</h3><div>" + "".join(_img(p, base) for p in files) + "</div>")
+        parts.append(f"<h3>{e(label)}</h3><div>" + "".join(_img(p, base, inline_limit) for p in files) + "</div>")
     if data.outputs:
         rows = "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td></tr>" for n, s in data.outputs)
         parts.append(f"<h2>Files</h2><table><tr><th>file</th><th>size</th></tr>{rows}</table>")

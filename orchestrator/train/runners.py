@@ -6,8 +6,10 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -162,7 +164,11 @@ class DockerRunner:
             else:
                 self.reporter.update(f"[build] {line.text[:120]}")
 
-        self.engine.build(self.dockerfile.parent, self.dockerfile.name, tag, on_line=on_line, pull=self.rebuild)
+        # an empty context with only the Dockerfile: the project (models, datasets) is never sent to the daemon
+        with tempfile.TemporaryDirectory(prefix="flux-train-build-") as ctx:
+            shutil.copyfile(self.dockerfile, Path(ctx) / "Dockerfile")
+            self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, pull=self.rebuild,
+                              labels={"io.flux-orchestrator.dockerfile": self.dockerfile.name})
         self._built.add(tag)
         self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
 
