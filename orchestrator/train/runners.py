@@ -4,6 +4,7 @@ subprocess in an sd-scripts checkout. Both yield the trainer's output as lines s
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
 import re
 import shutil
@@ -167,7 +168,7 @@ class DockerRunner:
         # an empty context with only the Dockerfile: the project (models, datasets) is never sent to the daemon
         with tempfile.TemporaryDirectory(prefix="flux-train-build-") as ctx:
             shutil.copyfile(self.dockerfile, Path(ctx) / "Dockerfile")
-            self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, pull=self.rebuild,
+            self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, nocache=self.rebuild,
                               labels={"io.flux-orchestrator.dockerfile": self.dockerfile.name})
         self._built.add(tag)
         self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
@@ -185,7 +186,17 @@ class DockerRunner:
                 raise DockerError(f"run {plan.run_id} is already running in container {spec.name}",
                                   hint=f"stop it with `docker stop {spec.name}`, or wait for it")
             self.engine.remove(stale)
-        container = self.engine.run(spec)
+        try:
+            container = self.engine.run(spec)
+        except DockerError as e:
+            if "rlimit" not in e.message or "memlock" not in spec.ulimits:
+                raise
+            # rootless engines (and hosts with a low hard limit) refuse memlock=-1; it only speeds up
+            # pinned-memory copies, so run without it rather than not at all
+            self.reporter.milestone("warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
+                                    "a low hard limit); training without it, host-to-GPU copies may be slower")
+            spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
+            container = self.engine.run(spec)
         container.reload()
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)
 
