@@ -1,19 +1,122 @@
-"""`train` command (not built yet)."""
+"""`train`: plan, check and run a FLUX.1-dev LoRA training with sd-scripts."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 
-HELP = 'Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)'
-EXAMPLES = 'train --plan\ntrain --preset default --set network_dim=32\ntrain --resume'
+HELP = "Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)"
+EXAMPLES = """train --plan
+train --preset default --set network_dim=32
+train --preset 24gb --name tjtoy_v2
+train --config train.yaml --plan --json
+train --gpus 2
+train --runtime local --sd-scripts ~/sd-scripts --python ~/sd-scripts/venv/bin/python
+train --resume"""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", "--dry-run", dest="plan", action="store_true",
+                        help="print the resolved config, command line, container, steps, LoRA size and every "
+                             "check; start nothing")
+    parser.add_argument("--json", action="store_true", help="with --plan: one JSON object on stdout")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="playbook, default, 24gb, 16gb or 12gb (default: default, or `preset:` in the config)")
+    parser.add_argument("--config", metavar="FILE", type=Path,
+                        help="YAML file of overrides (default: train.yaml in the project folder, if present)")
+    parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one key, e.g. --set network_dim=32 --set network_args.train_blocks=single "
+                             "(repeatable; applied last)")
+    parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
+    parser.add_argument("--gpus", metavar="all|N|0,1",
+                        help="GPUs: all, a count, or ids; more than one trains data-parallel (default: 1)")
+    parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
+                        help="docker (default): the flux-train image; local: an sd-scripts checkout here")
+    parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
+    parser.add_argument("--python", metavar="PY", help="python of the sd-scripts environment (local runtime)")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the training image first")
+    parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
+                        help="continue the newest run (or RUN) from its newest saved state")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    raise OrchestratorError("`train` is not built yet", hint="see the open issues")
+    from datetime import datetime
+
+    from orchestrator.train import preflight
+    from orchestrator.train.prepare import PlanRequest, plan_json, prepare
+
+    if args.json and not args.plan:
+        raise ConfigError("--json goes with --plan", hint="train --plan --json")
+    if args.runtime == "local" and args.sd_scripts is None:
+        raise ConfigError("--runtime local needs --sd-scripts DIR (an sd-scripts checkout)",
+                          hint="train --runtime local --sd-scripts ~/sd-scripts --python ~/sd-scripts/venv/bin/python")
+    if args.runtime == "docker" and (args.sd_scripts or args.python):
+        raise ConfigError("--sd-scripts and --python are for --runtime local")
+    req = PlanRequest(preset=args.preset, config_file=args.config, sets=tuple(args.sets), name=args.name,
+                      gpus=args.gpus, runtime=args.runtime,
+                      sd_scripts=args.sd_scripts.expanduser().resolve() if args.sd_scripts else None,
+                      python=args.python, resume=args.resume)
+    image = None
+    engine_box: dict[str, Any] = {}
+    if args.runtime == "docker":
+        from orchestrator.images import train_image
+
+        image = train_image()
+    prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
+                       engine=(lambda: _probe(image, engine_box)) if image else None,
+                       visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
+                       latest_state=_latest_state())
+    if args.plan:
+        if args.json:
+            ctx.out_json(plan_json(prepared))
+        else:
+            from orchestrator.cli.train_view import render_plan
+
+            ctx.out(render_plan(prepared, ctx.layout.root, verbose=ctx.verbose))
+        return 0 if prepared.ok else 2
+    return _run(args, ctx, prepared, engine_box.get("engine"))
+
+
+def _probe(image: str, box: dict[str, Any]) -> Any:
+    """Engine facts for the preflight; keeps the connection for the run."""
+    from orchestrator.engine import connect
+    from orchestrator.errors import DockerError, DockerUnavailable
+    from orchestrator.train.preflight import EngineFacts
+
+    try:
+        engine = connect()
+    except DockerUnavailable as e:
+        return EngineFacts(False, error=e.message, hint=e.hint)
+    box["engine"] = engine
+    try:
+        return EngineFacts(True, nvidia=engine.has_nvidia_runtime(), image_present=engine.image_exists(image))
+    except DockerError as e:
+        return EngineFacts(False, error=e.message, hint=e.hint)
+
+
+def _latest_state() -> Any:
+    """The runner's latest_state when available (same answer as ours otherwise)."""
+    try:
+        from orchestrator.train.run import latest_state  # type: ignore[attr-defined]
+    except ImportError:
+        from orchestrator.train.prepare import newest_state as latest_state
+    return latest_state
+
+
+def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> int:
+    from orchestrator.train.checks import errors, warnings
+
+    blocking = errors(prepared.checks)
+    if blocking:
+        raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
+                          details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
+                          hint="`train --plan` shows the whole plan")
+    for c in warnings(prepared.checks):
+        ctx.warn(f"{c.message}" + (f" ({c.hint})" if c.hint else ""))
+    raise OrchestratorError("running the training is not available in this build yet",
+                            hint="`train --plan` shows the exact command; the runner lands with issue 4")

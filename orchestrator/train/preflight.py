@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.layout import Layout
 from orchestrator.models import local_status, model_set, read_manifest
 from orchestrator.progress import format_bytes
-from orchestrator.train import arith, datatoml, rules
+from orchestrator.train import arith, rules
 from orchestrator.train.checks import ERROR, OK, WARN, Check
 from orchestrator.train.plan import TrainPlan
 
@@ -68,11 +68,7 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
     """All checks, passing ones included (status ok), in the order a person reads them."""
     values = plan.config
     checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset)]
-    try:
-        subsets = datatoml.subset_settings(dataset.toml_text)
-    except Exception:
-        subsets = ()
-    problems = rules.check_rules(rules.RuleInput(values, processes, subsets, plan.trainer_args))
+    problems = rules.check_rules(rules.RuleInput(values, processes, plan.trainer_args))
     checks += problems or [Check("arguments", OK, "sd-scripts arguments pass every rule")]
     checks.append(collision_check(plan))
     checks.append(disk_check(plan, layout, dataset, disk_free or (lambda p: shutil.disk_usage(p).free)))

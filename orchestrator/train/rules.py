@@ -1,8 +1,8 @@
 """What sd-scripts (commit 48d368fa) aborts on, silently ignores, or exits 0 without training for.
 
-Each rule is a small function over the resolved config (plus the GPU count, the data.toml subsets
-and the rendered argv) that yields `Check`s only when something is wrong. `RULES` is the list
-`check_rules` runs; tests trigger every rule by name. Facts: ../shared/kohya/README.md §1-§4.
+Each rule is a small function over the resolved config (plus the GPU count and the rendered argv)
+that yields `Check`s only when something is wrong. `RULES` is the list `check_rules` runs; tests
+trigger every rule by name. Facts: ../shared/kohya/README.md §1-§4.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class RuleInput:
 
     values: Mapping[str, Any]
     processes: int = 1
-    subsets: tuple[Mapping[str, Any], ...] = ()     # effective settings of each data.toml subset
     argv: tuple[str, ...] | None = None             # rendered trainer args (None: not rendered yet)
     extras: Mapping[str, Any] = field(default_factory=dict)
 
@@ -364,30 +363,8 @@ def logging(inp: RuleInput) -> Iterator[Check]:
                     "e.g. logging_dir: logs")
 
 
-# -- data.toml settings that clash with trainer flags -----------------------------------------------------
-@rule
-def dataset_settings(inp: RuleInput) -> Iterator[Check]:
-    v = inp.values
-    for s in inp.subsets:
-        where = s.get("image_dir", "?")
-        if _te_cached(v):
-            for key in ("shuffle_caption", "caption_dropout_rate", "caption_tag_dropout_rate", "token_warmup_step"):
-                if s.get(key):
-                    yield Check("dataset:te_cache", ERROR, f"subset {where}: {key} with cached text-encoder outputs "
-                                "aborts the run", f"remove {key} from data.toml or set cache_text_encoder_outputs"
-                                "(_to_disk): false")
-            if s.get("caption_dropout_every_n_epochs"):
-                yield Check("dataset:te_cache_dropout", WARN, f"subset {where}: caption_dropout_every_n_epochs has "
-                            "no effect once text-encoder outputs are cached")
-        if _latents_cached(v):
-            for key in ("color_aug", "random_crop"):
-                if s.get(key):
-                    yield Check("dataset:latent_cache", ERROR, f"subset {where}: {key} with cached latents aborts "
-                                "the run", f"remove {key} from data.toml or turn off cache_latents(_to_disk)")
-        steps = s.get("bucket_reso_steps")
-        if steps is not None and (not isinstance(steps, int) or steps % 64):
-            yield Check("dataset:bucket_reso_steps", ERROR, f"bucket_reso_steps {steps!r} must be a multiple of 64",
-                        "set bucket_reso_steps = 64 in data.toml")
+# data.toml settings that clash with trainer flags (TE caching + shuffle_caption, latent caching +
+# color_aug, bucket_reso_steps % 64, ...) are checked by `check_dataset(trainer_flags=...)`.
 
 
 @rule
