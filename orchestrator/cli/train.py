@@ -33,12 +33,15 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; applied last)")
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
-                        help="GPUs: all, a count, or ids; more than one trains data-parallel (default: 1)")
+                        help="GPUs: all, a count, or ids (one id: device=1); more than one trains data-parallel "
+                             "(default: 1)")
     parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
                         help="docker (default): the flux-train image; local: an sd-scripts checkout here")
     parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
     parser.add_argument("--python", metavar="PY", help="python of the sd-scripts environment (local runtime)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the training image first")
+    parser.add_argument("--image", metavar="TAG",
+                        help="use this (local) training image instead of flux-train built from Dockerfile.train")
     parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
                         help="continue the newest run (or RUN) from its newest saved state")
     parser.set_defaults(handler=run)
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                           hint="train --runtime local --sd-scripts ~/sd-scripts --python ~/sd-scripts/venv/bin/python")
     if args.runtime == "docker" and (args.sd_scripts or args.python):
         raise ConfigError("--sd-scripts and --python are for --runtime local")
+    if args.runtime == "local" and (args.image or args.rebuild):
+        raise ConfigError("--image and --rebuild are for --runtime docker")
     req = PlanRequest(preset=args.preset, config_file=args.config, sets=tuple(args.sets), name=args.name,
                       gpus=args.gpus, runtime=args.runtime,
                       sd_scripts=args.sd_scripts.expanduser().resolve() if args.sd_scripts else None,
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.runtime == "docker":
         from orchestrator.images import train_image
 
-        image = train_image()
+        image = args.image or train_image()
     prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
                        engine=(lambda: _probe(image, engine_box)) if image else None,
                        visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
@@ -100,23 +105,50 @@ def _probe(image: str, box: dict[str, Any]) -> Any:
 
 
 def _latest_state() -> Any:
-    """The runner's latest_state when available (same answer as ours otherwise)."""
-    try:
-        from orchestrator.train.run import latest_state  # type: ignore[attr-defined]
-    except ImportError:
-        from orchestrator.train.prepare import newest_state as latest_state
+    """The runner's latest_state (the newest saved state of a run)."""
+    from orchestrator.train.outputs import latest_state
+
     return latest_state
 
 
 def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> int:
+    import shutil
+
     from orchestrator.train.checks import errors, warnings
+    from orchestrator.train.prepare import write_inputs
+    from orchestrator.train.run import execute
 
     blocking = errors(prepared.checks)
     if blocking:
         raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
                           details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
-                          hint="`train --plan` shows the whole plan")
+                          hint="fix them; `train --plan` shows the whole plan")
     for c in warnings(prepared.checks):
-        ctx.warn(f"{c.message}" + (f" ({c.hint})" if c.hint else ""))
-    raise OrchestratorError("running the training is not available in this build yet",
-                            hint="`train --plan` shows the exact command; the runner lands with issue 4")
+        ctx.warn(c.message + (f" ({c.hint})" if c.hint else ""))
+    plan = prepared.plan
+    if plan.runtime == "docker":
+        from orchestrator.engine import connect
+        from orchestrator.train.runners import DockerRunner
+
+        runner: Any = DockerRunner(engine or connect(), ctx.layout, reporter=ctx.status, rebuild=args.rebuild)
+    else:
+        from orchestrator.train.runners import LocalRunner
+
+        runner = LocalRunner(Path(plan.workdir), args.python or "python3")
+    s = prepared.steps
+    ctx.log(f"run {plan.run_id}: {s.epochs} epochs, {s.total_steps} steps, {len(plan.expected_outputs)} LoRA file(s)"
+            + (f", resuming from {Path(str(plan.resume_from)).name}" if plan.resume_from else ""))
+    created = not plan.run_dir.exists()
+    write_inputs(prepared)
+    raw_line = (lambda line: ctx.log(f"[train] {line}")) if ctx.verbose else None
+    try:
+        result = execute(plan, runner, ctx.status, raw_line=raw_line)
+    except OrchestratorError:
+        if created and not (plan.run_dir / "train.log").exists():   # it never started: leave nothing behind
+            shutil.rmtree(plan.run_dir, ignore_errors=True)
+        raise
+    if result.final_lora is not None:
+        ctx.out(str(result.final_lora))
+    if result.report is not None:
+        ctx.log(f"report: {result.report}")
+    return 0

@@ -33,11 +33,10 @@ class TrainerPaths:
     resume: str | None = None
 
 
-def launcher_args(values: Mapping[str, Any], processes: int, python: str | None = None) -> tuple[str, ...]:
+def launcher_args(values: Mapping[str, Any], processes: int) -> tuple[str, ...]:
     """`accelerate launch` and its options; several processes make it data-parallel (README §4).
-    With `python` (local runtime), accelerate runs from that interpreter's environment."""
-    head = [python, "-m", "accelerate.commands.launch"] if python else ["accelerate", "launch"]
-    words = [*head, "--num_cpu_threads_per_process", str(values["num_cpu_threads_per_process"])]
+    (The local runner runs these words with the chosen Python: `PY -m accelerate.commands.accelerate_cli`.)"""
+    words = ["accelerate", "launch", "--num_cpu_threads_per_process", str(values["num_cpu_threads_per_process"])]
     if processes > 1:
         words.append("--multi_gpu")
     words += ["--num_processes", str(processes), "--num_machines", "1",

@@ -27,11 +27,6 @@ WORKDIR = "/opt/sd-scripts"
 C_DATA, C_MODELS, C_RUN = "/data/flux_data", "/models", "/run"
 C_HOME = "/tmp/home"   # writable for any uid; keeps caches out of the image and the project
 SAMPLE_DEFAULTS = (("--w", "1024"), ("--h", "1024"), ("--s", "20"), ("--g", "3.5"), ("--d", "42"))
-# keys that must not change when a run is resumed (the saved optimizer state and step would not fit)
-RESUME_KEYS = ("network_module", "network_dim", "network_alpha", "network_args", "network_train_unet_only",
-               "network_train_text_encoder_only", "optimizer_type", "optimizer_args", "gradient_accumulation_steps",
-               "train_batch_size", "output_name", "mixed_precision", "full_bf16", "full_fp16", "save_model_as")
-
 
 @dataclass(frozen=True)
 class TrainPlan:
@@ -76,10 +71,13 @@ class GpuRequest:
 
 
 def parse_gpus(value: str | None, visible: int | None) -> GpuRequest:
-    """`all` (every GPU, one process each), `N` (a count), `0,1` / `device=1` (ids); default one GPU."""
+    """`all` (every GPU, one process each), `N` (a count), `0,1` / `device=1` (ids), `none` (no GPU:
+    stand-in trainers only); default one GPU."""
     if value is None:
         return GpuRequest("1", 1)
     text = value.strip()
+    if text == "none":
+        return GpuRequest(None, 1)
     if text.startswith("device="):
         text = text[len("device="):] + ","
     if text == "all":
@@ -96,7 +94,7 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
                runtime: str = "docker", gpus: str | None = None, name: str | None = None,
                resume: Path | None = None, image: str | None = None, sd_scripts: Path | None = None,
                visible_gpus: int | None = None, prompts_file: tuple[str, str] | None = None,
-               python: str | None = None) -> tuple[TrainPlan, arith.Steps]:
+               ) -> tuple[TrainPlan, arith.Steps]:
     """The plan and its step arithmetic. `resume` is a host state dir of an earlier run (its run folder
     is reused); `prompts_file` is (extension, text) of a user prompts file."""
     if runtime not in RUNTIMES:
@@ -169,7 +167,7 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         sample_prompts=f"{run_c}/{prompts_name}" if prompts_name else None,
         logging_dir=f"{run_c}/{logging_dir}" if logging_dir else None, resume=state_c)
     trainer_args = kohya.trainer_args(values, paths)
-    launcher = kohya.launcher_args(values, gpu.processes, None if docker else (python or "python3"))
+    launcher = kohya.launcher_args(values, gpu.processes)
 
     environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     if docker:
@@ -180,6 +178,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
                                                                layout.tokenizers)],
                   Mount(run_dir, C_RUN, read_only=False),
                   *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()]]
+    elif gpu.spec is None:
+        environment["CUDA_VISIBLE_DEVICES"] = ""
     elif gpu.spec != "all":
         environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.ids) if gpu.ids else ",".join(
             str(i) for i in range(gpu.processes))
@@ -217,7 +217,3 @@ def with_sample_defaults(prompt: str) -> str:
     extra = [f"{opt} {val}" for opt, val in SAMPLE_DEFAULTS if opt not in words]
     return " ".join([prompt.strip(), *extra])
 
-
-def resume_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Keys that differ between a run's saved config and the resumed one and would break resuming."""
-    return [k for k in RESUME_KEYS if saved.get(k) != current.get(k)]

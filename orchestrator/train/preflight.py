@@ -198,6 +198,8 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int | None) -> list[Check]:
     out = []
+    if plan.gpus is None and plan.runtime == "docker" or plan.environment.get("CUDA_VISIBLE_DEVICES") == "":
+        return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
     ids = [g for g in (plan.gpus or "").split(",") if g.strip().isdigit()] if plan.gpus and "," in plan.gpus else []
     if visible is None:
         out.append(Check("gpus", WARN, "cannot count the NVIDIA GPUs on this host (no driver visible here)",
@@ -225,15 +227,24 @@ def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> 
     if not facts.reachable:
         return [Check("docker", ERROR, facts.error or "the Docker engine is not reachable", facts.hint)]
     out = [Check("docker", OK, "Docker engine reachable")]
-    if facts.nvidia:
+    if plan.gpus is None:
+        pass
+    elif facts.nvidia:
         out.append(Check("nvidia_runtime", OK, "NVIDIA container runtime registered"))
     else:
         from orchestrator.engine import NVIDIA_HINT
 
         out.append(Check("nvidia_runtime", ERROR, "this Docker engine has no NVIDIA runtime, so the training "
                          "container cannot use a GPU", NVIDIA_HINT))
-    out.append(Check("image", OK, f"image {plan.image} is built" if facts.image_present else
-                     f"image {plan.image} will be built first (once; ~10-20 min)"))
+    from orchestrator.images import TRAIN_REPO
+
+    if facts.image_present:
+        out.append(Check("image", OK, f"image {plan.image} is built"))
+    elif str(plan.image).startswith(TRAIN_REPO + ":"):
+        out.append(Check("image", OK, f"image {plan.image} will be built from Dockerfile.train first (once)"))
+    else:
+        out.append(Check("image", ERROR, f"image {plan.image} is not on this machine (it is never pulled)",
+                         f"`docker pull {plan.image}` or build it first"))
     return out
 
 
@@ -245,7 +256,7 @@ def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
                          "--sd-scripts DIR (commit 48d368fa or later)"))
     else:
         out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir}"))
-    exe = python or plan.launcher_args[0]
+    exe = python or "python3"
     found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
     if not found:
         out.append(Check("python", ERROR, f"python {exe!r} not found",

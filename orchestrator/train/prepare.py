@@ -20,7 +20,7 @@ from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
 from orchestrator.train.config import TrainConfig, coerce, load_config
-from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus, resume_changes
+from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus
 from orchestrator.train.schema import BY_NAME
 
 if TYPE_CHECKING:
@@ -85,8 +85,10 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
     prompts_file = read_prompts_file(layout, config.get("sample_prompts"))
     plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=req.runtime, gpus=req.gpus,
                              name=req.name, resume=state, image=image, sd_scripts=req.sd_scripts,
-                             visible_gpus=visible_gpus, prompts_file=prompts_file, python=req.python)
+                             visible_gpus=visible_gpus, prompts_file=prompts_file)
     processes = parse_gpus(req.gpus, visible_gpus).processes
+    if state is not None:
+        _check_same_dataset(plan, steps)
     checks = preflight.preflight(plan, layout, dataset, processes=processes, visible_gpus=visible_gpus,
                                  engine=engine, python=req.python, disk_free=disk_free, memory=memory)
     sources = {k: f"auto ({src})" if config.get(k) == "auto" else src for k, src in config.sources.items()}
@@ -153,10 +155,9 @@ def _resume_config(layout: Layout, req: PlanRequest,
     base = TrainConfig(saved.get("preset", "?"), MappingProxyType(values),
                        MappingProxyType({k: f"run {run.name}" for k in values}))
     config = _apply_sets(base, req.sets)
-    changed = resume_changes(base.values, config.values)
-    if changed:
-        raise ConfigError(f"cannot resume {run.name} with a different {', '.join(changed)}: the saved state "
-                          "would not fit", hint="start a new run instead (`train`)")
+    from orchestrator.train.outputs import check_resumable
+
+    check_resumable(base.as_dict(), config.as_dict())
     if req.name and req.name != values.get("output_name"):
         raise ConfigError("--name cannot change when resuming", hint=f"the run's name is {values.get('output_name')}")
     state = latest_state(run)
@@ -165,6 +166,17 @@ def _resume_config(layout: Layout, req: PlanRequest,
                           hint="runs save state only with save_state: true (the default preset does); "
                                "start a new run")
     return config, state
+
+
+def _check_same_dataset(plan: TrainPlan, steps: arith.Steps) -> None:
+    """A resumed run must see the same batches per epoch (the saved step maps onto epochs)."""
+    saved = json.loads((plan.run_dir / PLAN_FILE).read_text(encoding="utf-8")).get("steps", {})
+    before = (saved.get("image_steps_per_epoch"), saved.get("batches_per_epoch"), saved.get("processes"))
+    now = (steps.image_steps, steps.batches_per_epoch, steps.processes)
+    if None not in before and before != now:
+        raise ConfigError(f"cannot resume {plan.run_id}: the dataset or GPUs changed (images x repeats, batches per "
+                          f"epoch, processes were {before}, now {now})",
+                          hint="restore the dataset and --gpus of that run, or start a new run")
 
 
 def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
