@@ -88,17 +88,19 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _probe(image: str, box: dict[str, Any]) -> Any:
-    """Engine facts for the preflight; keeps the connection for the run."""
-    from orchestrator.engine import connect
-    from orchestrator.errors import DockerError, DockerUnavailable
+    """Engine facts for the preflight: stdlib HTTP on the local socket (fast), docker-py otherwise."""
+    from orchestrator.engine import quick_facts
+    from orchestrator.errors import DockerError
     from orchestrator.train.preflight import EngineFacts
 
     try:
+        facts = quick_facts(image)
+        if facts is not None:
+            return EngineFacts(True, nvidia="nvidia" in facts["runtimes"], image_present=facts["image_present"])
+        from orchestrator.engine import connect
+
         engine = connect()
-    except DockerUnavailable as e:
-        return EngineFacts(False, error=e.message, hint=e.hint)
-    box["engine"] = engine
-    try:
+        box["engine"] = engine
         return EngineFacts(True, nvidia=engine.has_nvidia_runtime(), image_present=engine.image_exists(image))
     except DockerError as e:
         return EngineFacts(False, error=e.message, hint=e.hint)

@@ -71,6 +71,7 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
     config that cannot be read; everything else is a check."""
     from orchestrator.dataset import check_dataset
 
+    engine = _in_background(engine) if engine is not None else None   # the engine answers while we read
     state: Path | None = None
     if req.resume is not None:
         config, state = _resume_config(layout, req, latest_state or newest_state)
@@ -96,6 +97,16 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
         sources["output_name"] = "--name"
     resolved = TrainConfig(config.preset, MappingProxyType(dict(plan.config)), MappingProxyType(sources))
     return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes)
+
+
+def _in_background(probe: Callable[[], preflight.EngineFacts]) -> Callable[[], preflight.EngineFacts]:
+    """Start `probe` in a thread now; the returned callable waits for its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-probe")
+    future = pool.submit(probe)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
