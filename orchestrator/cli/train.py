@@ -141,7 +141,8 @@ def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> 
     ctx.log(f"run {plan.run_id}: {s.epochs} epochs, {s.total_steps} steps, {len(plan.expected_outputs)} LoRA file(s)"
             + (f", resuming from {Path(str(plan.resume_from)).name}" if plan.resume_from else ""))
     created = not plan.run_dir.exists()
-    write_inputs(prepared)
+    if runner.find_running(plan) is None:   # else execute() follows the running one: write nothing new
+        write_inputs(prepared)
     raw_line = (lambda line: ctx.log(f"[train] {line}")) if ctx.verbose else None
     try:
         result = execute(plan, runner, ctx.status, raw_line=raw_line)
@@ -149,6 +150,8 @@ def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> 
         if created and not (plan.run_dir / "train.log").exists():   # it never started: leave nothing behind
             shutil.rmtree(plan.run_dir, ignore_errors=True)
         raise
+    if result.status == "followed":
+        return 0 if result.exit_code == 0 else 1
     if result.final_lora is not None:
         ctx.out(str(result.final_lora))
     if result.report is not None:
