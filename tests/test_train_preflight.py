@@ -72,6 +72,16 @@ def test_dataset_errors_block(seed):
     assert any("shuffle_caption" in c.message for c in errors)
 
 
+@pytest.mark.parametrize("old, new, fragment", [
+    ("resolution = 1024\n", "resolution = 1024\nbucket_reso_steps = 32\nenable_bucket = true\n", "multiple of 64"),
+    ("num_repeats = 2\n", "num_repeats = 2\n  color_aug = true\n", "color_aug"),
+])
+def test_data_toml_settings_that_clash_with_trainer_flags(seed, old, new, fragment):
+    seed.data_toml.write_text(seed.data_toml.read_text().replace(old, new, 1))
+    errors = [c for c in checks(seed).values() if c.status == "error"]
+    assert any(c.name.startswith("dataset:") and fragment in c.message for c in errors), errors
+
+
 def test_empty_dataset_would_exit_0_without_training(seed):
     for p in (seed.flux_data / "tjtoy").iterdir():
         p.unlink()

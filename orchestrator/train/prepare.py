@@ -204,7 +204,10 @@ def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
             load_config(sets=[item])   # raises the "unknown key / did you mean" error
         if sub:
             merged = dict(changes.get(top, base.get(top)) or {})
-            merged[sub] = raw
+            if raw is None:
+                merged.pop(sub, None)
+            else:
+                merged[sub] = raw
             raw = merged
         changes[top] = coerce(BY_NAME[top], raw, f"--set {item}")
     return base.replace(changes, "--set")
