@@ -71,6 +71,13 @@ def test_set_typo_is_exit_2_with_did_you_mean(seed, run_cli):
     assert r.code == 2 and "unknown key 'network_dimm'" in r.err and "did you mean 'network_dim'" in r.err
 
 
+def test_plan_json_on_a_config_error_is_still_one_object(seed, run_cli):
+    r = run_cli("train", "--plan", "--json", "--set", "lr_scheduler=cosin")
+    assert r.code == 2 and "did you mean 'cosine'" in r.err
+    p = json.loads(r.out)
+    assert p["ok"] is False and "lr_scheduler" in p["error"]["message"] and p["checks"] == []
+
+
 def test_config_file_in_project_is_used(seed, run_cli, local):
     (seed.root / "train.yaml").write_text("preset: 24gb\nnetwork_dim: 8\n")
     r, p = plan_json(run_cli, *local, "--set", "seed=3")

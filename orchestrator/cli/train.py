@@ -72,10 +72,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         from orchestrator.images import train_image
 
         image = args.image or train_image()
-    prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
-                       engine=(lambda: _probe(image, engine_box)) if image else None,
-                       visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
-                       latest_state=_latest_state())
+    try:
+        prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
+                           engine=(lambda: _probe(image, engine_box)) if image else None,
+                           visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
+                           latest_state=_latest_state())
+    except OrchestratorError as e:
+        if args.plan and args.json:   # scripts still get one JSON object; the error is also on stderr
+            ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},
+                          "checks": []})
+        raise
     if args.plan:
         if args.json:
             ctx.out_json(plan_json(prepared))
