@@ -104,7 +104,13 @@ def test_default_scales_steps_to_the_dataset(seed):
     assert plan.config["max_train_epochs"] == 65 and plan.config["save_every_n_epochs"] == 17
     assert plan.config["sample_every_n_epochs"] == 17
     assert "auto" not in plan.trainer_args
-    assert arith.auto_target_steps(3) == 500 and arith.auto_target_steps(40) == 2000
+    assert arith.auto_target_samples(3) == 500 and arith.auto_target_samples(40) == 2000
+    two, steps2 = plan_for(seed, "default", gpus="2")           # same exposure on 2 GPUs: half the steps
+    assert two.epochs == 65 and steps2.steps_per_epoch == 10 and two.total_steps == 650
+    accum, _ = plan_for(seed, "default", sets=["gradient_accumulation_steps=4"])
+    assert accum.epochs == 65 and accum.total_steps == 65 * 5
+    fixed, _ = plan_for(seed, "default", sets=["target_steps=400"])
+    assert fixed.epochs == 20 and fixed.total_steps == 400
 
 
 def test_lora_size_matches_the_facts():

@@ -49,8 +49,8 @@ class Steps:
         return self.batch_size * self.processes * self.accumulation
 
 
-def auto_target_steps(train_images: int) -> int:
-    """About 100 optimizer steps per training image, between 500 and 2000."""
+def auto_target_samples(train_images: int) -> int:
+    """Image-samples a run should see: about 100 per training image, between 500 and 2000."""
     return max(500, min(2000, 100 * train_images))
 
 
@@ -62,8 +62,10 @@ def compute_steps(values: Mapping[str, Any], *, image_steps: int, batches_per_ep
     epochs_v = values.get("max_train_epochs")
     if epochs_v == "auto":
         target = values.get("target_steps")
-        target = auto_target_steps(train_images) if target in (None, "auto") else int(target)
-        epochs = max(1, round(target / per_epoch)) if per_epoch else 1
+        if target in (None, "auto"):   # the same exposure whatever the batch, accumulation or GPU count
+            epochs = max(1, round(auto_target_samples(train_images) / image_steps)) if image_steps else 1
+        else:
+            epochs = max(1, round(int(target) / per_epoch)) if per_epoch else 1
         total = epochs * per_epoch
     elif epochs_v is not None:
         epochs = int(epochs_v)

@@ -79,8 +79,8 @@ FIELDS: tuple[Field, ...] = (
     _f("gradient_checkpointing", BOOL, "recompute activations (needed for FLUX on any card)", nullable=False),
     # length
     _f("max_train_epochs", INT, "epochs; auto = target_steps worth of epochs", minimum=1, auto=True),
-    _f("target_steps", INT, "optimizer steps wanted when max_train_epochs is auto; auto = scaled to the "
-       "dataset", minimum=1, auto=True, option=None),
+    _f("target_steps", INT, "optimizer steps wanted when max_train_epochs is auto; auto = each training image "
+       "seen ~100 times (500-2000 samples)", minimum=1, auto=True, option=None),
     _f("max_train_steps", INT, "optimizer steps when max_train_epochs is null", minimum=1),
     _f("seed", INT, "random seed (null: a new one each run)", minimum=0),
     # precision and memory
