@@ -49,3 +49,33 @@ def truncated(path: Path, fmt: str = "PNG", size: tuple[int, int] = (256, 256), 
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+TOML_ONE = """[general]
+caption_extension = ".txt"
+
+[[datasets]]
+resolution = 256
+enable_bucket = true
+min_bucket_reso = 128
+max_bucket_reso = 512
+{dataset_extra}
+  [[datasets.subsets]]
+  image_dir = "flux_data/{name}"
+  class_tokens = "{tokens}"
+  num_repeats = 1
+{subset_extra}"""
+
+
+def write_toml(layout, name: str = "toy", *, tokens: str = "tjtoy toy", dataset_extra: str = "",
+               subset_extra: str = "", text: str | None = None) -> Path:
+    """A data.toml with one subset for flux_data/<name> (resolution 256 keeps test images small)."""
+    layout.data_toml.parent.mkdir(parents=True, exist_ok=True)
+    layout.data_toml.write_text(text if text is not None else TOML_ONE.format(
+        name=name, tokens=tokens, dataset_extra=dataset_extra, subset_extra=subset_extra))
+    return layout.data_toml
+
+
+def codes(report, path: Path | None = None) -> set[str]:
+    """Problem codes in a report (only those about `path` when given)."""
+    return {p.code for p in report.problems if path is None or p.path == path}

@@ -18,17 +18,17 @@ def trigger_word(class_tokens: str | None) -> str | None:
 
 
 def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str, class_tokens: str | None,
-                   toml: Path, tokens_line: int | None) -> tuple[int, list[Problem]]:
-    """(images with a caption the trainer reads, problems)."""
+                   *, check_trigger: bool = True) -> tuple[int, list[Problem]]:
+    """(images with a caption the trainer reads, problems); no trigger check for reg images."""
     out: list[Problem] = []
-    trigger = trigger_word(class_tokens)
+    trigger = trigger_word(class_tokens) if check_trigger else None
     found = 0
     stems = {os.path.splitext(i.path.name)[0] for i in images}
     for i in images:
         cap = i.path.with_name(os.path.splitext(i.path.name)[0] + cap_ext)
         if not cap.is_file():
             if not class_tokens:
-                out.append(Problem(WARNING, "no-caption", f"no {cap_ext} caption and the subset has no "
+                out.append(Problem(WARNING, "no-caption", f"no caption file ({cap.name}) and the subset has no "
                                    "class_tokens: it trains with an empty caption", i.path, None,
                                    f"add {cap.name} or set class_tokens for the subset"))
             continue
@@ -48,7 +48,6 @@ def check_captions(scan: FolderScan, images: Sequence[ImageInfo], cap_ext: str, 
         if p.name.endswith(cap_ext) and os.path.splitext(p.name)[0] not in stems:
             out.append(Problem(WARNING, "orphan-caption", "caption without an image next to it", p, None,
                                "rename it to match its image, or delete it"))
-    _ = toml, tokens_line
     return found, out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner
 from orchestrator.dataset.captions import check_captions
-from orchestrator.dataset.images import check_duplicates, check_images
-from orchestrator.dataset.paths import resolve_image_dir
+from orchestrator.dataset.images import check_duplicates, check_images, folder_problems
+from orchestrator.dataset.paths import concept_folders, resolve_image_dir
 from orchestrator.dataset.report import ERROR, WARNING, DatasetReport, DatasetSummary, Problem, SubsetSummary
 from orchestrator.dataset.scan import FolderScan, ImageInfo, parallel_map, read_header, scan_folder, verify_image
 from orchestrator.dataset.toml import TomlFile, read_toml
@@ -76,9 +77,10 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
         line = tf.index.line_of(("subset", d, s))
         captions = 0
         if scan is not None:
-            captions, cap_problems = check_captions(scan, good, cap_ext, tokens, tf.path,
-                                                    tf.index.line_of(("subset", d, s), "class_tokens") or line)
+            is_reg = bool(res.get("is_reg", d, s)[0])
+            captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
             problems += cap_problems
+            problems += folder_problems(scan)
             problems += _count_problems(folder, len(good), len(images))
         reps = res.get("num_repeats", d, s)[0]
         skipped = None
@@ -104,12 +106,20 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
         bs, scope = res.get("batch_size", d)
         datasets.append(DatasetSummary(d, bucket_settings(res, d), bs if scope is not None else None,
                                        tuple(by_dataset.get(d, ()))))
-    problems += check_duplicates(list(loaded.values()), verify=verify)
+    if tf.path == layout.data_toml:
+        listed = {os.path.normpath(folder) for *_, folder, _scan in plans}
+        for folder in concept_folders(layout):
+            if os.path.normpath(folder) not in listed:
+                problems.append(Problem(WARNING, "unlisted-folder", "this concept folder is not in data.toml: the "
+                                        "trainer will not use it", folder, None,
+                                        "run `python -m orchestrator dataset sync` to add it"))
+    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
+    problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):
         problems.append(Problem(ERROR, "nothing-to-train", "no subset has images the trainer can load: "
                                 "sd-scripts would log 'No data found' and exit without training", tf.path, None,
                                 "put photos in flux_data/<concept>/ and run `python -m orchestrator dataset check`"))
-    return DatasetReport(tuple(_sorted(problems)), tuple(subsets), tf.text, tf.path, tuple(datasets))
+    return DatasetReport(tuple(_sorted(problems)), tuple(subsets), tf.text, tf.path, tuple(datasets), tuple(notes))
 
 
 def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,

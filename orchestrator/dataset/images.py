@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner, BucketSettings
 from orchestrator.dataset.report import ERROR, WARNING, Problem
-from orchestrator.dataset.scan import ImageInfo, file_digest, near_pairs, parallel_map, with_dhash
+from orchestrator.dataset.scan import FolderScan, ImageInfo, file_digest, near_pairs, parallel_map, with_dhash
 
 ROTATIONS = {2: "mirrored", 3: "upside down", 4: "upside down and mirrored", 5: "rotated and mirrored",
              6: "rotated 90° (portrait shown as landscape)", 7: "rotated and mirrored",
              8: "rotated 90° (portrait shown as landscape)"}
-DHASH_MAX_PIXELS = 4_000_000  # without --verify, hash non-JPEGs only up to this size (full decode)
+# Without --verify, non-JPEGs are decoded in full for their hash: stop after this many pixels
+# (about a fifth of a second on one idle core): 10 photos of 2 megapixels fit.
+DHASH_PIXEL_BUDGET = 20_000_000
+
+
+def folder_problems(scan: FolderScan) -> list[Problem]:
+    """Files in a concept folder the trainer will not use (caches it wrote itself are fine)."""
+    out: list[Problem] = []
+    for p in scan.mixed_case:
+        stem, ext = os.path.splitext(p.name)
+        out.append(Problem(WARNING, "mixed-case-extension", f"the trainer skips it: extension {ext} is neither "
+                           "all lower- nor all upper-case", p, None, f"rename it to {stem}{ext.lower()}"))
+    for p in scan.unsupported:
+        out.append(Problem(WARNING, "unsupported-format", f"the trainer does not read {p.suffix.lower()} files",
+                           p, None, "convert it to PNG or JPEG (the trainer reads .png .jpg .jpeg .webp .bmp)"))
+    for p in scan.subfolders:
+        out.append(Problem(WARNING, "subfolder-ignored", "files in this sub-folder are ignored: the trainer does "
+                           "not look into sub-folders", p, None,
+                           "move the photos up into the concept folder, or make the sub-folder a concept of its own"))
+    for p in scan.other:
+        out.append(Problem(WARNING, "stray-file", "not an image or caption: the trainer ignores it", p, None,
+                           "move it out of the concept folder"))
+    return out
 
 
 def check_images(images: Sequence[ImageInfo], planner: BucketPlanner | None,
@@ -75,17 +98,15 @@ def _size_problems(i: ImageInfo, planner: BucketPlanner, settings: BucketSetting
     return out
 
 
-def check_duplicates(images: Sequence[ImageInfo], *, verify: bool) -> list[Problem]:
-    """Exact duplicates (same bytes) and near duplicates (64-bit dHash within a few bits)."""
+def check_duplicates(images: Sequence[ImageInfo], *, verify: bool,
+                     pixel_budget: int | None = None) -> tuple[list[Problem], list[str]]:
+    """Exact duplicates (same bytes) and near duplicates (64-bit dHash within a few bits); notes."""
     out: list[Problem] = []
-    by_size: dict[int, list[ImageInfo]] = defaultdict(list)
-    for i in images:
-        by_size[i.file_size].append(i)
+    notes: list[str] = []
+    digests = _digests(images)
     exact: set[tuple[str, str]] = set()
-    candidates = [i for group in by_size.values() if len(group) > 1 for i in group]
-    digests = dict(zip([i.path for i in candidates], parallel_map(lambda i: file_digest(i.path), candidates)))
     first: dict[str, ImageInfo] = {}
-    for i in sorted(candidates, key=lambda x: str(x.path)):
+    for i in sorted((i for i in images if i.path in digests), key=lambda x: str(x.path)):
         dg = digests[i.path]
         if dg in first:
             out.append(Problem(WARNING, "duplicate", f"exact duplicate of {_short(first[dg])}", i.path, None,
@@ -93,7 +114,10 @@ def check_duplicates(images: Sequence[ImageInfo], *, verify: bool) -> list[Probl
             exact.add((str(first[dg].path), str(i.path)))
         else:
             first[dg] = i
-    hashable = [i for i in images if verify or i.dhash is not None or _cheap_to_hash(i)]
+    hashable, skipped = _hash_plan(images, verify, DHASH_PIXEL_BUDGET if pixel_budget is None else pixel_budget)
+    if skipped:
+        notes.append(f"near-duplicate check skipped for {skipped} large non-JPEG image(s) (slow to decode); "
+                     "`dataset check --verify` includes them")
     hashed = parallel_map(with_dhash, hashable, min_items=8)
     # a flat image hashes to 0 or all ones: no information, skip it
     ids = sorted((i for i in hashed if i.dhash not in (None, 0, (1 << 64) - 1)), key=lambda i: str(i.path))
@@ -108,14 +132,42 @@ def check_duplicates(images: Sequence[ImageInfo], *, verify: bool) -> list[Probl
         reported.add(b)
         out.append(Problem(WARNING, "near-duplicate", f"looks almost the same as {_short(x)}", y.path, None,
                            "keep the better one; near-copies add weight, not variety"))
-    return out
+    return out, notes
+
+
+def _digests(images: Sequence[ImageInfo]) -> dict:
+    """Full digests of files that share their size and their first and last 64 KiB with another."""
+    by_size: dict[int, list[ImageInfo]] = defaultdict(list)
+    for i in images:
+        by_size[i.file_size].append(i)
+    same_size = [i for group in by_size.values() if len(group) > 1 for i in group]
+    quick = dict(zip([i.path for i in same_size],
+                     parallel_map(lambda i: file_digest(i.path, quick=True), same_size)))
+    by_quick: dict[tuple[int, str], list[ImageInfo]] = defaultdict(list)
+    for i in same_size:
+        by_quick[(i.file_size, quick[i.path])].append(i)
+    candidates = [i for group in by_quick.values() if len(group) > 1 for i in group]
+    return dict(zip([i.path for i in candidates], parallel_map(lambda i: file_digest(i.path), candidates)))
+
+
+def _hash_plan(images: Sequence[ImageInfo], verify: bool, budget: int) -> tuple[list[ImageInfo], int]:
+    """Which images to dHash: all with --verify; else JPEGs (a cheap 1/8 draft) and other formats
+    while their pixels stay within a decode budget."""
+    if verify:
+        return list(images), 0
+    plan = [i for i in images if i.dhash is not None or i.format in ("JPEG", "MPO")]
+    others = sorted((i for i in images if i.dhash is None and i.format not in ("JPEG", "MPO") and i.size),
+                    key=lambda i: i.size[0] * i.size[1])  # type: ignore[index]
+    skipped = 0
+    for i in others:
+        px = i.size[0] * i.size[1]  # type: ignore[index]
+        if px <= budget:
+            plan.append(i)
+            budget -= px
+        else:
+            skipped += 1
+    return plan, skipped
 
 
 def _short(i: ImageInfo) -> str:
     return f"{i.path.parent.name}/{i.path.name}"
-
-
-def _cheap_to_hash(i: ImageInfo) -> bool:
-    if i.format in ("JPEG", "MPO"):
-        return True  # decoded as a 1/8 draft
-    return bool(i.size) and i.size[0] * i.size[1] <= DHASH_MAX_PIXELS  # type: ignore[index]

@@ -113,6 +113,7 @@ class DatasetReport:
     toml_text: str
     toml_path: Path | None = None
     datasets: tuple[DatasetSummary, ...] = field(default=())
+    notes: tuple[str, ...] = ()          # what was not checked, and why
 
     def errors(self) -> list[Problem]:
         """Problems that stop training."""
@@ -157,4 +158,5 @@ class DatasetReport:
             "batch_size": batch_size,
             "batches_per_epoch": self.batches_per_epoch(batch_size),
             "problems": [p.to_json() for p in self.problems],
+            "notes": list(self.notes),
         }

@@ -94,7 +94,15 @@ REJECTED_KEYS: dict[str, str] = {
     "train_batch_size": "in data.toml the key is `batch_size`",
     "repeats": "the key is `num_repeats`",
     "train_data_dir": "in data.toml each subset names its folder with `image_dir`",
+    "reg_data_dir": "in data.toml a regularisation folder is a subset with `is_reg = true`",
 }
+# Trainer options people put in data.toml by mistake: they belong to the training config.
+CLI_ONLY = ("cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs",
+            "cache_text_encoder_outputs_to_disk", "masked_loss", "learning_rate", "max_train_epochs",
+            "max_train_steps", "gradient_accumulation_steps", "mixed_precision", "network_dim", "network_alpha",
+            "output_name", "output_dir", "seed", "vae_batch_size", "skip_cache_check")
+for _name in CLI_ONLY:
+    REJECTED_KEYS[_name] = f"it is a trainer option (--{_name}): set it in the training config"
 
 # Extensions sd-scripts' glob_images picks up: all-lower or all-upper case, non-recursive.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -111,13 +111,22 @@ def read_header(path: Path) -> ImageInfo:
             f.seek(max(0, size - 4096))
             tail = f.read()
             f.seek(0)
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                # Pillow's WebP open decodes far more than the header: read the chunks ourselves
+                webp = _webp_header(f, size)
+                if webp is not None:
+                    return _check_end(ImageInfo(path, format="WEBP", file_size=size, **webp), head, tail, size)
+                f.seek(0)
             try:
                 im = Image.open(f)
                 im.size  # noqa: B018 - header parsed
-            except UnidentifiedImageError:
-                return ImageInfo(path, file_size=size, error_code="not-an-image",
-                                 error="not an image (Pillow cannot identify it; the extension lies)")
-            except (OSError, SyntaxError, ValueError) as e:
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                damaged = _check_end(ImageInfo(path, format=_sniff(head), file_size=size), head, tail, size)
+                if damaged.error:
+                    return damaged
+                if isinstance(e, UnidentifiedImageError):
+                    return ImageInfo(path, file_size=size, error_code="not-an-image",
+                                     error="not an image (Pillow cannot identify it; the extension lies)")
                 return ImageInfo(path, file_size=size, error_code="undecodable", error=f"cannot be read: {e}")
             info = ImageInfo(path, format=im.format, size=im.size, mode=im.mode, file_size=size,
                              bits=_bits(im, head), orientation=_orientation(im),
@@ -125,6 +134,71 @@ def read_header(path: Path) -> ImageInfo:
     except OSError as e:
         return ImageInfo(path, error_code="unreadable", error=f"cannot be read: {e.strerror or e}")
     return _check_end(info, head, tail, size)
+
+
+def _webp_header(f, size: int) -> dict | None:
+    """Size, alpha and EXIF orientation of a WebP from its RIFF chunks (None: let Pillow try)."""
+    from PIL import Image
+
+    f.seek(12)
+    width = height = None
+    alpha = False
+    orientation = 1
+    pos = 12
+    while pos + 8 <= size:
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            break
+        fourcc, length = chunk[:4], int.from_bytes(chunk[4:8], "little")
+        if fourcc == b"VP8X":
+            data = f.read(10)
+            alpha = bool(data[0] & 0x10)
+            width = 1 + int.from_bytes(data[4:7], "little")
+            height = 1 + int.from_bytes(data[7:10], "little")
+        elif fourcc == b"VP8 " and width is None:
+            data = f.read(10)
+            if data[3:6] != b"\x9d\x01\x2a":
+                return None
+            width = int.from_bytes(data[6:8], "little") & 0x3FFF
+            height = int.from_bytes(data[8:10], "little") & 0x3FFF
+        elif fourcc == b"VP8L" and width is None:
+            data = f.read(5)
+            if data[:1] != b"\x2f":
+                return None
+            bits = int.from_bytes(data[1:5], "little")
+            width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            alpha = alpha or bool((bits >> 28) & 1)
+        elif fourcc == b"ALPH":
+            alpha = True
+        elif fourcc == b"EXIF":
+            raw = f.read(min(length, 1 << 16))
+            try:
+                exif = Image.Exif()
+                exif.load(raw[6:] if raw.startswith(b"Exif\x00\x00") else raw)
+                value = exif.get(ORIENTATION_TAG, 1)
+                orientation = int(value) if value in range(1, 9) else 1
+            except Exception:  # a broken EXIF block only hides the orientation
+                pass
+        elif fourcc == b"ANIM":
+            return None
+        pos += 8 + length + (length & 1)
+    if not width or not height:
+        return None
+    return {"size": (width, height), "mode": "RGBA" if alpha else "RGB", "has_alpha": alpha,
+            "orientation": orientation}
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    return None
 
 
 def _bits(im, head: bytes) -> int:
@@ -211,10 +285,16 @@ def _dhash(im) -> int:
     return bits
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes."""
+def file_digest(path: Path, *, quick: bool = False) -> str:
+    """SHA-256 of the file's bytes (`quick`: of its first and last 64 KiB only, to rule pairs out)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        if quick:
+            h.update(f.read(1 << 16))
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - (1 << 16)))
+            h.update(f.read())
+            return h.hexdigest()
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

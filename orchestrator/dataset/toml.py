@@ -39,6 +39,7 @@ class LineIndex:
     lines: list[str]
     headers: list[Header] = field(default_factory=list)
     keys: dict[tuple[Scope, str], int] = field(default_factory=dict)
+    duplicates: list[tuple[Scope, str, int]] = field(default_factory=list)
 
     @classmethod
     def build(cls, text: str) -> "LineIndex":
@@ -48,7 +49,6 @@ class LineIndex:
         d = s = -1
         in_string = False
         for n, raw in enumerate(idx.lines, start=1):
-            code = raw.split("#", 1)[0] if '"' not in raw and "'" not in raw else raw
             if in_string:
                 if raw.count('"""') % 2 or raw.count("'''") % 2:
                     in_string = False
@@ -64,9 +64,12 @@ class LineIndex:
             elif _HEADER.match(raw):
                 scope = ("table", raw.strip())
             else:
-                m = _KEY.match(code)
+                m = _KEY.match(raw)
                 if m:
-                    idx.keys.setdefault((scope, m.group(1) or m.group(2) or m.group(3)), n)
+                    key = (scope, m.group(1) or m.group(2) or m.group(3))
+                    if key in idx.keys:
+                        idx.duplicates.append((*key, n))
+                    idx.keys.setdefault(key, n)
                 if raw.count('"""') % 2 or raw.count("'''") % 2:
                     in_string = True
                 continue
@@ -115,15 +118,15 @@ class TomlFile:
 def parse_toml(path: Path, text: str) -> TomlFile:
     """Parse `text` (the content of `path`); a syntax error is kept, not raised."""
     import tomlkit
-    from tomlkit.exceptions import ParseError
+    from tomlkit.exceptions import TOMLKitError
 
     index = LineIndex.build(text)
     try:
         doc = tomlkit.parse(text)
-    except ParseError as e:
-        msg = str(e)
-        msg = re.sub(r"\s+at line \d+ col \d+$", "", msg)
-        return TomlFile(path, text, None, {}, index, (msg, getattr(e, "line", None)))
+    except TOMLKitError as e:  # ParseError has line/col; KeyAlreadyPresent (a repeated key) has none
+        msg = re.sub(r"\s+at line \d+ col \d+$", "", str(e))
+        line = getattr(e, "line", None) or (index.duplicates[0][2] if index.duplicates else None)
+        return TomlFile(path, text, None, {}, index, (msg, line))
     return TomlFile(path, text, doc, doc.unwrap(), index)
 
 

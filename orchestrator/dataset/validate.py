@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orchestrator.dataset import rules as R
@@ -161,7 +160,7 @@ def parse_resolution(value: Any) -> tuple[int, int] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return (int(value[0]), int(value[1]))
     if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",")]
+        parts = [p.strip() for p in value.lower().replace("x", ",").split(",")]
         if all(p.isdigit() for p in parts) and len(parts) in (1, 2):
             return (int(parts[0]), int(parts[-1]))
     return None
@@ -257,8 +256,3 @@ def _cross_rules(tf: TomlFile, model: Model, flags: Mapping[str, Any] | None, er
                             "sd-scripts aborts", vsc or sc, key,
                             hint=f"set {key} = false or turn off latent caching")
     return []
-
-
-def toml_path_problem(path: Path, message: str, line: int | None, hint: str | None) -> Problem:
-    """A syntax error in data.toml as a Problem."""
-    return Problem(ERROR, "toml-syntax", message, path, line, hint)
