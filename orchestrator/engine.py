@@ -180,15 +180,15 @@ class Engine:
 
     def build(self, context: Path, dockerfile: str, tag: str, *, buildargs: Mapping[str, str] | None = None,
               labels: Mapping[str, str] | None = None, on_line: Callable[[BuildLine], None] | None = None,
-              pull: bool = False) -> None:
-        """Build `tag` from `context/dockerfile`, streaming each output line to `on_line`."""
+              pull: bool = False, nocache: bool = False) -> None:
+        """Build `tag` from `context/dockerfile`, streaming each output line to `on_line` (nocache: no layer cache)."""
         import docker.errors
 
         tail: list[str] = []
         try:
             stream = self.client.api.build(
                 path=str(context), dockerfile=dockerfile, tag=tag, buildargs=dict(buildargs or {}),
-                labels=dict(labels or {}), rm=True, forcerm=True, decode=True, pull=pull,
+                labels=dict(labels or {}), rm=True, forcerm=True, decode=True, pull=pull, nocache=nocache,
             )
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:

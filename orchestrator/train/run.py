@@ -98,9 +98,9 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
             return _follow(plan, existing, reporter, on_event=on_event, raw_line=raw_line)
 
     run_dir = plan.run_dir
-    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
+    fresh = not (run_dir / LOG_NAME).exists() and not any(plan.output_dir.iterdir())
     atomic_write_text(run_dir / "data.toml", plan.dataset_toml)
     atomic_write_text(run_dir / "config.json", json.dumps(dict(plan.config), indent=2, default=str) + "\n")
     atomic_write_text(run_dir / "command.txt", shlex.join(plan.argv()) + "\n")
@@ -117,7 +117,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     try:
         handle = runner.start(plan)
     except BaseException:
-        if created:  # nothing ran: leave no half-made run folder behind
+        if fresh:  # nothing ever ran in this folder: leave no half-made run behind
             import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
@@ -137,7 +137,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     started = time.monotonic()
     log_path = run_dir / LOG_NAME
     with log_path.open("a", encoding="utf-8", buffering=1) as log:
-        if not created and log_path.stat().st_size:
+        if not fresh and log_path.stat().st_size:
             log.write(f"----- {_now()} run started again (resume from {plan.resume_from}) -----\n")
         try:
             code = _pump(plan, handle, state, log, tail, reporter, on_event, raw_line, linked, warnings)
@@ -190,8 +190,8 @@ def _pump(plan: TrainPlan, handle: RunHandle, state: _Progress, log: TextIO, tai
             _apply(state, event, reporter)
             if on_event is not None:
                 on_event(event)
-        if events or state.phase == "training":
-            reporter.update(state.line())
+            if not isinstance(event, lp.CacheProgress):
+                reporter.update(state.line())
     return handle.wait()
 
 

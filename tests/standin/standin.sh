@@ -4,7 +4,8 @@
 # writes LoRA / state / sample files into --output_dir with sd-scripts' names, honours --resume.
 # Misbehaves on demand: STANDIN_MODE env, a word containing `standin:MODE` in the argv, or
 # `standin:MODE` anywhere in the --dataset_config file. MODE: ok fail oom hostoom argparse config
-# nodata hang hang-hard (hang-hard ignores SIGINT). STANDIN_STEP_SLEEP=seconds slows each step.
+# nodata hang hang-hard (hang-hard ignores SIGINT; both hang at the first step of epoch STANDIN_HANG_EPOCH,
+# default 1). STANDIN_STEP_SLEEP=seconds slows each step.
 set -u
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') INFO     $*" >&2; }
 logerr() { echo "$(date '+%Y-%m-%d %H:%M:%S') ERROR    $*" >&2; }
@@ -67,6 +68,7 @@ called_process_error() {
   echo "subprocess.CalledProcessError: Command '['/usr/bin/python', '$script', '--output_dir', '$output_dir']' returned non-zero exit status $1." >&2
 }
 
+[ "$mode" = hang-hard ] && trap '' INT   # from the start: only SIGKILL ends it
 case "$mode" in
   argparse)
     echo "usage: $script [-h] [--console_log_level {DEBUG,INFO,WARNING,ERROR,CRITICAL}]" >&2
@@ -206,7 +208,7 @@ while [ "$e" -le "$epochs" ]; do
       echo "RuntimeError: stand-in failure (asked for with standin:fail)" >&2
       called_process_error 1; exit 1
     fi
-    case "$mode" in hang|hang-hard) hang ;; esac
+    case "$mode" in hang|hang-hard) [ "$e" -ge "${STANDIN_HANG_EPOCH:-1}" ] && hang ;; esac
   done
   if [ "$e" -lt "$epochs" ] && [ "$save_every" -gt 0 ] && [ $((e % save_every)) -eq 0 ]; then
     f="$output_dir/$output_name-$(pad6 "$e").$ext"
