@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.engine import Mount, config_hash
 from orchestrator.errors import UsageError
 from orchestrator.layout import Layout
-from orchestrator.train import arith, datatoml, kohya
+from orchestrator.train import arith, kohya
 from orchestrator.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -131,10 +131,7 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
     files = {m.role: model_path(m.folder, m.path(layout).name) for m in model_set(str(values["t5xxl"]))}
     extra_dirs: dict[Path, str] = {}
 
-    def image_dir_for_trainer(value: str) -> str:
-        from orchestrator.dataset import resolve_image_dir
-
-        host = resolve_image_dir(layout, value)
+    def folder_for_trainer(host: Path) -> str:
         if not docker:
             return str(host)
         try:
@@ -143,9 +140,12 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
             target = extra_dirs.setdefault(host, f"/data/extra/{len(extra_dirs)}-{host.name}")
             return target
 
+    from orchestrator.dataset.trainer import trainer_toml as rewrite_folders
+    from orchestrator.errors import DatasetError
+
     try:
-        trainer_toml = datatoml.rewrite_image_dirs(dataset.toml_text, image_dir_for_trainer)
-    except Exception:  # an unreadable data.toml is reported by the dataset check; keep the text as is
+        trainer_toml = rewrite_folders(layout, dataset.toml_text, folder_for_trainer)
+    except DatasetError:  # an unreadable data.toml is reported by the dataset check; keep the text as is
         trainer_toml = dataset.toml_text
 
     plan_files: dict[str, str] = {}
