@@ -1,0 +1,69 @@
+"""`dataset check --fix-orientation`: upright copies of EXIF-rotated photos, originals kept."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.layout import Layout
+
+ORIGINALS = ".originals"
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """One photo turned upright; the untouched original is at `original`."""
+
+    path: Path
+    original: Path
+
+
+def originals_dir(layout: Layout) -> Path:
+    """Where originals go: flux_data/.originals/<concept>/ (a dot-folder: never a concept)."""
+    return layout.flux_data / ORIGINALS
+
+
+def fix_orientation(layout: Layout, paths: Iterable[Path]) -> list[Fixed]:
+    """Rotate each image's pixels as its EXIF orientation says, drop the tag, keep the original."""
+    from PIL import Image, ImageOps
+
+    done: list[Fixed] = []
+    for path in paths:
+        with Image.open(path) as im:
+            fmt = im.format
+            icc = im.info.get("icc_profile")
+            upright = ImageOps.exif_transpose(im)
+        kwargs: dict = {"format": fmt}
+        if icc:
+            kwargs["icc_profile"] = icc
+        if upright.info.get("exif"):
+            kwargs["exif"] = upright.info["exif"]
+        if fmt == "JPEG":
+            kwargs.update(quality=95, subsampling=0)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            upright.save(tmp, **kwargs)
+            backup = _backup_path(originals_dir(layout) / path.parent.name / path.name)
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, backup)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        done.append(Fixed(path, backup))
+    return done
+
+
+def _backup_path(p: Path) -> Path:
+    n = 1
+    candidate = p
+    while candidate.exists():
+        candidate = p.with_name(f"{p.stem}.{n}{p.suffix}")
+        n += 1
+    return candidate
