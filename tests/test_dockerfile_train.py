@@ -102,7 +102,7 @@ def test_the_real_builder_parses_every_instruction(session_engine, tmp_path):
                                           "FROM flux-orch-test/no-such-base:never")
     (tmp_path / "Dockerfile").write_text(text)
     steps = []
-    with pytest.raises(DockerError) as e:
+    with pytest.raises(DockerError):
         session_engine.build(Path(tmp_path), "Dockerfile", "flux-orch-test/trainrun-parse:never",
                              on_line=lambda line: steps.append(line) if line.step else None)
     assert [(s.step, s.total) for s in steps] == [(1, len(instructions()))]   # failed at FROM, after parsing

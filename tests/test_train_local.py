@@ -185,3 +185,12 @@ def test_local_command_runs_accelerate_through_the_chosen_python(local):
     argv = runner.command(make())
     assert argv[:4] == [runner.python, "-m", "accelerate.commands.accelerate_cli", "launch"]
     assert "flux_train_network.py" in argv
+
+
+def test_the_oom_hint_uses_the_preset_recorded_by_the_planner(local):
+    make, runner = local
+    plan = make(marker="oom", config={"network_dim": 16})            # the resolved config has no preset key
+    (plan.run_dir / "plan.json").write_text(json.dumps({"preset": "16gb"}))
+    with pytest.raises(TrainingFailed) as e:
+        execute(plan, runner, RecordingReporter())
+    assert "--preset 12gb" in e.value.hint
