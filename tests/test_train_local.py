@@ -205,7 +205,7 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
     thread.start()
     try:
-        record = plan.run_dir.parent / ".local" / f"{plan.config_hash}.json"
+        record = plan.run_dir.parent / f".local-{plan.config_hash}.json"
         deadline = time.monotonic() + 20
         while not record.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

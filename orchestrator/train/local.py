@@ -1,6 +1,6 @@
 """The local runtime: a plan run as a subprocess in an sd-scripts checkout (cloud pods without Docker).
 
-A small record in `runs/.local/<config hash>.json` (pid, run id) lets a second `train` of the same plan,
+A small record `runs/.local-<config hash>.json` (pid, start time, run id; removed when the trainer ends) lets a second `train` of the same plan,
 from another shell, find the running trainer and follow its log instead of starting a duplicate."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from orchestrator.layout import atomic_write_text
 from orchestrator.train.logparse import split_lines
 from orchestrator.train.plan import TrainPlan
 
-RECORD_DIR = ".local"
+RECORD_PREFIX = ".local-"
 
 
 class LocalHandle:
@@ -186,7 +186,7 @@ class LocalRunner:
 
 
 def _record_path(plan: TrainPlan) -> Path:
-    return plan.run_dir.parent / RECORD_DIR / f"{plan.config_hash}.json"
+    return plan.run_dir.parent / f"{RECORD_PREFIX}{plan.config_hash}.json"
 
 
 def pid_alive(pid: int) -> bool:
