@@ -189,3 +189,20 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
         assert any(re.match(r"\[build\] step 2/\d+: RUN echo", m) for m in again.milestones)
     finally:
         engine.client.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
+    reporter = RecordingReporter()
+    runner = DockerRunner(engine, project, user=USER, reporter=reporter)
+    first = writable(make_plan(project, image=standin, marker="hang"))
+    (first.run_dir / "data.toml").write_text(first.dataset_toml)
+    handle = runner.start(first)
+    try:
+        second = writable(make_plan(project, image=standin, run_id="20261126-090000-other", config_hash="cfg-other"))
+        assert runner.find_running(second) is None            # a different plan is not a duplicate
+        runner.start(second).stop(0)
+        assert any(f"training run {first.run_id} is also running" in m for m in reporter.milestones)
+    finally:
+        handle.stop(0)
+    assert containers(engine, project) == []

@@ -153,6 +153,10 @@ class DockerRunner:
         if plan.gpus:
             self.engine.require_gpu_support()
         spec = self.container_spec(plan)
+        for other in self.running():
+            if other.run_id != plan.run_id:  # a different plan: not a duplicate, but it shares the GPUs
+                self.reporter.milestone(f"warning: training run {other.run_id} is also running in this project "
+                                        f"(container {other.name}); both share the GPU memory")
         self.ensure_image(spec.image)
         commit = self.engine.image_labels(spec.image).get(SD_SCRIPTS_COMMIT_LABEL)
         stale = self.engine.get(spec.name) if spec.name else None
