@@ -161,7 +161,8 @@ def test_resume_continues_from_the_latest_state(local):
     bars = [e for e in events if isinstance(e, lp.StepProgress)]
     assert bars[-1].total == 6                                  # the bar counts the remaining steps
     loss = (second.run_dir / "loss.csv").read_text().split()
-    assert loss[1].startswith("7,") and loss[-1].startswith("12,")  # plotted on the run's global steps
+    # the interrupted attempt's steps 1-6, then the resumed steps 7-12 (on the run's global step axis)
+    assert [row.split(",")[0] for row in loss[1:]] == [str(s) for s in range(1, 13)]
     manifest = json.loads((second.run_dir / "manifest.json").read_text())
     assert manifest["resume_from"] == str(state)
     assert [a["status"] for a in manifest["previous_attempts"]] == ["interrupted"]

@@ -63,6 +63,7 @@ class _Progress:
     offset: int = 0
     info: lp.TrainingInfo | None = None
     losses: dict[int, float] = field(default_factory=dict)
+    earlier: dict[int, float] = field(default_factory=dict)  # loss.csv of the attempt this one resumes
     errors: list[lp.TrainerError] = field(default_factory=list)
     saves: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)   # saves announced, file maybe still being written
@@ -132,7 +133,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     reporter.milestone(f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
                        f"log: {run_dir / LOG_NAME}")
 
-    state = _Progress(plan)
+    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {})
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     warnings: list[str] = []
     linked: dict[str, Path] = {}
@@ -283,7 +284,10 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
     manifest.update(outputs=outputs, loras=[str(p) for p in linked.values()], last_step=state.step,
                     last_epoch=state.epoch, last_loss=state.loss, warnings=list(warnings or []))
     _write_manifest(run_dir, manifest)
-    atomic_write_text(run_dir / "loss.csv", "step,loss\n" + "".join(f"{s},{v}\n" for s, v in sorted(state.losses.items())))
+    # a resumed run continues the curve of the attempt it resumes (up to the step of the saved state)
+    first = min(state.losses, default=None)
+    points = {**{s: v for s, v in state.earlier.items() if first is None or s < first}, **state.losses}
+    atomic_write_text(run_dir / "loss.csv", "step,loss\n" + "".join(f"{s},{v}\n" for s, v in sorted(points.items())))
     report = run_dir / "report.html"
     facts = [("run", plan.run_id), ("status", manifest["status"]), ("started", manifest["started_at"]),
              ("ended", manifest.get("ended_at") or ""), ("runtime", plan.runtime), ("image", plan.image or "-"),
@@ -295,7 +299,7 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
         facts.append(("cause", str(manifest["cause"])))
     sizes = [(o["name"], format_bytes(o["size"])) for o in outputs]
     atomic_write_text(report, render_report(ReportData(
-        title=f"Training run {plan.run_id}", facts=facts, loss=sorted(state.losses.items()),
+        title=f"Training run {plan.run_id}", facts=facts, loss=sorted(points.items()),
         samples=sample_files(plan.output_dir), outputs=sizes, config=plan.config,
         log_tail=list(tail) if manifest["status"] != "succeeded" else ()), run_dir))
     final_name = plan.expected_outputs[-1] if plan.expected_outputs else f"{plan.output_name}.safetensors"
@@ -328,6 +332,18 @@ def _follow(plan: TrainPlan, handle: RunHandle, reporter: Reporter, *, on_event:
     return RunResult(run_id=run_id, run_dir=plan.run_dir.parent / run_id, status="followed", exit_code=code,
                      final_lora=None, loras=(), report=None, manifest=None, log=None, last_step=state.step,
                      last_loss=state.loss, duration=time.monotonic() - started)
+
+
+def _earlier_losses(run_dir: Path) -> dict[int, float]:
+    """step -> loss from a run folder's loss.csv ({} when absent or unreadable)."""
+    points: dict[int, float] = {}
+    try:
+        for row in (run_dir / "loss.csv").read_text().splitlines()[1:]:
+            step, value = row.split(",")
+            points[int(step)] = float(value)
+    except (OSError, ValueError):
+        return {}
+    return points
 
 
 def _previous(run_dir: Path) -> list[dict[str, Any]]:
