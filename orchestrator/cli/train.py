@@ -34,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
                         help="GPUs: all, a count, or ids (one id: device=1); more than one trains data-parallel "
-                             "(default: 1)")
+                             "(default: 1; none: no GPU, for stand-in trainers)")
     parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
                         help="docker (default): the flux-train image; local: an sd-scripts checkout here")
     parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
