@@ -83,6 +83,7 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
 
 
 def model_checks(layout: Layout, t5xxl: str) -> list[Check]:
+    """Each model file present and of the size `download` recorded."""
     manifest = read_manifest(layout)
     out = []
     for m in model_set(t5xxl):
@@ -101,6 +102,7 @@ def model_checks(layout: Layout, t5xxl: str) -> list[Check]:
 
 
 def tokenizer_check(layout: Layout) -> Check:
+    """The CLIP-L and T5 tokenizers cached (the container runs offline)."""
     missing = [d for d in TOKENIZER_DIRS if not _non_empty(layout.tokenizers / d)]
     if missing:
         return Check("tokenizers", ERROR, f"tokenizers missing in models/tokenizers: {', '.join(missing)} (the "
@@ -116,6 +118,7 @@ def _non_empty(p: Path) -> bool:
 
 
 def dataset_checks(dataset: "DatasetReport") -> list[Check]:
+    """The dataset check's problems as checks (errors block)."""
     out = []
     root = dataset.toml_path.parent.parent if getattr(dataset, "toml_path", None) else None
     for p in dataset.problems:
@@ -165,6 +168,7 @@ def disk_need(plan: TrainPlan, dataset: "DatasetReport") -> tuple[int, int]:
 
 def disk_check(plan: TrainPlan, layout: Layout, dataset: "DatasetReport",
                disk_free: Callable[[Path], int]) -> Check:
+    """Free disk for LoRAs, state dirs and caches."""
     run_need, cache_need = disk_need(plan, dataset)
     runs_fs = _existing(plan.run_dir)
     data_fs = _existing(layout.flux_data)
@@ -198,6 +202,7 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int | None) -> list[Check]:
+    """GPUs requested vs available, and host RAM for several processes."""
     out = []
     if plan.gpus is None and plan.runtime == "docker" or plan.environment.get("CUDA_VISIBLE_DEVICES") == "":
         return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
@@ -222,6 +227,7 @@ def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int
 
 
 def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> list[Check]:
+    """The engine, its NVIDIA runtime and the image."""
     if engine is None:
         return [Check("docker", WARN, "Docker not checked")]
     facts = engine()
@@ -250,6 +256,7 @@ def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> 
 
 
 def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
+    """The sd-scripts checkout and the Python that runs it."""
     out = []
     script = Path(plan.workdir) / plan.script
     if not plan.workdir or not script.is_file():
@@ -268,6 +275,7 @@ def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
 
 
 def resume_check(plan: TrainPlan) -> Check:
+    """The state dir to resume from has its train_state.json."""
     state = plan.output_dir / Path(str(plan.resume_from)).name
     if not (state / "train_state.json").is_file():
         return Check("resume", WARN, f"{state.name} has no train_state.json: sd-scripts restarts at epoch 1 with "
