@@ -67,7 +67,8 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
               memory: int | None = None) -> list[Check]:
     """All checks, passing ones included (status ok), in the order a person reads them."""
     values = plan.config
-    checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset)]
+    checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset),
+              *cache_dir_checks(plan, dataset)]
     problems = rules.check_rules(rules.RuleInput(values, processes, plan.trainer_args))
     checks += problems or [Check("arguments", OK, "sd-scripts arguments pass every rule")]
     checks.append(collision_check(plan))
@@ -128,6 +129,19 @@ def dataset_checks(dataset: "DatasetReport") -> list[Check]:
     if not dataset.errors():
         subsets = [s for s in dataset.subsets if not s.is_reg]
         out.insert(0, Check("dataset", OK, f"{len(subsets)} concept(s), {sum(s.images for s in subsets)} images"))
+    return out
+
+
+def cache_dir_checks(plan: TrainPlan, dataset: "DatasetReport") -> list[Check]:
+    """*_to_disk caches are written next to the images: their folders must be writable."""
+    values = plan.config
+    if not (values.get("cache_latents_to_disk") or values.get("cache_text_encoder_outputs_to_disk")):
+        return []
+    out = []
+    for s in dataset.subsets:
+        if s.image_dir.is_dir() and not os.access(s.image_dir, os.W_OK | os.X_OK):
+            out.append(Check("cache_dir", ERROR, f"{s.image_dir} is not writable: sd-scripts writes its *_flux.npz "
+                             "caches next to the images", "make the folder writable, or turn off the *_to_disk caches"))
     return out
 
 
