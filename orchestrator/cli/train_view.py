@@ -52,7 +52,8 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
         out.append(f"  {sub.image_dir.name + kind:<24} {sub.images:>4} images x {sub.num_repeats} repeats = "
                    f"{sub.images * sub.num_repeats}{skipped}")
     out += ["", "steps:",
-            f"  {s.image_steps} images x repeats per epoch -> {s.batches_per_epoch} batches of {s.batch_size} per epoch",
+            f"  {s.image_steps} images x repeats per epoch -> {s.batches_per_epoch} batches of {s.batch_size} "
+            "per epoch",
             f"  {s.processes} GPU process(es), gradient accumulation {s.accumulation} -> {s.steps_per_epoch} optimizer "
             f"steps per epoch (effective batch {s.effective_batch})",
             f"  {s.epochs} epochs -> {s.total_steps} optimizer steps"]

@@ -289,9 +289,11 @@ def precision(inp: RuleInput) -> Iterator[Check]:
     v = inp.values
     mp = v.get("mixed_precision")
     if _on(v, "full_bf16") and mp != "bf16":
-        yield Check("full_bf16", ERROR, f"full_bf16 needs mixed_precision bf16 (it is {mp})", "set mixed_precision: bf16")
+        yield Check("full_bf16", ERROR, f"full_bf16 needs mixed_precision bf16 (it is {mp})",
+                    "set mixed_precision: bf16")
     if _on(v, "full_fp16") and mp != "fp16":
-        yield Check("full_fp16", ERROR, f"full_fp16 needs mixed_precision fp16 (it is {mp})", "set mixed_precision: fp16")
+        yield Check("full_fp16", ERROR, f"full_fp16 needs mixed_precision fp16 (it is {mp})",
+                    "set mixed_precision: fp16")
     if (_on(v, "fp8_base") or _on(v, "fp8_base_unet")) and mp not in ("fp16", "bf16"):
         yield Check("fp8_base", ERROR, f"fp8_base needs mixed_precision bf16 or fp16 (it is {mp})",
                     "set mixed_precision: bf16")
@@ -304,13 +306,15 @@ def memory(inp: RuleInput) -> Iterator[Check]:
     swap = v.get("blocks_to_swap") or 0
     if swap > MAX_BLOCKS_TO_SWAP:
         yield Check("blocks_to_swap:max", ERROR, f"blocks_to_swap {swap} is more than FLUX allows "
-                    f"({MAX_BLOCKS_TO_SWAP}): the run aborts when the model is built", f"use at most {MAX_BLOCKS_TO_SWAP}")
+                    f"({MAX_BLOCKS_TO_SWAP}): the run aborts when the model is built",
+                    f"use at most {MAX_BLOCKS_TO_SWAP}")
     if swap > 0 and _on(v, "cpu_offload_checkpointing"):
         yield Check("blocks_to_swap+cpu_offload", ERROR, "blocks_to_swap and cpu_offload_checkpointing abort "
                     "together", "keep blocks_to_swap (it saves more memory)")
     if swap > 0 and inp.processes > 1:
         yield Check("blocks_to_swap+multi_gpu", ERROR, f"blocks_to_swap does not work well with several GPUs "
-                    f"({inp.processes} processes; sd-scripts PR #1988)", "train on one GPU, or set blocks_to_swap: null")
+                    f"({inp.processes} processes; sd-scripts PR #1988)",
+                    "train on one GPU, or set blocks_to_swap: null")
     if _on(v, "cpu_offload_checkpointing") and not _on(v, "gradient_checkpointing"):
         yield Check("cpu_offload_checkpointing", WARN, "cpu_offload_checkpointing has no effect without "
                     "gradient_checkpointing")
