@@ -134,6 +134,13 @@ def test_local_run_end_to_end_then_resume(seed, run_cli, local):
 def test_resume_without_runs_is_a_clear_error(seed, run_cli, local):
     r = run_cli("train", "--resume", *local)
     assert r.code == 2 and "no earlier training run" in r.err
+    r = run_cli("train", "--resume", "nope", *local)
+    assert r.code == 2 and "no training run 'nope'" in r.err
+    broken = seed.runs / "20260101-000000-x"
+    broken.mkdir()
+    (broken / "plan.json").write_text("{not json")
+    r = run_cli("train", "--resume", "runs/20260101-000000-x", *local)
+    assert r.code == 2 and "unreadable" in r.err and "Traceback" not in r.err
 
 
 @pytest.mark.docker

@@ -128,8 +128,8 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
 def find_run(layout: Layout, which: str) -> Path:
     """The run folder named by `--resume [RUN]` (newest with a plan when RUN is empty)."""
     if which:
-        p = Path(which)
-        run = p if p.is_absolute() or p.parent != Path(".") else layout.runs / which
+        p = Path(which).expanduser()
+        run = p if p.is_absolute() else layout.runs / which if p.parent == Path(".") else layout.root / p
         if not (run / PLAN_FILE).is_file():
             known = sorted(d.name for d in layout.runs.glob("*") if (d / PLAN_FILE).is_file())[-5:]
             raise ConfigError(f"no training run {which!r} in {layout.runs}",
@@ -160,8 +160,13 @@ def _resume_config(layout: Layout, req: PlanRequest,
         raise ConfigError("--resume continues a run with its own config: --preset and --config do not apply",
                           hint="change what may change with --set (e.g. --set max_train_epochs=80)")
     run = find_run(layout, req.resume or "")
-    saved = json.loads((run / PLAN_FILE).read_text(encoding="utf-8"))
     where = f"{run / PLAN_FILE}"
+    try:
+        saved = json.loads((run / PLAN_FILE).read_text(encoding="utf-8"))
+        saved["config"].items()
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise ConfigError(f"{where} is unreadable ({e}): cannot resume run {run.name}",
+                          hint="start a new run with `train`") from None
     values = {k: coerce(BY_NAME[k], v, where) for k, v in saved["config"].items() if k in BY_NAME}
     base = TrainConfig(saved.get("preset", "?"), MappingProxyType(values),
                        MappingProxyType({k: f"run {run.name}" for k in values}))
