@@ -152,4 +152,5 @@ def test_local_runtime_checks(seed, tmp_path):
     import sys
 
     found = checks(seed, runtime="local", sd_scripts=checkout, python=sys.executable)
-    assert found["sd_scripts"].status == "ok" and found["python"].status == "ok"
+    assert found["sd_scripts"].status == "warn" and "unknown commit" in found["sd_scripts"].message
+    assert found["python"].status == "ok"

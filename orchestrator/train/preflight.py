@@ -277,7 +277,16 @@ def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
         out.append(Check("sd_scripts", ERROR, f"{script} does not exist", "give the sd-scripts checkout with "
                          "--sd-scripts DIR (commit 48d368fa or later)"))
     else:
-        out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir}"))
+        from orchestrator.train.runners import git_commit
+
+        commit = git_commit(Path(plan.workdir))
+        if commit == rules.SD_SCRIPTS_COMMIT:
+            out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir} at {commit[:8]}"))
+        else:
+            out.append(Check("sd_scripts", WARN, f"sd-scripts checkout {plan.workdir} is at "
+                             f"{commit[:8] if commit else 'an unknown commit'}; the argument checks were made for "
+                             f"{rules.SD_SCRIPTS_COMMIT[:8]}", f"git -C {plan.workdir} checkout "
+                             f"{rules.SD_SCRIPTS_COMMIT[:8]} (the commit of the training image)"))
     exe = python or "python3"
     found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
     if not found:

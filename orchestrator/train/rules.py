@@ -25,6 +25,7 @@ NOT_INSTALLED_OPTIMIZERS = ("dadaptation", "dadaptadam", "dadaptadagrad", "dadap
                             "dadaptlion", "dadaptsgd")
 TORCH_OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "ASGD", "LBFGS", "NAdam",
                     "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam")
+SD_SCRIPTS_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"   # the commit these rules were read from
 MAX_BLOCKS_TO_SWAP = 35
 PROMPT_FILE_EXTENSIONS = (".txt", ".toml", ".json")
 REQUIRED_OPTIONS = ("--pretrained_model_name_or_path", "--clip_l", "--t5xxl", "--ae", "--dataset_config",
