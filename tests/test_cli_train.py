@@ -78,6 +78,18 @@ def test_plan_json_on_a_config_error_is_still_one_object(seed, run_cli):
     assert p["ok"] is False and "lr_scheduler" in p["error"]["message"] and p["checks"] == []
 
 
+def test_sample_prompts_from_a_file(seed, run_cli, local):
+    (seed.root / "prompts.toml").write_text('[[prompt]]\nprompt = "a tjtoy toy"\nwidth = 1024\n')
+    r, p = plan_json(run_cli, *local, "--set", "sample_prompts=prompts.toml")
+    assert r.code == 0 and p["files"] == {"sample_prompts.toml": (seed.root / "prompts.toml").read_text()}
+    args = p["trainer_args"]
+    assert args[args.index("--sample_prompts") + 1].endswith("/sample_prompts.toml")
+    r, p = plan_json(run_cli, *local, "--set", "sample_prompts=prompts.yaml")
+    assert r.code == 2 and "samples:extension" in [c["name"] for c in p["checks"] if c["status"] == "error"]
+    r = run_cli("train", "--plan", *local, "--set", "sample_prompts=missing.txt")
+    assert r.code == 2 and "cannot read" in r.err
+
+
 def test_config_file_in_project_is_used(seed, run_cli, local):
     (seed.root / "train.yaml").write_text("preset: 24gb\nnetwork_dim: 8\n")
     r, p = plan_json(run_cli, *local, "--set", "seed=3")
