@@ -156,6 +156,27 @@ def test_seed_container_paths_and_outside_folders(tmp_path):
     assert steps.image_steps == 20
 
 
+def test_links_to_other_disks_are_mounted_themselves(tmp_path):
+    layout = Layout.at(tmp_path / "p")
+    make_seed_project(layout, size=(64, 64))
+    other = tmp_path / "big-disk"
+    other.mkdir()
+    flux = layout.checkpoints / "flux1-dev.safetensors"
+    flux.rename(other / "flux1-dev.safetensors")
+    flux.symlink_to(other / "flux1-dev.safetensors")
+    concept = layout.flux_data / "sparkgpu"
+    concept.rename(other / "sparkgpu")
+    concept.symlink_to(other / "sparkgpu")
+    plan, steps = plan_for(layout)
+    args = plan.trainer_args
+    assert args[args.index("--pretrained_model_name_or_path") + 1] == "/models/links/flux/flux1-dev.safetensors"
+    mounts = {m.target: (m.source, m.read_only) for m in plan.mounts}
+    assert mounts["/models/links/flux/flux1-dev.safetensors"] == (other / "flux1-dev.safetensors", True)
+    assert image_dirs(plan.dataset_toml) == ["/data/flux_data/tjtoy", "/data/extra/0-sparkgpu"]
+    assert mounts["/data/extra/0-sparkgpu"] == (other / "sparkgpu", False)
+    assert steps.image_steps == 20
+
+
 def test_mounts_and_environment(seed):
     plan, _ = plan_for(seed)
     mounts = {m.target: (m.source, m.read_only) for m in plan.mounts}
