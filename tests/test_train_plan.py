@@ -113,6 +113,15 @@ def test_default_scales_steps_to_the_dataset(seed):
     assert fixed.epochs == 20 and fixed.total_steps == 400
 
 
+def test_h100_estimate_matches_the_measured_recipe(seed):
+    """PERFORMANCE.md: the playbook recipe takes ~41 min without torch.compile, ~30 min with it."""
+    for compiled, minutes in ((False, 41), (True, 30)):
+        plan, steps = plan_for(seed, "playbook", sets=[f"torch_compile={str(compiled).lower()}"])
+        lora = arith.lora_size(plan.config)
+        seconds = arith.estimate_h100_seconds(plan.config, steps, lora, saves=4, sample_events=0, prompts=0)
+        assert abs(seconds / 60 - minutes) < 2, (compiled, seconds / 60)
+
+
 def test_lora_size_matches_the_facts():
     """README §1.2: rank 256 on every FLUX linear + CLIP-L = 1.27 G parameters, ~4.8 GiB in fp32."""
     size = arith.lora_size({"network_dim": 256, "network_train_unet_only": False})

@@ -229,6 +229,21 @@ def write_inputs(prepared: Prepared) -> None:
     atomic_write_text(plan.run_dir / PLAN_FILE, json.dumps(plan_json(prepared), indent=2, default=str) + "\n")
 
 
+def estimate(p: Prepared) -> float:
+    """The run's rough duration on one H100 (arith.estimate_h100_seconds) for this plan."""
+    plan = p.plan
+    values = plan.config
+    every = values.get("sample_every_n_epochs")
+    events = (plan.epochs // every if isinstance(every, int) else 0) + (1 if values.get("sample_at_first") else 0)
+    prompts = 0
+    for name, text in plan.files.items():
+        if name.startswith("sample_prompts"):   # a .toml/.json file counts as one prompt: a rough estimate
+            prompts = sum(1 for ln in text.splitlines() if ln.strip() and not ln.startswith("#")) \
+                if name.endswith(".txt") else 1
+    return arith.estimate_h100_seconds(values, p.steps, p.lora, saves=len(plan.expected_outputs),
+                                       sample_events=events, prompts=prompts)
+
+
 def plan_json(p: Prepared) -> dict[str, Any]:
     """The plan as one JSON object (`train --plan --json`, and runs/<id>/plan.json)."""
     plan = p.plan
@@ -252,6 +267,7 @@ def plan_json(p: Prepared) -> dict[str, Any]:
                   "effective_batch": s.effective_batch},
         "lora": {"modules": p.lora.modules, "parameters": p.lora.parameters, "dtype": p.lora.dtype,
                  "bytes": p.lora.bytes},
+        "estimate_h100_seconds": round(estimate(p)),
         "output_dir": str(plan.output_dir), "lora_dir": str(plan.lora_dir),
         "expected_outputs": list(plan.expected_outputs),
         "state_dirs": list(arith.state_dirs(plan.config, plan.epochs)),
