@@ -185,3 +185,38 @@ def test_local_command_runs_accelerate_through_the_chosen_python(local):
     argv = runner.command(make())
     assert argv[:4] == [runner.python, "-m", "accelerate.commands.accelerate_cli", "launch"]
     assert "flux_train_network.py" in argv
+
+
+def test_the_oom_hint_uses_the_preset_recorded_by_the_planner(local):
+    make, runner = local
+    plan = make(marker="oom", config={"network_dim": 16})            # the resolved config has no preset key
+    (plan.run_dir / "plan.json").write_text(json.dumps({"preset": "16gb"}))
+    with pytest.raises(TrainingFailed) as e:
+        execute(plan, runner, RecordingReporter())
+    assert "--preset 12gb" in e.value.hint
+
+
+def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
+    import threading
+
+    make, runner = local
+    plan = make(environment={"STANDIN_STEP_SLEEP": "0.1"})
+    owner: dict = {}
+    thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
+    thread.start()
+    try:
+        record = plan.run_dir.parent / ".local" / f"{plan.config_hash}.json"
+        deadline = time.monotonic() + 20
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = LocalRunner(runner.sd_scripts_dir, runner.python)       # another `train` process
+        reporter, events = RecordingReporter(), []
+        result = execute(plan, second, reporter, on_event=events.append)
+    finally:
+        thread.join(30)
+    assert result.status == "followed" and result.exit_code == 0
+    assert "already running" in reporter.milestones[0]
+    assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
+    assert owner["result"].status == "succeeded"
+    assert not record.exists()                                           # forgotten once the trainer ended
+    assert second.find_running(plan) is None

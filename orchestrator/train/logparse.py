@@ -7,7 +7,9 @@ it returns the events each line produces. The formats are those of sd-scripts' `
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Union
 
@@ -104,6 +106,7 @@ Event = Union[PhaseChanged, TrainingInfo, EpochStarted, StepProgress, CacheProgr
 # most specific first: what `failure_cause` prefers when several signatures appear
 ERROR_KINDS = ("cuda_oom", "host_oom", "argparse", "config", "assertion", "no_data", "exception", "child_failed")
 
+_BREAK = re.compile(r"\r\n|\r|\n")
 _BAR = re.compile(
     r"^(?:(?P<desc>[^|]*?):)?\s*(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
     r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+),\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>s/it|it/s)"
@@ -310,3 +313,24 @@ def failure_cause(errors: list[TrainerError]) -> TrainerError | None:
             if e.kind == kind:
                 return e
     return None
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Decode byte chunks (UTF-8, multibyte-safe) into lines split on \\r, \\n and \\r\\n."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    buf = ""
+    pending_cr = False  # the previous chunk ended with "\r": a leading "\n" completes "\r\n"
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if not text:
+            continue
+        if pending_cr and text[0] == "\n":
+            text = text[1:]
+        pending_cr = text.endswith("\r")
+        buf += text
+        parts = _BREAK.split(buf)
+        buf = parts.pop()
+        yield from parts
+    buf += decoder.decode(b"", final=True)
+    if buf:
+        yield from _BREAK.split(buf)

@@ -13,10 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.errors import OrchestratorError, TrainingFailed
+from orchestrator.errors import OrchestratorError
 from orchestrator.layout import atomic_write_text
 from orchestrator.progress import Reporter, format_bytes, format_duration
 from orchestrator.train import logparse as lp
+from orchestrator.train.diagnose import diagnose
 from orchestrator.train.outputs import (dataset_fingerprint, dir_size, host_path, latest_state, link_lora,
                                         lora_files, sample_files, sha256_file, state_dirs)
 from orchestrator.train.plan import TrainPlan
@@ -24,7 +25,6 @@ from orchestrator.train.report import ReportData, render_report
 from orchestrator.train.runners import RunHandle, Runner
 
 TAIL_LINES = 30
-MEMORY_PRESETS = ("24gb", "16gb", "12gb")
 LOG_NAME = "train.log"
 
 
@@ -80,6 +80,8 @@ class _Progress:
                 parts.append(f"{self.rate:.2f} s/it")
             parts.append(f"ETA {format_duration(self.eta)}")
             return " · ".join(parts)
+        if self.phase == "training":  # before the first step sd-scripts hashes the base model (minutes)
+            return "starting training (sd-scripts hashes the base model first)…"
         return _PHASE_TEXT.get(self.phase, self.phase) + "…"
 
 
@@ -141,6 +143,10 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
             log.write(f"----- {_now()} run started again (resume from {plan.resume_from}) -----\n")
         try:
             code = _pump(plan, handle, state, log, tail, reporter, on_event, raw_line, linked, warnings)
+        except Exception as e:  # lost the engine, a bug of ours...: record it; a later `train` follows the trainer
+            manifest.update(status="error", ended_at=_now(), cause=f"{type(e).__name__}: {e}")
+            _write_manifest(run_dir, manifest)
+            raise
         except KeyboardInterrupt:
             reporter.milestone("stopping the trainer (Ctrl+C) …")
             try:
@@ -161,7 +167,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     handle.stop(0)  # the trainer has exited: this only removes the container
     _link_pending(plan, state, linked, warnings, reporter, final=True)
     final = plan.output_dir / (plan.expected_outputs[-1] if plan.expected_outputs else f"{plan.output_name}.safetensors")
-    failure = _diagnose(plan, code, state, final)
+    failure = diagnose(plan, code, state.errors, final, run_dir / LOG_NAME)
     manifest.update(status="failed" if failure else "succeeded", exit_code=code, ended_at=_now(),
                     cause=failure.message if failure else None)
     result = _finish(plan, manifest, state, tail, linked, started, warnings=warnings, code=code)
@@ -260,42 +266,6 @@ def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], wa
         else:
             linked[name] = result.target
             reporter.milestone(f"saved {name} ({format_bytes(src.stat().st_size)}) -> {result.target}")
-
-
-def _diagnose(plan: TrainPlan, code: int, state: _Progress, final: Path) -> TrainingFailed | None:
-    cause = lp.failure_cause(state.errors)
-    if code == 0 and final.is_file():
-        return None
-    if cause is not None and cause.kind == "cuda_oom":
-        return TrainingFailed("training ran out of GPU memory (CUDA out of memory)", hint=_oom_hint(plan),
-                              details=[cause.message])
-    if cause is not None and cause.kind == "host_oom" or code == 137:
-        return TrainingFailed("the trainer was killed (SIGKILL): usually the host ran out of RAM while loading FLUX",
-                              hint="FLUX needs ~35 GB of host RAM per GPU process at start: close other programs, "
-                                   "add swap, or train with fewer GPUs", details=[cause.message] if cause else [])
-    if cause is not None and cause.kind in ("argparse", "config", "assertion"):
-        what = {"argparse": "sd-scripts rejected its command line", "config": "sd-scripts rejected the dataset config",
-                "assertion": "sd-scripts refused the configuration"}[cause.kind]
-        return TrainingFailed(f"{what}: {cause.message}", details=[],
-                              hint="check `train --plan`; this is a gap in our checks worth reporting")
-    if cause is not None and cause.kind == "no_data":
-        return TrainingFailed("the trainer found no images (\"No data found\") and exited without training",
-                              hint="check the dataset with `python -m orchestrator dataset check`; image_dir paths in "
-                                   f"{plan.run_dir / 'data.toml'} must exist where the trainer runs")
-    if code == 0:
-        return TrainingFailed(f"the trainer exited normally but did not write {final.name}",
-                              hint=f"look at the full log in {plan.run_dir / LOG_NAME}")
-    message = f"the trainer failed (exit code {code})" + (f": {cause.message}" if cause else "")
-    return TrainingFailed(message, hint=f"the full log is in {plan.run_dir / LOG_NAME}")
-
-
-def _oom_hint(plan: TrainPlan) -> str:
-    preset = str(plan.config.get("preset") or "")
-    later = MEMORY_PRESETS[MEMORY_PRESETS.index(preset) + 1:] if preset in MEMORY_PRESETS else MEMORY_PRESETS
-    if not later:
-        return ("already on the smallest memory preset: lower resolution or network_dim (--set), "
-                "or use a GPU with more memory")
-    return f"use a memory-saving preset: `train --preset {later[0]}` (smaller: {', '.join(later[1:]) or 'none'})"
 
 
 def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: deque[str], linked: dict[str, Path],

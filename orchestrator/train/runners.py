@@ -3,15 +3,12 @@ subprocess in an sd-scripts checkout. Both yield the trainer's output as lines s
 
 from __future__ import annotations
 
-import codecs
-import os
+import dataclasses
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,13 +17,14 @@ from orchestrator.engine import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
 from orchestrator.progress import NullReporter, Reporter
+from orchestrator.train.local import LocalHandle, LocalRunner, git_commit
+from orchestrator.train.logparse import split_lines
 from orchestrator.train.plan import TrainPlan
 
 ROLE = "train"
 SD_SCRIPTS_COMMIT_LABEL = "io.flux-orchestrator.sd-scripts-commit"
 # The seed's `docker run --ulimit memlock=-1 --ulimit stack=67108864` (NGC's recommended settings).
 ULIMITS = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
-_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class RunHandle(Protocol):
@@ -55,27 +53,6 @@ class Runner(Protocol):
 
     def find_running(self, plan: TrainPlan) -> RunHandle | None:
         """A running trainer started from the same plan (same project and config hash), if any."""
-
-
-def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Decode byte chunks (UTF-8, multibyte-safe) into lines split on \\r, \\n and \\r\\n."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    buf = ""
-    pending_cr = False  # the previous chunk ended with "\r": a leading "\n" completes "\r\n"
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if not text:
-            continue
-        if pending_cr and text[0] == "\n":
-            text = text[1:]
-        pending_cr = text.endswith("\r")
-        buf += text
-        parts = _BREAK.split(buf)
-        buf = parts.pop()
-        yield from parts
-    buf += decoder.decode(b"", final=True)
-    if buf:
-        yield from _BREAK.split(buf)
 
 
 # -- Docker ------------------------------------------------------------------------------------------
@@ -167,7 +144,7 @@ class DockerRunner:
         # an empty context with only the Dockerfile: the project (models, datasets) is never sent to the daemon
         with tempfile.TemporaryDirectory(prefix="flux-train-build-") as ctx:
             shutil.copyfile(self.dockerfile, Path(ctx) / "Dockerfile")
-            self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, pull=self.rebuild,
+            self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, nocache=self.rebuild,
                               labels={"io.flux-orchestrator.dockerfile": self.dockerfile.name})
         self._built.add(tag)
         self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
@@ -185,7 +162,17 @@ class DockerRunner:
                 raise DockerError(f"run {plan.run_id} is already running in container {spec.name}",
                                   hint=f"stop it with `docker stop {spec.name}`, or wait for it")
             self.engine.remove(stale)
-        container = self.engine.run(spec)
+        try:
+            container = self.engine.run(spec)
+        except DockerError as e:
+            if "rlimit" not in e.message or "memlock" not in spec.ulimits:
+                raise
+            # rootless engines (and hosts with a low hard limit) refuse memlock=-1; it only speeds up
+            # pinned-memory copies, so run without it rather than not at all
+            self.reporter.milestone("warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
+                                    "a low hard limit); training without it, host-to-GPU copies may be slower")
+            spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
+            container = self.engine.run(spec)
         container.reload()
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)
 
@@ -208,107 +195,6 @@ def container_name(layout: Layout, plan: TrainPlan) -> str:
     """`flux-train-<project id>-<run id>` (Docker's allowed characters only)."""
     safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", plan.run_id)
     return f"flux-train-{project_id(layout.root)[:8]}-{safe}"[:120]
-
-
-# -- local subprocess ----------------------------------------------------------------------------------
-
-class LocalHandle:
-    """A trainer subprocess (its own process group, so SIGINT reaches accelerate and its children)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], run_id: str, commit: str | None) -> None:
-        self.proc = proc
-        self.id = str(proc.pid)
-        self.run_id = run_id
-        self.image_id: str | None = None
-        self.sd_scripts_commit = commit
-
-    def lines(self) -> Iterator[str]:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-
-        def chunks() -> Iterator[bytes]:
-            while True:
-                data = os.read(fd, 65536)
-                if not data:
-                    return
-                yield data
-
-        return split_lines(chunks())
-
-    def wait(self) -> int:
-        code = self.proc.wait()
-        return 128 - code if code < 0 else code  # killed by signal N -> 128+N, like a shell
-
-    def stop(self, grace: float = 30) -> None:
-        if self.proc.poll() is not None:
-            return
-        self._signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-class LocalRunner:
-    """Runs a plan as a subprocess in an sd-scripts checkout with the given Python (cloud pods without Docker)."""
-
-    def __init__(self, sd_scripts_dir: Path, python: str = "python3", *,
-                 popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> None:
-        self.sd_scripts_dir = Path(sd_scripts_dir)
-        self.python = python
-        self._popen = popen
-        self._running: dict[str, LocalHandle] = {}
-
-    def command(self, plan: TrainPlan) -> list[str]:
-        """The argv to execute: `accelerate launch ...` becomes `PY -m accelerate.commands.accelerate_cli launch ...`
-        so the trainer runs in the chosen Python without relying on PATH."""
-        argv = plan.argv()
-        if argv and argv[0] == "accelerate":
-            return [self.python, "-m", "accelerate.commands.accelerate_cli", *argv[1:]]
-        if argv and argv[0] in ("python", "python3"):
-            return [self.python, *argv[1:]]
-        return argv
-
-    def start(self, plan: TrainPlan) -> LocalHandle:
-        workdir = Path(plan.workdir) if plan.workdir else self.sd_scripts_dir
-        if not (workdir / plan.script).is_file():
-            raise UsageError(f"{workdir} is not an sd-scripts checkout ({plan.script} is missing)",
-                             hint="pass the folder of a `git clone https://github.com/kohya-ss/sd-scripts` "
-                                  "with --sd-scripts DIR")
-        env = {**os.environ, **plan.environment, "PYTHONUNBUFFERED": "1"}
-        try:
-            proc = self._popen(self.command(plan), cwd=str(workdir), env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        except FileNotFoundError as e:
-            raise UsageError(f"cannot run {self.python}: {e.strerror}",
-                             hint="pass the Python of the sd-scripts environment with --python PATH") from e
-        handle = LocalHandle(proc, plan.run_id, git_commit(workdir))
-        self._running[plan.config_hash] = handle
-        return handle
-
-    def find_running(self, plan: TrainPlan) -> LocalHandle | None:
-        handle = self._running.get(plan.config_hash)
-        if handle is not None and handle.proc.poll() is None:
-            return handle
-        return None
-
-
-def git_commit(checkout: Path) -> str | None:
-    """`git rev-parse HEAD` of a checkout (None when it is not a git checkout or git is missing)."""
-    try:
-        out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
 __all__ = ["DockerHandle", "DockerRunner", "LocalHandle", "LocalRunner", "OrchestratorError", "RunHandle", "Runner",

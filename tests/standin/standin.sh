@@ -92,7 +92,7 @@ batch=$(sed -n 's/^[[:space:]]*batch_size[[:space:]]*=[[:space:]]*\([0-9]*\).*/\
 batch=${batch:-1}
 subsets=$(awk '
   /^[ \t]*\[/ { if (dir != "") print rep " " dir; dir = ""; rep = 1 }
-  /^[ \t]*image_dir[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*"/, "", v); sub(/".*$/, "", v); dir = v }
+  /^[ \t]*image_dir[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*["\047]/, "", v); sub(/["\047].*$/, "", v); dir = v }
   /^[ \t]*num_repeats[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); rep = v + 0 }
   END { if (dir != "") print rep " " dir }' "$dataset_config")
 n=0
