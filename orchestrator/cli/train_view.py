@@ -87,7 +87,18 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
         out.append(f"local process in {plan.workdir}")
     out.append("  environment: " + " ".join(f"{k}={v}" for k, v in plan.environment.items()))
     out += ["", "command:", "  " + command_lines(plan.argv(), plan.script), "", "checks:"]
+    total: dict[tuple[str, str], int] = {}
     for c in p.checks:
+        total[(c.name, c.status)] = total.get((c.name, c.status), 0) + 1
+    shown: dict[tuple[str, str], int] = {}
+    for c in p.checks:
+        key = (c.name, c.status)
+        shown[key] = shown.get(key, 0) + 1
+        if c.status == "warn" and shown[key] > 2 and not verbose:
+            # long runs of the same warning (e.g. one per image): the first two, then a count
+            if shown[key] == 3:
+                out.append(f"  warn  {c.name:<24} ... and {total[key] - 2} more like these (-v shows all)")
+            continue
         out.append(f"  {_MARK.get(c.status, c.status)} {c.name:<24} {c.message}")
         if c.hint and c.status != "ok":
             out.append(f"  {'':<30} hint: {c.hint}")
