@@ -71,6 +71,14 @@ def test_plan_text_shows_config_command_steps_and_checks(seed, run_cli, local):
         assert fragment in r.out, fragment
 
 
+def test_repeated_warnings_are_counted_not_repeated(seed, run_cli, local):
+    """The 256 px test images give one `upscaled` warning per image: two are shown, then a count."""
+    r = run_cli("train", "--plan", *local)
+    assert r.out.count("warn  dataset:upscaled") == 3 and "... and 11 more like these" in r.out
+    r = run_cli("train", "--plan", "-v", *local)
+    assert r.out.count("warn  dataset:upscaled") == 13
+
+
 def test_set_typo_is_exit_2_with_did_you_mean(seed, run_cli):
     r = run_cli("train", "--plan", "--set", "network_dimm=16")
     assert r.code == 2 and "unknown key 'network_dimm'" in r.err and "did you mean 'network_dim'" in r.err
