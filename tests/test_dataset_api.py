@@ -69,3 +69,12 @@ def test_resolve_image_dir(project, tmp_path):
     elsewhere.mkdir()
     assert resolve_image_dir(project, str(elsewhere)) == elsewhere
     assert resolve_image_dir(project, "/nope/photos") == Path("/nope/photos")
+
+
+def test_progress_is_reported(project):
+    from orchestrator.progress import RecordingReporter
+
+    _playbook(project, size=(64, 64))
+    rec = RecordingReporter()
+    check_dataset(project, verify=True, reporter=rec)
+    assert "decoding images 13/13" in rec.updates

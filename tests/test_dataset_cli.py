@@ -182,3 +182,10 @@ def test_check_warns_about_folders_missing_from_the_toml(run_cli, project):
     r = run_cli("dataset", "check")
     assert r.code == 0 and "flux_data/newcat: this concept folder is not in data.toml" in r.out
     assert "dataset sync" in r.out
+
+
+def test_common_options_after_the_subcommand(run_cli, project):
+    concept(project.flux_data / "toy", 5)
+    write_toml(project)
+    r = run_cli("dataset", "check", "-v", "--project-dir", str(project.root))
+    assert r.code == 0, r.err

@@ -202,3 +202,35 @@ def test_non_jpegs_beyond_the_hash_budget_are_skipped_and_noted(toy):
     assert found == [] and notes and "skipped for 4 " in notes[0]
     found, notes = check_duplicates(infos, verify=True, pixel_budget=0)
     assert [p.path for p in found] == [near] and notes == []
+
+
+def test_small_image_without_upscaling_is_a_warning(project, toy):
+    write_toml(project, dataset_extra="bucket_no_upscale = true\n")
+    p = save(toy / "small.png", photo((100, 100), 30), format="PNG")
+    prob = _problem(check_dataset(project), "small", p)
+    assert "trains at only 64x64" in prob.message
+
+
+def test_16_bit_rgb_png_is_a_warning(project, toy):
+    import struct
+    import zlib
+
+    w = h = 64
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(v for x in range(w) for v in (x * 4 % 256, 0) * 3) for _ in range(h))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    p = toy / "deep_rgb.png"
+    p.write_bytes(png)
+    prob = _problem(check_dataset(project), "high-bit-depth", p)
+    assert "16-bit per channel" in prob.message
+
+
+def test_heic_named_jpg_is_explained(project, toy):
+    fake = toy / "IMG_0001.jpg"
+    fake.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 200)
+    p = _problem(check_dataset(project), "not-an-image", fake)
+    assert "HEIC" in p.message and "convert" in p.hint

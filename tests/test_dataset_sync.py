@@ -136,7 +136,8 @@ def test_synced_file_passes_the_check(project):
 def test_trainer_copy_rewrites_only_folder_values(project, folders):
     from orchestrator.dataset.trainer import container_paths, trainer_toml
 
-    src = golden("user_edited.toml").replace('  flip_aug = true\n', '  flip_aug = true\n  conditioning_data_dir = "flux_data/zebra"\n')
+    src = golden("user_edited.toml").replace(
+        "  flip_aug = true\n", '  flip_aug = true\n  conditioning_data_dir = "flux_data/zebra"\n')
     out = trainer_toml(project, src, container_paths(project))
     subs = tomlkit.parse(out).unwrap()["datasets"][0]["subsets"]
     assert [s["image_dir"] for s in subs] == ["/data/flux_data/tjtoy", "/data/flux_data/sparkgpu",
@@ -153,3 +154,17 @@ def test_trainer_copy_refuses_folders_outside_flux_data(project, tmp_path):
     text = TEMPLATE + f'\n  [[datasets.subsets]]\n  image_dir = "{tmp_path}"\n'
     with pytest.raises(DatasetError, match="outside"):
         trainer_toml(project, text, container_paths(project))
+
+
+def test_inline_subsets_are_refused_not_mangled(project, folders):
+    text = '[[datasets]]\nresolution = 1024\nsubsets = [{ image_dir = "flux_data/gone" }]\n'
+    with pytest.raises(DatasetError, match="cannot edit them safely"):
+        plan_sync(project, text, folders, prune=True)
+
+
+def test_balance_adds_num_repeats_to_the_last_subset_above_new_subsets(project):
+    a, b = project.flux_data / "a", project.flux_data / "b"
+    text = TEMPLATE + '\n  [[datasets.subsets]]\n  image_dir = "flux_data/a"\n  class_tokens = "a"\n'
+    out = plan_sync(project, text, [Folder(a, 5), Folder(b, 10)], balance=True).text
+    assert out.endswith('  class_tokens = "a"\n  num_repeats = 2\n\n  [[datasets.subsets]]\n'
+                        '  image_dir = "flux_data/b"\n  class_tokens = "b"\n  num_repeats = 1\n')

@@ -173,3 +173,30 @@ def test_trainer_option_in_toml_points_to_the_training_config(project, toy):
     write_toml(project, dataset_extra="cache_latents = true\n")
     p = _only(check_dataset(project), "unknown-key")
     assert "training config" in p.message and p.line == _line_of(project, "cache_latents")
+
+
+def test_image_dir_pointing_at_a_file(project, toy):
+    (project.flux_data / "afile").write_text("x")
+    write_toml(project, name="afile")
+    assert "image-dir-not-folder" in {p.code for p in check_dataset(project).problems}
+
+
+def test_structure_errors(project, toy):
+    project.data_toml.write_text('general = "x"\n\n[[datasets]]\nresolution = 1024\nsubsets = 3\n')
+    report = check_dataset(project)
+    assert [(p.code, p.line) for p in report.problems if p.code == "toml-structure"] == [
+        ("toml-structure", 1), ("toml-structure", 5)]
+
+
+def test_finetune_subsets_are_noted_and_styles_cannot_mix(project, toy):
+    write_toml(project)
+    project.data_toml.write_text(project.data_toml.read_text()
+                                 + '\n  [[datasets.subsets]]\n  metadata_file = "meta.json"\n')
+    codes = {p.code for p in check_dataset(project).problems}
+    assert {"finetune-subset", "mixed-styles"} <= codes
+
+
+def test_non_utf8_toml(project, toy):
+    project.data_toml.write_bytes(b'[general]\ncaption_extension = "\xff"\n')
+    (p,) = check_dataset(project).problems
+    assert p.code == "toml-unreadable" and "UTF-8" in p.message

@@ -113,6 +113,15 @@ def test_default_scales_steps_to_the_dataset(seed):
     assert fixed.epochs == 20 and fixed.total_steps == 400
 
 
+def test_h100_estimate_matches_the_measured_recipe(seed):
+    """PERFORMANCE.md: the playbook recipe takes ~41 min without torch.compile, ~30 min with it."""
+    for compiled, minutes in ((False, 41), (True, 30)):
+        plan, steps = plan_for(seed, "playbook", sets=[f"torch_compile={str(compiled).lower()}"])
+        lora = arith.lora_size(plan.config)
+        seconds = arith.estimate_h100_seconds(plan.config, steps, lora, saves=4, sample_events=0, prompts=0)
+        assert abs(seconds / 60 - minutes) < 2, (compiled, seconds / 60)
+
+
 def test_lora_size_matches_the_facts():
     """README §1.2: rank 256 on every FLUX linear + CLIP-L = 1.27 G parameters, ~4.8 GiB in fp32."""
     size = arith.lora_size({"network_dim": 256, "network_train_unet_only": False})
@@ -153,6 +162,27 @@ def test_seed_container_paths_and_outside_folders(tmp_path):
     plan, steps = plan_for(layout)
     assert image_dirs(plan.dataset_toml) == ["/data/flux_data/tjtoy", "/data/extra/0-sparkgpu"]
     assert any(m.source == outside and m.target == "/data/extra/0-sparkgpu" and not m.read_only for m in plan.mounts)
+    assert steps.image_steps == 20
+
+
+def test_links_to_other_disks_are_mounted_themselves(tmp_path):
+    layout = Layout.at(tmp_path / "p")
+    make_seed_project(layout, size=(64, 64))
+    other = tmp_path / "big-disk"
+    other.mkdir()
+    flux = layout.checkpoints / "flux1-dev.safetensors"
+    flux.rename(other / "flux1-dev.safetensors")
+    flux.symlink_to(other / "flux1-dev.safetensors")
+    concept = layout.flux_data / "sparkgpu"
+    concept.rename(other / "sparkgpu")
+    concept.symlink_to(other / "sparkgpu")
+    plan, steps = plan_for(layout)
+    args = plan.trainer_args
+    assert args[args.index("--pretrained_model_name_or_path") + 1] == "/models/links/flux/flux1-dev.safetensors"
+    mounts = {m.target: (m.source, m.read_only) for m in plan.mounts}
+    assert mounts["/models/links/flux/flux1-dev.safetensors"] == (other / "flux1-dev.safetensors", True)
+    assert image_dirs(plan.dataset_toml) == ["/data/flux_data/tjtoy", "/data/extra/0-sparkgpu"]
+    assert mounts["/data/extra/0-sparkgpu"] == (other / "sparkgpu", False)
     assert steps.image_steps == 20
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 
 import pytest
@@ -91,6 +92,19 @@ def test_empty_dataset_would_exit_0_without_training(seed):
     assert any(c.name.startswith("dataset:") for c in errors)
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_cache_folders_must_be_writable(seed):
+    folder = seed.flux_data / "tjtoy"
+    folder.chmod(0o555)
+    try:
+        c = checks(seed)["cache_dir"]
+        assert c.status == "error" and "tjtoy" in c.message
+        assert "cache_dir" not in checks(seed, sets=["cache_latents_to_disk=false",
+                                                     "cache_text_encoder_outputs_to_disk=false"])
+    finally:
+        folder.chmod(0o755)
+
+
 def test_collision_with_an_existing_lora(seed):
     (seed.loras / "flux_lora-000017.safetensors").write_bytes(b"x")
     c = checks(seed)["output_name"]
@@ -138,4 +152,5 @@ def test_local_runtime_checks(seed, tmp_path):
     import sys
 
     found = checks(seed, runtime="local", sd_scripts=checkout, python=sys.executable)
-    assert found["sd_scripts"].status == "ok" and found["python"].status == "ok"
+    assert found["sd_scripts"].status == "warn" and "unknown commit" in found["sd_scripts"].message
+    assert found["python"].status == "ok"

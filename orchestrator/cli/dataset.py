@@ -17,18 +17,24 @@ EXAMPLES = ('dataset check\n'
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.cli import _common_options  # --project-dir / -v / --debug after the subcommand too
+
     sub = parser.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", parser_class=type(parser))
-    p = sub.add_parser("init", help="create flux_data/data.toml from the template and add every concept folder",
+    common = [_common_options(defaults=False)]
+    p = sub.add_parser("init", parents=common,
+                       help="create flux_data/data.toml from the template and add every concept folder",
                        description="Create flux_data/data.toml (if missing) and add a subset per concept folder.")
     p.set_defaults(handler=run_init)
-    p = sub.add_parser("sync", help="add subsets for new concept folders; report (or --prune) vanished ones",
+    p = sub.add_parser("sync", parents=common,
+                       help="add subsets for new concept folders; report (or --prune) vanished ones",
                        description="Bring data.toml in step with the folders in flux_data/, keeping your edits.")
     p.add_argument("--prune", action="store_true", help="remove subsets whose folder no longer exists")
     p.add_argument("--balance", action="store_true",
                    help="set num_repeats so every concept contributes about equally per epoch")
     p.add_argument("--dry-run", action="store_true", help="show the change as a diff; write nothing")
     p.set_defaults(handler=run_sync)
-    p = sub.add_parser("add", help="copy (or hard-link) a folder of photos into flux_data/NAME and register it",
+    p = sub.add_parser("add", parents=common,
+                       help="copy (or hard-link) a folder of photos into flux_data/NAME and register it",
                        description="Bring photos into a new concept folder; nothing is converted.")
     p.add_argument("name", metavar="NAME", help="the concept's folder name, e.g. tjtoy")
     p.add_argument("--from", dest="source", metavar="DIR", required=True, help="folder holding the photos")
@@ -36,7 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    "(default: NAME)")
     p.add_argument("--link", action="store_true", help="hard-link instead of copying (same filesystem only)")
     p.set_defaults(handler=run_add)
-    p = sub.add_parser("check", help="check data.toml and every image the trainer will read",
+    p = sub.add_parser("check", parents=common, help="check data.toml and every image the trainer will read",
                        description="Check data.toml and every concept folder; exit 2 when training would fail.")
     p.add_argument("--verify", action="store_true", help="decode every image fully (slower; finds damaged files)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -123,7 +129,7 @@ def run_check(args: argparse.Namespace, ctx: Context) -> int:
 
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    report = check_dataset(ctx.layout, verify=args.verify)
+    report = check_dataset(ctx.layout, verify=args.verify, reporter=ctx.status)
     if args.fix_orientation:
         report = _fix_orientation(ctx, report, args.verify)
     if args.json:
@@ -153,7 +159,7 @@ def _fix_orientation(ctx: Context, report, verify: bool):
     fixed = fix_orientation(ctx.layout, rotated)
     for f in fixed:
         ctx.log(f"turned {_rel(ctx, f.path)} upright (original: {_rel(ctx, f.original)})")
-    return check_dataset(ctx.layout, verify=verify)
+    return check_dataset(ctx.layout, verify=verify, reporter=ctx.status)
 
 
 def _rel(ctx: Context, path: Path) -> str:

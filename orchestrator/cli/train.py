@@ -34,7 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
                         help="GPUs: all, a count, or ids (one id: device=1); more than one trains data-parallel "
-                             "(default: 1)")
+                             "(default: 1; none: no GPU, for stand-in trainers)")
     parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
                         help="docker (default): the flux-train image; local: an sd-scripts checkout here")
     parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
@@ -131,8 +131,15 @@ def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> 
         raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
                           details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
                           hint="fix them; `train --plan` shows the whole plan")
-    for c in warnings(prepared.checks):
-        ctx.warn(c.message + (f" ({c.hint})" if c.hint else ""))
+    seen: dict[str, int] = {}
+    warns = warnings(prepared.checks)
+    for c in warns:
+        seen[c.name] = seen.get(c.name, 0) + 1
+        if seen[c.name] <= 2 or ctx.verbose:
+            ctx.warn(c.message + (f" ({c.hint})" if c.hint else ""))
+        elif seen[c.name] == 3:
+            ctx.warn(f"... and {sum(1 for w in warns if w.name == c.name) - 2} more {c.name} warnings "
+                     "(`train --plan -v` shows all)")
     plan = prepared.plan
     if plan.runtime == "docker":
         from orchestrator.engine import connect

@@ -6,7 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from orchestrator.progress import format_bytes
+from orchestrator.progress import format_bytes, format_duration
+from orchestrator.train.prepare import estimate
 
 _MARK = {"ok": "ok   ", "warn": "warn ", "error": "ERROR"}
 
@@ -52,10 +53,13 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
         out.append(f"  {sub.image_dir.name + kind:<24} {sub.images:>4} images x {sub.num_repeats} repeats = "
                    f"{sub.images * sub.num_repeats}{skipped}")
     out += ["", "steps:",
-            f"  {s.image_steps} images x repeats per epoch -> {s.batches_per_epoch} batches of {s.batch_size} per epoch",
+            f"  {s.image_steps} images x repeats per epoch -> {s.batches_per_epoch} batches of {s.batch_size} "
+            "per epoch",
             f"  {s.processes} GPU process(es), gradient accumulation {s.accumulation} -> {s.steps_per_epoch} optimizer "
             f"steps per epoch (effective batch {s.effective_batch})",
-            f"  {s.epochs} epochs -> {s.total_steps} optimizer steps"]
+            f"  {s.epochs} epochs -> {s.total_steps} optimizer steps",
+            f"  about {format_duration(estimate(p))} on one H100 at 1024 px (measured figures; memory presets and "
+            "smaller GPUs take longer)"]
     n = len(plan.expected_outputs)
     out += ["", f"LoRA: {lora.modules} modules, {lora.parameters / 1e6:.1f} M parameters in {lora.dtype} -> about "
             f"{format_bytes(lora.bytes)} per file, {n} file(s), {format_bytes(lora.bytes * n)} in all", "",
@@ -83,7 +87,18 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
         out.append(f"local process in {plan.workdir}")
     out.append("  environment: " + " ".join(f"{k}={v}" for k, v in plan.environment.items()))
     out += ["", "command:", "  " + command_lines(plan.argv(), plan.script), "", "checks:"]
+    total: dict[tuple[str, str], int] = {}
     for c in p.checks:
+        total[(c.name, c.status)] = total.get((c.name, c.status), 0) + 1
+    shown: dict[tuple[str, str], int] = {}
+    for c in p.checks:
+        key = (c.name, c.status)
+        shown[key] = shown.get(key, 0) + 1
+        if c.status == "warn" and shown[key] > 2 and not verbose:
+            # long runs of the same warning (e.g. one per image): the first two, then a count
+            if shown[key] == 3:
+                out.append(f"  warn  {c.name:<24} ... and {total[key] - 2} more like these (-v shows all)")
+            continue
         out.append(f"  {_MARK.get(c.status, c.status)} {c.name:<24} {c.message}")
         if c.hint and c.status != "ok":
             out.append(f"  {'':<30} hint: {c.hint}")

@@ -19,10 +19,12 @@ from orchestrator.dataset.toml import TomlFile, read_toml
 from orchestrator.dataset.validate import Model, Resolver, bucket_settings, check_toml
 from orchestrator.errors import DatasetError
 from orchestrator.layout import Layout
+from orchestrator.progress import NullReporter, Reporter
 
 
 def check_dataset(layout: Layout, *, toml_path: Path | None = None,
-                  trainer_flags: Mapping[str, Any] | None = None, verify: bool = False) -> DatasetReport:
+                  trainer_flags: Mapping[str, Any] | None = None, verify: bool = False,
+                  reporter: Reporter | None = None) -> DatasetReport:
     """Check data.toml and the folders it names; `trainer_flags` enables the cross rules."""
     path = toml_path or layout.data_toml
     if not path.exists():
@@ -37,11 +39,11 @@ def check_dataset(layout: Layout, *, toml_path: Path | None = None,
         return DatasetReport((Problem(ERROR, "toml-syntax", f"TOML syntax error: {msg}", path, line,
                                       "fix the line (strings need quotes, one key per line)"),), (), tf.text, path)
     problems, model = check_toml(tf, trainer_flags)
-    return _check_folders(layout, tf, model, trainer_flags, verify, problems)
+    return _check_folders(layout, tf, model, trainer_flags, verify, problems, reporter or NullReporter())
 
 
 def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[str, Any] | None,
-                   verify: bool, problems: list[Problem]) -> DatasetReport:
+                   verify: bool, problems: list[Problem], reporter: Reporter) -> DatasetReport:
     res = Resolver(model, flags)
     plans: list[tuple[int, int, dict[str, Any], Path, FolderScan | None]] = []
     for d, subs in enumerate(model.subsets):
@@ -57,7 +59,9 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
     # one pass over every image of every folder, threaded when it pays
     paths = [p for *_, scan in plans if scan for p in scan.images]
     reader = (lambda p: verify_image(read_header(p))) if verify else read_header
-    infos: dict[Path, ImageInfo] = dict(zip(paths, parallel_map(reader, paths)))
+    verb = "decoding" if verify else "reading"
+    infos: dict[Path, ImageInfo] = dict(zip(paths, parallel_map(
+        reader, paths, on_done=lambda n: reporter.update(f"{verb} images {n}/{len(paths)}"))))
 
     subsets: list[SubsetSummary] = []
     datasets: list[DatasetSummary] = []
@@ -81,7 +85,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
             captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
             problems += cap_problems
             problems += folder_problems(scan)
-            problems += _count_problems(folder, len(good), len(images))
+            problems += _count_problems(folder, len(good), len(images), f"{tf.path.name}:{line}")
         reps = res.get("num_repeats", d, s)[0]
         skipped = None
         if scan is None:
@@ -113,6 +117,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
                 problems.append(Problem(WARNING, "unlisted-folder", "this concept folder is not in data.toml: the "
                                         "trainer will not use it", folder, None,
                                         "run `python -m orchestrator dataset sync` to add it"))
+    reporter.update("looking for duplicates")
     dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
     problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):
@@ -150,10 +155,10 @@ def _caption_ext(value: Any) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-def _count_problems(folder: Path, good: int, total: int) -> list[Problem]:
+def _count_problems(folder: Path, good: int, total: int, where: str) -> list[Problem]:
     if good == 0:
         what = "no images the trainer can load" if total else "no images (.png .jpg .jpeg .webp .bmp)"
-        return [Problem(ERROR, "no-images", f"{what}: sd-scripts skips this subset", folder, None,
+        return [Problem(ERROR, "no-images", f"{what}: sd-scripts skips this subset ({where})", folder, None,
                         "put 5-20 photos of the concept in the folder")]
     if good < R.MIN_IMAGES:
         return [Problem(WARNING, "few-images", f"only {good} image(s): a concept learns best from 5-20 photos",

@@ -48,6 +48,7 @@ class _Edits:
     ops: list[tuple[int, int, list[str]]] = field(default_factory=list)  # replace lines[a-1:b] (1-based)
 
     def apply(self, lines: list[str]) -> str:
+        """Apply bottom-up so line numbers stay valid; ties apply in list order (stable sort)."""
         out = list(lines)
         for a, b, new in sorted(self.ops, key=lambda op: (op[0], op[1]), reverse=True):
             out[a - 1:b] = new
@@ -81,6 +82,12 @@ def plan_sync(layout: Layout, text: str, folders: list[Folder], *, prune: bool =
     subsets = [(d, s, sub) for d, ds in enumerate(datasets)
                for s, sub in enumerate(ds.get("subsets", []) if isinstance(ds, dict) else [])
                if isinstance(sub, dict)]
+    for d, ds in enumerate(datasets):
+        n = len(ds.get("subsets", [])) if isinstance(ds, dict) and isinstance(ds.get("subsets"), list) else 0
+        if n != len(idx.subset_headers(d)):
+            raise DatasetError(f"{path}: the subsets of dataset {d + 1} are not written as [[datasets.subsets]] "
+                               "tables (inline arrays or dotted keys), so sync cannot edit them safely",
+                               hint="write each subset as a [[datasets.subsets]] table, or edit the file by hand")
     known: dict[str, tuple[int, int, dict[str, Any]]] = {}
     missing, removed = [], []
     for d, s, sub in subsets:
@@ -118,7 +125,8 @@ def plan_sync(layout: Layout, text: str, folders: list[Folder], *, prune: bool =
         repeats = _balance(idx, lines, edits, known, counts, target)
     if new_blocks:
         at = _insertion_line(idx, lines, 0)
-        edits.ops.append((at + 1, at, new_blocks))
+        # first in the list: at the same spot, an added num_repeats line must end up above the new blocks
+        edits.ops.insert(0, (at + 1, at, new_blocks))
     new_text = edits.apply(lines) if edits.ops else text
     return SyncResult(new_text, tuple(added), tuple(missing), tuple(removed), tuple(repeats),
                       changed=new_text != text)

@@ -42,8 +42,10 @@ def fix_orientation(layout: Layout, paths: Iterable[Path]) -> list[Fixed]:
             kwargs["icc_profile"] = icc
         if upright.info.get("exif"):
             kwargs["exif"] = upright.info["exif"]
-        if fmt == "JPEG":
-            kwargs.update(quality=95, subsampling=0)
+        if fmt in ("JPEG", "MPO"):
+            kwargs.update(format="JPEG", quality=95, subsampling=0)  # re-encoding loses little at 95
+        elif fmt == "WEBP":
+            kwargs.update(lossless=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(tmp_name)

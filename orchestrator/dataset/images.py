@@ -47,6 +47,8 @@ def check_images(images: Sequence[ImageInfo], planner: BucketPlanner | None,
         if i.error:
             hint = ("delete it or replace it with a real image" if i.error_code == "not-an-image"
                     else "re-export or re-copy the file")
+            if "HEIC" in i.error:
+                hint = "convert it to JPEG (e.g. `heif-convert IMG.HEIC IMG.jpg`) and delete this file"
             out.append(Problem(ERROR, i.error_code or "bad-image", i.error, i.path, None, hint))
             continue
         if i.suspect:
@@ -87,7 +89,8 @@ def _size_problems(i: ImageInfo, planner: BucketPlanner, settings: BucketSetting
         out.append(Problem(WARNING, "upscaled", f"{w}x{h} is smaller than its {bw}x{bh} bucket at resolution "
                            f"{res}: the trainer upscales it x{place.scale:.2f} (soft details)", i.path, None,
                            "use a larger original, or set bucket_no_upscale = true to train it at its own size"))
-    elif settings.enable_bucket and settings.bucket_no_upscale and bw * bh * 4 < settings.resolution[0] * settings.resolution[1]:
+    elif settings.enable_bucket and settings.bucket_no_upscale and \
+            bw * bh * 4 < settings.resolution[0] * settings.resolution[1]:
         out.append(Problem(WARNING, "small", f"{w}x{h} trains at only {bw}x{bh} (bucket_no_upscale) while the "
                            f"resolution is {res}", i.path, None, "use a larger original"))
     if place.cropped > R.CROP_TOLERANCE:

@@ -21,6 +21,7 @@ from orchestrator.dataset.rules import (CACHE_NAMES, CACHE_SUFFIXES, CAPTION_EXT
 ORIENTATION_TAG = 0x0112
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _PNG_END = b"IEND\xaeB`\x82"
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -124,6 +125,9 @@ def read_header(path: Path) -> ImageInfo:
                 damaged = _check_end(ImageInfo(path, format=_sniff(head), file_size=size), head, tail, size)
                 if damaged.error:
                     return damaged
+                if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+                    return ImageInfo(path, file_size=size, error_code="not-an-image",
+                                     error=f"a HEIC/AVIF photo named {path.suffix}: the trainer cannot read it")
                 if isinstance(e, UnidentifiedImageError):
                     return ImageInfo(path, file_size=size, error_code="not-an-image",
                                      error="not an image (Pillow cannot identify it; the extension lies)")
@@ -301,18 +305,31 @@ def file_digest(path: Path, *, quick: bool = False) -> str:
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
-                 min_items: int = 32) -> list[R]:
-    """`fn` over `items` in order; threads when there are enough items to pay for them."""
+                 min_items: int = 32, on_done: Callable[[int], None] | None = None) -> list[R]:
+    """`fn` over `items` in order; threads when there are enough items to pay for them.
+
+    `on_done(count)` is called in the calling thread as results come in (for progress)."""
     workers = workers or min(8, os.cpu_count() or 1)
+    out: list[R] = []
     if workers <= 1 or len(items) < min_items:
-        return [fn(x) for x in items]
+        results: Iterable[R] = (fn(x) for x in items)
+        for r in results:
+            out.append(r)
+            if on_done:
+                on_done(len(out))
+        return out
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items, chunksize=max(1, len(items) // (workers * 4))))
+        chunk = 1 if on_done else max(1, len(items) // (workers * 4))
+        for r in pool.map(fn, items, chunksize=chunk):
+            out.append(r)
+            if on_done:
+                on_done(len(out))
+    return out
 
 
 def hamming(a: int, b: int) -> int:
     """Bits that differ between two hashes."""
-    return (a ^ b).bit_count() if hasattr(int, "bit_count") else bin(a ^ b).count("1")
+    return (a ^ b).bit_count()
 
 
 def near_pairs(hashes: Iterable[tuple[int, int]], max_distance: int) -> list[tuple[int, int]]:

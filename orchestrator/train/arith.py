@@ -173,3 +173,20 @@ def _count(indices: Any, total: int) -> int:
         lo, _, hi = part.strip().partition("-")
         chosen.update(range(int(lo), int(hi or lo) + 1))
     return len([i for i in chosen if i < total])
+
+
+# Measured on one H100 at 1024 px with the real sd-scripts (../PERFORMANCE.md): seconds.
+H100 = {"start": 61.0, "compile": 293.0, "micro": 4.61 / 4, "micro_compiled": 2.71 / 4,
+        "save_per_gb": 19 / 5.07, "save_per_gb_compiled": 15 / 5.07, "sample_step": 0.174, "sample_fixed": 3.0}
+
+
+def estimate_h100_seconds(values: Mapping[str, Any], steps: Steps, lora: LoraSize, *, saves: int,
+                          sample_events: int, prompts: int) -> float:
+    """Rough wall time of the run on one H100 at 1024 px, from measured figures (memory presets and
+    other GPUs are slower; several GPUs divide the step part)."""
+    compiled = bool(values.get("torch_compile"))
+    micro = H100["micro_compiled" if compiled else "micro"] * steps.batch_size
+    train = steps.total_steps * steps.accumulation * micro
+    save = saves * lora.bytes / 1e9 * H100["save_per_gb_compiled" if compiled else "save_per_gb"]
+    sample = sample_events * prompts * (20 * H100["sample_step"] + H100["sample_fixed"])
+    return H100["start"] + (H100["compile"] if compiled else 0.0) + train + save + sample

@@ -123,22 +123,32 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
     workdir = WORKDIR if docker else str(sd_scripts or "")
     mounts: list[Mount] = []
 
-    def model_path(folder: str, filename: str) -> str:
-        return f"{C_MODELS}/{folder}/{filename}" if docker else str(layout.models / folder / filename)
+    extra_mounts: list[Mount] = []
+
+    def model_path(role: str, host: Path) -> str:
+        if not docker:
+            return str(host)
+        real = host.resolve()
+        if host.is_symlink() and not real.is_relative_to(host.parent.resolve()):
+            # a link to another disk: the folder mount would show a dangling link, so mount the file itself
+            target = f"{C_MODELS}/links/{role}/{host.name}"
+            extra_mounts.append(Mount(real, target))
+            return target
+        return f"{C_MODELS}/{host.parent.name}/{host.name}"
 
     from orchestrator.models import model_set
 
-    files = {m.role: model_path(m.folder, m.path(layout).name) for m in model_set(str(values["t5xxl"]))}
+    files = {m.role: model_path(m.role, m.path(layout)) for m in model_set(str(values["t5xxl"]))}
     extra_dirs: dict[Path, str] = {}
 
     def folder_for_trainer(host: Path) -> str:
         if not docker:
             return str(host)
-        try:
+        real, data = host.resolve(), layout.flux_data.resolve()
+        if real.is_relative_to(data) and host.is_relative_to(layout.flux_data):
             return str(PurePosixPath(C_DATA, *host.relative_to(layout.flux_data).parts))
-        except ValueError:
-            target = extra_dirs.setdefault(host, f"/data/extra/{len(extra_dirs)}-{host.name}")
-            return target
+        # outside flux_data (or a link to elsewhere): mount the real folder on its own
+        return extra_dirs.setdefault(real, f"/data/extra/{len(extra_dirs)}-{host.name}")
 
     from orchestrator.dataset.trainer import trainer_toml as rewrite_folders
     from orchestrator.errors import DatasetError
@@ -177,7 +187,7 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
                   *[Mount(d, f"{C_MODELS}/{d.name}") for d in (layout.checkpoints, layout.text_encoders, layout.vae,
                                                                layout.tokenizers)],
                   Mount(run_dir, C_RUN, read_only=False),
-                  *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()]]
+                  *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()], *extra_mounts]
     elif gpu.spec is None:
         environment["CUDA_VISIBLE_DEVICES"] = ""
     elif gpu.spec != "all":

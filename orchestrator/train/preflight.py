@@ -67,7 +67,8 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
               memory: int | None = None) -> list[Check]:
     """All checks, passing ones included (status ok), in the order a person reads them."""
     values = plan.config
-    checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset)]
+    checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset),
+              *cache_dir_checks(plan, dataset)]
     problems = rules.check_rules(rules.RuleInput(values, processes, plan.trainer_args))
     checks += problems or [Check("arguments", OK, "sd-scripts arguments pass every rule")]
     checks.append(collision_check(plan))
@@ -83,6 +84,7 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
 
 
 def model_checks(layout: Layout, t5xxl: str) -> list[Check]:
+    """Each model file present and of the size `download` recorded."""
     manifest = read_manifest(layout)
     out = []
     for m in model_set(t5xxl):
@@ -101,6 +103,7 @@ def model_checks(layout: Layout, t5xxl: str) -> list[Check]:
 
 
 def tokenizer_check(layout: Layout) -> Check:
+    """The CLIP-L and T5 tokenizers cached (the container runs offline)."""
     missing = [d for d in TOKENIZER_DIRS if not _non_empty(layout.tokenizers / d)]
     if missing:
         return Check("tokenizers", ERROR, f"tokenizers missing in models/tokenizers: {', '.join(missing)} (the "
@@ -116,6 +119,7 @@ def _non_empty(p: Path) -> bool:
 
 
 def dataset_checks(dataset: "DatasetReport") -> list[Check]:
+    """The dataset check's problems as checks (errors block)."""
     out = []
     root = dataset.toml_path.parent.parent if getattr(dataset, "toml_path", None) else None
     for p in dataset.problems:
@@ -125,6 +129,19 @@ def dataset_checks(dataset: "DatasetReport") -> list[Check]:
     if not dataset.errors():
         subsets = [s for s in dataset.subsets if not s.is_reg]
         out.insert(0, Check("dataset", OK, f"{len(subsets)} concept(s), {sum(s.images for s in subsets)} images"))
+    return out
+
+
+def cache_dir_checks(plan: TrainPlan, dataset: "DatasetReport") -> list[Check]:
+    """*_to_disk caches are written next to the images: their folders must be writable."""
+    values = plan.config
+    if not (values.get("cache_latents_to_disk") or values.get("cache_text_encoder_outputs_to_disk")):
+        return []
+    out = []
+    for s in dataset.subsets:
+        if s.image_dir.is_dir() and not os.access(s.image_dir, os.W_OK | os.X_OK):
+            out.append(Check("cache_dir", ERROR, f"{s.image_dir} is not writable: sd-scripts writes its *_flux.npz "
+                             "caches next to the images", "make the folder writable, or turn off the *_to_disk caches"))
     return out
 
 
@@ -141,7 +158,8 @@ def collision_check(plan: TrainPlan) -> Check:
         taken.append(name)
     if taken:
         return Check("output_name", ERROR, f"models/loras already has {', '.join(taken)}: this run would "
-                     "overwrite it", f"choose another name: --name {plan.output_name}_v2")
+                     "overwrite it", f"choose another name: --name {plan.output_name}_v2 (or continue an "
+                     "interrupted run of that name: `train --resume`)")
     if plan.resume_from is None and plan.run_dir.exists():
         return Check("output_name", ERROR, f"run folder {plan.run_dir.name} already exists", "wait a second and "
                      "run again, or choose another --name")
@@ -164,6 +182,7 @@ def disk_need(plan: TrainPlan, dataset: "DatasetReport") -> tuple[int, int]:
 
 def disk_check(plan: TrainPlan, layout: Layout, dataset: "DatasetReport",
                disk_free: Callable[[Path], int]) -> Check:
+    """Free disk for LoRAs, state dirs and caches."""
     run_need, cache_need = disk_need(plan, dataset)
     runs_fs = _existing(plan.run_dir)
     data_fs = _existing(layout.flux_data)
@@ -197,6 +216,7 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int | None) -> list[Check]:
+    """GPUs requested vs available, and host RAM for several processes."""
     out = []
     if plan.gpus is None and plan.runtime == "docker" or plan.environment.get("CUDA_VISIBLE_DEVICES") == "":
         return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
@@ -221,6 +241,7 @@ def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int
 
 
 def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> list[Check]:
+    """The engine, its NVIDIA runtime and the image."""
     if engine is None:
         return [Check("docker", WARN, "Docker not checked")]
     facts = engine()
@@ -249,13 +270,23 @@ def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> 
 
 
 def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
+    """The sd-scripts checkout and the Python that runs it."""
     out = []
     script = Path(plan.workdir) / plan.script
     if not plan.workdir or not script.is_file():
         out.append(Check("sd_scripts", ERROR, f"{script} does not exist", "give the sd-scripts checkout with "
                          "--sd-scripts DIR (commit 48d368fa or later)"))
     else:
-        out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir}"))
+        from orchestrator.train.runners import git_commit
+
+        commit = git_commit(Path(plan.workdir))
+        if commit == rules.SD_SCRIPTS_COMMIT:
+            out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir} at {commit[:8]}"))
+        else:
+            out.append(Check("sd_scripts", WARN, f"sd-scripts checkout {plan.workdir} is at "
+                             f"{commit[:8] if commit else 'an unknown commit'}; the argument checks were made for "
+                             f"{rules.SD_SCRIPTS_COMMIT[:8]}", f"git -C {plan.workdir} checkout "
+                             f"{rules.SD_SCRIPTS_COMMIT[:8]} (the commit of the training image)"))
     exe = python or "python3"
     found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
     if not found:
@@ -267,6 +298,7 @@ def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
 
 
 def resume_check(plan: TrainPlan) -> Check:
+    """The state dir to resume from has its train_state.json."""
     state = plan.output_dir / Path(str(plan.resume_from)).name
     if not (state / "train_state.json").is_file():
         return Check("resume", WARN, f"{state.name} has no train_state.json: sd-scripts restarts at epoch 1 with "

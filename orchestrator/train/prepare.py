@@ -128,8 +128,8 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
 def find_run(layout: Layout, which: str) -> Path:
     """The run folder named by `--resume [RUN]` (newest with a plan when RUN is empty)."""
     if which:
-        p = Path(which)
-        run = p if p.is_absolute() or p.parent != Path(".") else layout.runs / which
+        p = Path(which).expanduser()
+        run = p if p.is_absolute() else layout.runs / which if p.parent == Path(".") else layout.root / p
         if not (run / PLAN_FILE).is_file():
             known = sorted(d.name for d in layout.runs.glob("*") if (d / PLAN_FILE).is_file())[-5:]
             raise ConfigError(f"no training run {which!r} in {layout.runs}",
@@ -160,8 +160,13 @@ def _resume_config(layout: Layout, req: PlanRequest,
         raise ConfigError("--resume continues a run with its own config: --preset and --config do not apply",
                           hint="change what may change with --set (e.g. --set max_train_epochs=80)")
     run = find_run(layout, req.resume or "")
-    saved = json.loads((run / PLAN_FILE).read_text(encoding="utf-8"))
     where = f"{run / PLAN_FILE}"
+    try:
+        saved = json.loads((run / PLAN_FILE).read_text(encoding="utf-8"))
+        saved["config"].items()
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise ConfigError(f"{where} is unreadable ({e}): cannot resume run {run.name}",
+                          hint="start a new run with `train`") from None
     values = {k: coerce(BY_NAME[k], v, where) for k, v in saved["config"].items() if k in BY_NAME}
     base = TrainConfig(saved.get("preset", "?"), MappingProxyType(values),
                        MappingProxyType({k: f"run {run.name}" for k in values}))
@@ -224,6 +229,21 @@ def write_inputs(prepared: Prepared) -> None:
     atomic_write_text(plan.run_dir / PLAN_FILE, json.dumps(plan_json(prepared), indent=2, default=str) + "\n")
 
 
+def estimate(p: Prepared) -> float:
+    """The run's rough duration on one H100 (arith.estimate_h100_seconds) for this plan."""
+    plan = p.plan
+    values = plan.config
+    every = values.get("sample_every_n_epochs")
+    events = (plan.epochs // every if isinstance(every, int) else 0) + (1 if values.get("sample_at_first") else 0)
+    prompts = 0
+    for name, text in plan.files.items():
+        if name.startswith("sample_prompts"):   # a .toml/.json file counts as one prompt: a rough estimate
+            prompts = sum(1 for ln in text.splitlines() if ln.strip() and not ln.startswith("#")) \
+                if name.endswith(".txt") else 1
+    return arith.estimate_h100_seconds(values, p.steps, p.lora, saves=len(plan.expected_outputs),
+                                       sample_events=events, prompts=prompts)
+
+
 def plan_json(p: Prepared) -> dict[str, Any]:
     """The plan as one JSON object (`train --plan --json`, and runs/<id>/plan.json)."""
     plan = p.plan
@@ -247,6 +267,7 @@ def plan_json(p: Prepared) -> dict[str, Any]:
                   "effective_batch": s.effective_batch},
         "lora": {"modules": p.lora.modules, "parameters": p.lora.parameters, "dtype": p.lora.dtype,
                  "bytes": p.lora.bytes},
+        "estimate_h100_seconds": round(estimate(p)),
         "output_dir": str(plan.output_dir), "lora_dir": str(plan.lora_dir),
         "expected_outputs": list(plan.expected_outputs),
         "state_dirs": list(arith.state_dirs(plan.config, plan.epochs)),

@@ -25,6 +25,7 @@ NOT_INSTALLED_OPTIMIZERS = ("dadaptation", "dadaptadam", "dadaptadagrad", "dadap
                             "dadaptlion", "dadaptsgd")
 TORCH_OPTIMIZERS = ("Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "ASGD", "LBFGS", "NAdam",
                     "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam")
+SD_SCRIPTS_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"   # the commit these rules were read from
 MAX_BLOCKS_TO_SWAP = 35
 PROMPT_FILE_EXTENSIONS = (".txt", ".toml", ".json")
 REQUIRED_OPTIONS = ("--pretrained_model_name_or_path", "--clip_l", "--t5xxl", "--ae", "--dataset_config",
@@ -66,6 +67,7 @@ RULES: dict[str, Rule] = {}
 
 
 def rule(fn: Rule) -> Rule:
+    """Register a rule function in RULES (by its name)."""
     RULES[fn.__name__] = fn
     return fn
 
@@ -99,6 +101,7 @@ def network_flag(value: Any) -> bool:
 # -- the things we never pass on -----------------------------------------------------------------
 @rule
 def not_passed_on(inp: RuleInput) -> Iterator[Check]:
+    """Keys we accept only to explain why sd-scripts would ignore them or stop without training."""
     for key, (status, reason, hint) in NOT_PASSED_ON.items():
         if inp.values.get(key) not in (None, False):
             yield Check(f"option:{key}", status, f"{reason}; it is not passed to sd-scripts", hint)
@@ -107,6 +110,7 @@ def not_passed_on(inp: RuleInput) -> Iterator[Check]:
 # -- network_args ----------------------------------------------------------------------------------
 @rule
 def network_args_known(inp: RuleInput) -> Iterator[Check]:
+    """network_args keys networks.lora_flux does not read (silently ignored)."""
     for key in _net(inp.values):
         if key not in NETWORK_ARGS:
             close = difflib.get_close_matches(key, NETWORK_ARGS, n=1, cutoff=0.6)
@@ -117,6 +121,7 @@ def network_args_known(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def network_args_booleans(inp: RuleInput) -> Iterator[Check]:
+    """Boolean network_args other than the exact text True (silently False)."""
     for key in NETWORK_BOOL_ARGS:
         value = _net(inp.values).get(key)
         if value is None or isinstance(value, bool) or value in ("True", "False"):
@@ -129,6 +134,7 @@ def network_args_booleans(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def network_args_values(inp: RuleInput) -> Iterator[Check]:
+    """network_args values networks.lora_flux rejects or ignores."""
     net = _net(inp.values)
     blocks = net.get("train_blocks")
     if blocks is not None and blocks not in ("all", "single", "double"):
@@ -191,6 +197,7 @@ def _is_number(value: Any) -> bool:
 
 @rule
 def text_encoder_training(inp: RuleInput) -> Iterator[Check]:
+    """Text-encoder training that clashes with caching or with itself."""
     v = inp.values
     if network_flag(_net(v).get("train_t5xxl")) and _te_cached(v):
         yield Check("train_t5xxl+cache", ERROR, "network_args.train_t5xxl with cached text-encoder outputs "
@@ -220,6 +227,7 @@ def literal_problem(key: str, value: Any) -> str | None:
 
 @rule
 def optimizer_args_syntax(inp: RuleInput) -> Iterator[Check]:
+    """optimizer_args values sd-scripts' literal_eval cannot parse."""
     for key, value in (inp.values.get("optimizer_args") or {}).items():
         problem = literal_problem(key, value)
         if problem:
@@ -229,6 +237,7 @@ def optimizer_args_syntax(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def optimizer_known(inp: RuleInput) -> Iterator[Check]:
+    """Optimizers the image cannot import."""
     name = inp.values.get("optimizer_type") or ""
     low = name.lower()
     if low in NOT_INSTALLED_OPTIMIZERS:
@@ -247,6 +256,7 @@ def optimizer_known(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def optimizer_settings(inp: RuleInput) -> Iterator[Check]:
+    """Optimizer settings that silently replace or ignore others."""
     v = inp.values
     low = (v.get("optimizer_type") or "").lower()
     args = v.get("optimizer_args") or {}
@@ -265,6 +275,7 @@ def optimizer_settings(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def scheduler_warmup(inp: RuleInput) -> Iterator[Check]:
+    """The constant scheduler rejects a warm-up."""
     v = inp.values
     warm = v.get("lr_warmup_steps")
     if (v.get("lr_scheduler") or "constant") == "constant" and warm not in (None, 0, 0.0, "0%"):
@@ -275,12 +286,15 @@ def scheduler_warmup(inp: RuleInput) -> Iterator[Check]:
 # -- precision and memory ----------------------------------------------------------------------------
 @rule
 def precision(inp: RuleInput) -> Iterator[Check]:
+    """Precision flags that need a matching mixed_precision."""
     v = inp.values
     mp = v.get("mixed_precision")
     if _on(v, "full_bf16") and mp != "bf16":
-        yield Check("full_bf16", ERROR, f"full_bf16 needs mixed_precision bf16 (it is {mp})", "set mixed_precision: bf16")
+        yield Check("full_bf16", ERROR, f"full_bf16 needs mixed_precision bf16 (it is {mp})",
+                    "set mixed_precision: bf16")
     if _on(v, "full_fp16") and mp != "fp16":
-        yield Check("full_fp16", ERROR, f"full_fp16 needs mixed_precision fp16 (it is {mp})", "set mixed_precision: fp16")
+        yield Check("full_fp16", ERROR, f"full_fp16 needs mixed_precision fp16 (it is {mp})",
+                    "set mixed_precision: fp16")
     if (_on(v, "fp8_base") or _on(v, "fp8_base_unet")) and mp not in ("fp16", "bf16"):
         yield Check("fp8_base", ERROR, f"fp8_base needs mixed_precision bf16 or fp16 (it is {mp})",
                     "set mixed_precision: bf16")
@@ -288,17 +302,20 @@ def precision(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def memory(inp: RuleInput) -> Iterator[Check]:
+    """Block swapping, offloading and DataLoader combinations that abort or do nothing."""
     v = inp.values
     swap = v.get("blocks_to_swap") or 0
     if swap > MAX_BLOCKS_TO_SWAP:
         yield Check("blocks_to_swap:max", ERROR, f"blocks_to_swap {swap} is more than FLUX allows "
-                    f"({MAX_BLOCKS_TO_SWAP}): the run aborts when the model is built", f"use at most {MAX_BLOCKS_TO_SWAP}")
+                    f"({MAX_BLOCKS_TO_SWAP}): the run aborts when the model is built",
+                    f"use at most {MAX_BLOCKS_TO_SWAP}")
     if swap > 0 and _on(v, "cpu_offload_checkpointing"):
         yield Check("blocks_to_swap+cpu_offload", ERROR, "blocks_to_swap and cpu_offload_checkpointing abort "
                     "together", "keep blocks_to_swap (it saves more memory)")
     if swap > 0 and inp.processes > 1:
         yield Check("blocks_to_swap+multi_gpu", ERROR, f"blocks_to_swap does not work well with several GPUs "
-                    f"({inp.processes} processes; sd-scripts PR #1988)", "train on one GPU, or set blocks_to_swap: null")
+                    f"({inp.processes} processes; sd-scripts PR #1988)",
+                    "train on one GPU, or set blocks_to_swap: null")
     if _on(v, "cpu_offload_checkpointing") and not _on(v, "gradient_checkpointing"):
         yield Check("cpu_offload_checkpointing", WARN, "cpu_offload_checkpointing has no effect without "
                     "gradient_checkpointing")
@@ -313,6 +330,7 @@ def memory(inp: RuleInput) -> Iterator[Check]:
 # -- length, saves, samples, logs ------------------------------------------------------------------
 @rule
 def length_and_saves(inp: RuleInput) -> Iterator[Check]:
+    """Length and save settings that are ignored or leave nothing to resume."""
     v = inp.values
     epochs = v.get("max_train_epochs")
     if epochs is not None and v.get("max_train_steps") is not None:
@@ -330,6 +348,7 @@ def length_and_saves(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def samples(inp: RuleInput) -> Iterator[Check]:
+    """Sample settings that crash at the first sampling point or never sample."""
     v = inp.values
     prompts = v.get("sample_prompts")
     wants = [k for k in ("sample_every_n_epochs", "sample_every_n_steps") if v.get(k) is not None]
@@ -349,6 +368,7 @@ def samples(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def logging(inp: RuleInput) -> Iterator[Check]:
+    """Trackers that abort or are not installed."""
     v = inp.values
     log_with = v.get("log_with")
     if log_with in ("tensorboard", "all") and not v.get("logging_dir"):
@@ -369,6 +389,7 @@ def logging(inp: RuleInput) -> Iterator[Check]:
 
 @rule
 def required_options(inp: RuleInput) -> Iterator[Check]:
+    """Options without which the run aborts or crashes at its first save."""
     if inp.argv is None:
         return
     for opt in REQUIRED_OPTIONS:
