@@ -69,7 +69,7 @@ def test_a_local_run_leaves_loras_manifest_log_and_report(local, project):
 
     text = "\n".join(reporter.milestones)
     for expected in ("loading models", "caching latents", "caching text-encoder outputs",
-                     "training: 12 optimizer steps = 4 epochs x 6 batches / accumulation 2",
+                     "training: 12 optimizer steps (4 epochs of 6 batches, accumulation 2, 6 images with repeats)",
                      "saved toy-000002.safetensors", "epoch 3/4", "done in"):
         assert expected in text
     assert any(u.startswith("training · step 12/12 · epoch 4/4 · loss 0.") and "s/it" in u

@@ -211,9 +211,9 @@ def _apply(state: _Progress, event: lp.Event, reporter: Reporter) -> None:
             reporter.milestone(_PHASE_TEXT.get(event.phase, event.phase))
     elif isinstance(event, lp.TrainingInfo):
         state.info = event
-        reporter.milestone(f"training: {event.total_steps} optimizer steps = {event.epochs} epochs x "
-                           f"{event.batches_per_epoch} batches / accumulation {event.grad_accum}"
-                           f" ({event.images} images with repeats)")
+        reporter.milestone(f"training: {event.total_steps} optimizer steps ({event.epochs} epochs of "
+                           f"{event.batches_per_epoch} batches, accumulation {event.grad_accum}, "
+                           f"{event.images} images with repeats)")
     elif isinstance(event, lp.StepProgress):
         if state.total is None and event.total < state.plan.total_steps:
             state.offset = state.plan.total_steps - event.total  # resumed: the bar counts the remaining steps
