@@ -293,6 +293,7 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
              ("ended", manifest.get("ended_at") or ""), ("runtime", plan.runtime), ("image", plan.image or "-"),
              ("sd-scripts commit", manifest.get("sd_scripts_commit") or "?"),
              ("steps", f"{state.step or 0}/{state.total or plan.total_steps}"),
+             ("duration", format_duration(time.monotonic() - started)),
              ("epochs", f"{state.epoch or 0}/{plan.epochs}"), ("last loss", f"{state.loss:.4f}" if state.loss else "-"),
              ("dataset", f"{manifest['dataset'].get('images')} images, sha256 {manifest['dataset'].get('sha256')}")]
     if manifest.get("cause"):
