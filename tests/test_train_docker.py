@@ -143,20 +143,28 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_second_train_follows_the_running_one_instead_of_starting_another(engine, project, standin):
-    runner = DockerRunner(engine, project, user=USER)
+    import threading
+
     plan = writable(make_plan(project, image=standin, environment={"STANDIN_STEP_SLEEP": "0.2"}))
-    (plan.run_dir / "data.toml").write_text(plan.dataset_toml)  # what the first `train` wrote before starting
-    first = runner.start(plan)
+    owner: dict = {}
+    thread = threading.Thread(target=lambda: owner.update(
+        result=execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())))
+    thread.start()
     try:
+        deadline = time.monotonic() + 30
+        while not containers(engine, project, all=False) and time.monotonic() < deadline:
+            time.sleep(0.1)
         reporter, events, counts = RecordingReporter(), [], []
-        result = execute(plan, runner, reporter, on_event=events.append,
+        result = execute(plan, DockerRunner(engine, project, user=USER), reporter, on_event=events.append,
                          raw_line=lambda _line: counts.append(len(containers(engine, project))) if not counts else None)
-        assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
-        assert counts == [1]                                   # no second container was started
-        assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
-        assert "already running" in reporter.milestones[0]
     finally:
-        first.stop(0)
+        thread.join(60)
+    assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
+    assert counts == [1]                                   # no second container was started
+    assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
+    assert "already running" in reporter.milestones[0]
+    assert owner["result"].status == "succeeded"           # the first `train` did the bookkeeping
+    assert containers(engine, project) == []
 
 
 @pytest.mark.docker

@@ -115,19 +115,11 @@ class LocalFollower:
 
     def wait(self) -> int:
         """The exit code the owner recorded in the run's manifest (-1 when unknown)."""
+        from orchestrator.train.outputs import recorded_exit_code
+
         while pid_alive(self.pid):
             time.sleep(self.poll)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the owner writes the manifest right after the trainer exits
-            try:
-                manifest = json.loads((self.log.parent / "manifest.json").read_text())
-                if manifest.get("status") not in ("starting", "running"):
-                    code = manifest.get("exit_code")
-                    return int(code) if code is not None else -1
-            except (OSError, ValueError):
-                pass
-            time.sleep(self.poll)
-        return -1
+        return recorded_exit_code(self.log.parent)
 
     def stop(self, grace: float = 30) -> None:
         """Not ours to stop: following ends, the trainer keeps running."""

@@ -137,6 +137,24 @@ def latest_state(run_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
+def recorded_exit_code(run_dir: Path, *, timeout: float = 10.0, poll: float = 0.2) -> int:
+    """The exit code the owning `train` wrote into a run's manifest once it ended (-1 when unknown)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            if manifest.get("status") not in ("starting", "running"):
+                code = manifest.get("exit_code")
+                return int(code) if code is not None else -1
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return -1
+        time.sleep(poll)
+
+
 def dir_size(path: Path) -> int:
     """Total bytes of the files under `path`."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

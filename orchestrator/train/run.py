@@ -19,7 +19,8 @@ from orchestrator.progress import Reporter, format_bytes, format_duration
 from orchestrator.train import logparse as lp
 from orchestrator.train.diagnose import diagnose
 from orchestrator.train.outputs import (dataset_fingerprint, dir_size, host_path, latest_state, link_lora,
-                                        lora_files, sample_files, sha256_file, state_dirs)
+                                        lora_files, recorded_exit_code, sample_files, sha256_file,
+                                        state_dirs)
 from orchestrator.train.plan import TrainPlan
 from orchestrator.train.report import ReportData, render_report
 from orchestrator.train.runners import RunHandle, Runner
@@ -328,7 +329,10 @@ def _follow(plan: TrainPlan, handle: RunHandle, reporter: Reporter, *, on_event:
             if on_event is not None:
                 on_event(event)
         reporter.update(state.line())
-    code = handle.wait()
+    try:
+        code = handle.wait()
+    except OrchestratorError:  # the owning `train` removed the container first: read what it recorded
+        code = recorded_exit_code(plan.run_dir.parent / run_id)
     reporter.milestone(f"run {run_id} ended with exit code {code}; its folder: {plan.run_dir.parent / run_id}")
     return RunResult(run_id=run_id, run_dir=plan.run_dir.parent / run_id, status="followed", exit_code=code,
                      final_lora=None, loras=(), report=None, manifest=None, log=None, last_step=state.step,
