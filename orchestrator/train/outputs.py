@@ -42,11 +42,18 @@ class LinkResult:
     note: str | None = None
 
 
-def sha256_file(path: Path, _cache: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006 - memo
-    """Hex SHA-256 of a file (memoised on path, size and mtime: LoRAs are hashed once)."""
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path, *, cached_only: bool = False) -> str | None:
+    """Hex SHA-256 of a file, memoised on path, size and mtime (LoRAs are hashed once, in the background
+    while training goes on); with cached_only, None unless it was computed before."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
+    _cache = _HASHES
     if key not in _cache:
+        if cached_only:
+            return None
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

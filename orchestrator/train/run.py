@@ -7,6 +7,7 @@ import json
 import shlex
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,6 +69,7 @@ class _Progress:
     errors: list[lp.TrainerError] = field(default_factory=list)
     saves: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)   # saves announced, file maybe still being written
+    hasher: ThreadPoolExecutor | None = None             # hashes linked LoRAs while training goes on
     finished: bool = False
 
     def line(self) -> str:
@@ -134,7 +136,8 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     reporter.milestone(f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
                        f"log: {run_dir / LOG_NAME}")
 
-    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {})
+    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
+                      hasher=ThreadPoolExecutor(1, thread_name_prefix="lora-sha256"))
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     warnings: list[str] = []
     linked: dict[str, Path] = {}
@@ -158,7 +161,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
             _link_pending(plan, state, linked, warnings, reporter, final=False)
             state_dir = latest_state(run_dir)
             manifest.update(status="interrupted", ended_at=_now(), cause="interrupted by the user")
-            _finish(plan, manifest, state, tail, linked, started)
+            _finish(plan, manifest, state, tail, linked, started, quick=True)
             if state_dir is not None:
                 reporter.milestone(f"interrupted; resume from {state_dir.name} with "
                                    f"`python -m orchestrator train --resume {plan.run_id}`")
@@ -267,16 +270,22 @@ def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], wa
             linked[name] = src
         else:
             linked[name] = result.target
+            if state.hasher is not None:
+                state.hasher.submit(sha256_file, src)
             reporter.milestone(f"saved {name} ({format_bytes(src.stat().st_size)}) -> {result.target}")
 
 
 def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: deque[str], linked: dict[str, Path],
-            started: float, *, warnings: list[str] | None = None, code: int | None = None) -> RunResult:
+            started: float, *, warnings: list[str] | None = None, code: int | None = None,
+            quick: bool = False) -> RunResult:
+    """Manifest, loss.csv, report.html; `quick` (Ctrl+C) records only hashes already computed."""
     run_dir = plan.run_dir
+    if state.hasher is not None:
+        state.hasher.shutdown(wait=not quick, cancel_futures=quick)
     outputs = []
     for p in lora_files(plan.output_dir) + sample_files(plan.output_dir):
         entry: dict[str, Any] = {"name": p.name, "path": p.relative_to(run_dir).as_posix(), "size": p.stat().st_size,
-                                 "sha256": sha256_file(p)}
+                                 "sha256": sha256_file(p, cached_only=quick)}
         if p.name in linked and p.parent == plan.output_dir:
             entry["linked"] = str(linked[p.name])
         outputs.append(entry)
