@@ -180,15 +180,15 @@ class Engine:
 
     def build(self, context: Path, dockerfile: str, tag: str, *, buildargs: Mapping[str, str] | None = None,
               labels: Mapping[str, str] | None = None, on_line: Callable[[BuildLine], None] | None = None,
-              pull: bool = False) -> None:
-        """Build `tag` from `context/dockerfile`, streaming each output line to `on_line`."""
+              pull: bool = False, nocache: bool = False) -> None:
+        """Build `tag` from `context/dockerfile`, streaming each output line to `on_line` (nocache: no layer cache)."""
         import docker.errors
 
         tail: list[str] = []
         try:
             stream = self.client.api.build(
                 path=str(context), dockerfile=dockerfile, tag=tag, buildargs=dict(buildargs or {}),
-                labels=dict(labels or {}), rm=True, forcerm=True, decode=True, pull=pull,
+                labels=dict(labels or {}), rm=True, forcerm=True, decode=True, pull=pull, nocache=nocache,
             )
             for chunk in stream:
                 if "error" in chunk or "errorDetail" in chunk:
@@ -372,3 +372,39 @@ def _translate(e: Exception, details: Sequence[str] = ()) -> DockerError:
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quick_facts(image: str | None = None, timeout: float = 5.0) -> dict[str, Any] | None:
+    """Engine facts for fast preflights without importing docker-py (~0.3 s of imports): two HTTP/1.0 GETs
+    on the local unix socket. Returns {"runtimes": [...], "image_present": bool}, or None when DOCKER_HOST
+    is not a unix socket (use `connect()` then). Raises DockerUnavailable."""
+    import socket
+    import urllib.parse
+
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return None
+
+    def get(url: str) -> tuple[int, bytes]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(host[len("unix://"):])
+            s.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        return int(head.split(b" ", 2)[1]), body
+
+    try:
+        status, body = get("/info")
+        if status != 200:
+            raise DockerUnavailable(f"the Docker engine at {host} answered HTTP {status}",
+                                    hint="check that Docker is installed and running: `docker info`")
+        runtimes = sorted((json.loads(body).get("Runtimes") or {}).keys())
+        present = bool(image) and get(f"/images/{urllib.parse.quote(str(image), safe='')}/json")[0] == 200
+    except DockerUnavailable:
+        raise
+    except (OSError, ValueError, IndexError) as e:
+        raise _unavailable(e) from e
+    return {"runtimes": runtimes, "image_present": present}
