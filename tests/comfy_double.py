@@ -243,6 +243,8 @@ class ComfyDouble:
             elif "number" in body:
                 number = int(body["number"])
             prompt = body["prompt"]
+            if not isinstance(prompt, dict):   # ComfyUI crashes in validation: a plain 500
+                raise ValueError("prompt is not an object")
             status, result, good = validate(prompt, self.object_info())
             if status != 200:
                 return status, result

@@ -153,14 +153,14 @@ def execute(double: ComfyDouble, job: Job) -> None:
     pid = job.prompt_id
     keys = cache_keys(job.prompt)
     cached = [n for n in job.prompt if keys[n] in double.cache]
-    order = execution_order(job.prompt, job.outputs_to_execute, set(cached))
+    info = double.object_info()
+    order = execution_order(job.prompt, job.outputs_to_execute, set(cached), info)
     fail = _pick_fail_node(double, job, [n for n in order if n not in cached])
     method = job.extra_data.get("preview_method") or "default"
     preview = (double.preview_method if method == "default" else method) not in ("none", "default")
     double.send(job, "execution_start", {"prompt_id": pid, "timestamp": now_ms()}, record=True)
     double.send(job, "execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": now_ms()}, record=True)
     progress = _Progress(job)
-    info = double.object_info()
     executed: list[str] = []
     try:
         for node_id in order:

@@ -89,8 +89,8 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, double: Any, method: str, path: str, q: dict[str, str], body: bytes) -> None:
         if path == "/prompt" and method == "POST":
             data = json.loads(body)
-            if not isinstance(data, dict) or ("prompt" in data and not isinstance(data["prompt"], dict)):
-                raise ValueError("not a prompt")
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             double.posted.append(data)
             status, answer = double.submit(data)
             return self._json(answer, status)

@@ -247,23 +247,65 @@ def validate(prompt: dict[str, Any], info: dict[str, Any]) -> tuple[int, dict[st
     return 200, node_errors, good
 
 
-def execution_order(prompt: dict[str, Any], outputs: list[str], skip: set[str]) -> list[str]:
-    """Nodes to run for `outputs`, dependencies first; `skip` (cached) nodes are run-points, not walked."""
-    order: list[str] = []
-    seen: set[str] = set()
+def execution_order(prompt: dict[str, Any], outputs: list[str], cached: set[str],
+                    info: dict[str, Any]) -> list[str]:
+    """The order ComfyUI runs nodes in: its topological sort with the "ux friendly" pick of the next node.
 
-    def visit(node_id: str) -> None:
-        if node_id in seen:
-            return
-        seen.add(node_id)
-        if node_id not in skip:
-            for value in (prompt[node_id].get("inputs") or {}).values():
-                if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
-                    visit(str(value[0]))
-        order.append(node_id)
+    Cached nodes are not walked into (their upstream does not run); a cached output node stays in
+    the list (it re-sends `executed`).
+    """
+    pending: dict[str, bool] = {}
+    blocking: dict[str, dict[str, bool]] = {}
+    block_count: dict[str, int] = {}
+
+    def links(node_id: str) -> list[str]:
+        return [str(v[0]) for v in (prompt[node_id].get("inputs") or {}).values()
+                if isinstance(v, list) and len(v) == 2 and str(v[0]) in prompt]
+
+    def add(root: str) -> None:
+        stack, found = [root], []
+        while stack:
+            node_id = stack.pop()
+            if node_id in pending:
+                continue
+            pending[node_id], block_count[node_id], blocking[node_id] = True, 0, {}
+            for src in links(node_id):
+                if src not in cached:
+                    stack.append(src)
+                found.append((src, node_id))
+        for src, dst in found:
+            if src in cached:
+                continue
+            add(src)
+            if dst not in blocking[src]:
+                blocking[src][dst] = True
+                block_count[dst] += 1
+
+    def is_output(node_id: str) -> bool:
+        return bool(info[prompt[node_id]["class_type"]]["output_node"])
+
+    def pick(ready: list[str]) -> str:
+        for node_id in ready:
+            if is_output(node_id):
+                return node_id
+        for node_id in ready:
+            if any(is_output(b) for b in blocking[node_id]):
+                return node_id
+        for node_id in ready:
+            if any(is_output(b2) for b in blocking[node_id] for b2 in blocking[b]):
+                return node_id
+        return ready[0]
 
     for out in outputs:
-        visit(out)
+        add(out)
+    order: list[str] = []
+    while pending:
+        ready = [n for n in pending if block_count[n] == 0]
+        node_id = pick(ready)
+        order.append(node_id)
+        for blocked in blocking[node_id]:
+            block_count[blocked] -= 1
+        del pending[node_id]
     return order
 
 
