@@ -357,11 +357,13 @@ class ComfyClient:
         elif isinstance(event, ev.ExecutionSuccess):
             track.success = True
         elif isinstance(event, ev.ExecutionError):
+            prompt = self._prompts.get(track.prompt_id)
             self._forget(track.prompt_id)
-            raise failed_error(self.url, event, self._prompts.get(track.prompt_id))
+            raise failed_error(self.url, event, prompt)
         elif isinstance(event, ev.ExecutionInterrupted):
+            prompt = self._prompts.get(track.prompt_id)
             self._forget(track.prompt_id)
-            raise interrupted_error(self.url, track.prompt_id, event, self._prompts.get(track.prompt_id))
+            raise interrupted_error(self.url, track.prompt_id, event, prompt)
         elif isinstance(event, ev.Executing) and event.node is None:
             entry: dict[str, Any] = {}
             for attempt in range(5):
