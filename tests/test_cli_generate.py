@@ -148,3 +148,35 @@ def test_up_without_server_management(run_cli):
         assert r.code == 2 and "--up is not available in this build" in r.err
     else:
         pytest.skip("the server helper is merged: --up is tested with Docker by its own tests")
+
+
+def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
+    import time
+
+    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.generate import GenerateRequest, generate
+    from orchestrator.progress import RecordingReporter
+
+    class CtrlCAtFirstStep(ComfyClient):
+        """Stands in for a user pressing Ctrl+C while the first image samples."""
+
+        def wait(self, prompt_id, *, on_event=None, timeout=None):
+            def hook(event):
+                if type(event).__name__ == "Progress":
+                    raise KeyboardInterrupt
+                on_event(event)
+            return super().wait(prompt_id, on_event=hook, timeout=timeout)
+
+    double.step_time, double.steps = 0.05, 100
+    client = CtrlCAtFirstStep(double.url, timeout=5)
+    with pytest.raises(KeyboardInterrupt):
+        generate(GenerateRequest("a fox", seed=1, count=3), project, client, RecordingReporter())
+    pid = double.posted[0]["prompt_id"]
+    for _ in range(100):
+        entry = client.history(pid)
+        if entry:
+            break
+        time.sleep(0.05)
+    assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+    assert len(double.posted) == 1 and not project.outputs.exists()
+    client.close()
