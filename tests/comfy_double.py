@@ -177,8 +177,10 @@ class ComfyDouble:
 
         The node is the first of `node_type` to run, else the sampler, else the last node.
         """
+        kind = {"execution_error": "error", "interrupted": "interrupt", "execution_interrupted": "interrupt"
+                }.get(kind, kind)
         if kind not in ("error", "interrupt"):
-            raise ValueError(kind)
+            raise ValueError(f"fail_next: unknown kind {kind!r} (error | interrupt)")
         self._fail.append({"kind": kind, "node_type": node_type, "message": message,
                            "exception_type": exception_type})
 

@@ -143,7 +143,7 @@ def test_set_naming_an_unknown_node(run_cli, double):
 def test_up_without_server_management(run_cli):
     r = run_cli("generate", "a fox", "--server", f"http://127.0.0.1:{free_port()}", "--up")
     try:
-        import orchestrator.comfy.server  # noqa: F401
+        import orchestrator.comfy.server  # noqa: F401  (the server helper's module)
     except ImportError:
         assert r.code == 2 and "--up is not available in this build" in r.err
     else:

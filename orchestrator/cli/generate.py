@@ -117,6 +117,22 @@ def _start_server(url: str, ctx: Context) -> str:
     return result.urls[0]
 
 
+def _discover(ctx: Context) -> str | None:
+    """The URL of this project's running ComfyUI container (started on another port), if any."""
+    try:
+        from orchestrator.comfy.server import discover_servers  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    from orchestrator.engine import connect
+    from orchestrator.errors import OrchestratorError
+
+    try:
+        urls = discover_servers(connect(), ctx.layout)
+    except OrchestratorError:
+        return None
+    return urls[0] if urls else None
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.comfy.client import ComfyClient
     from orchestrator.errors import ComfyUnavailable
@@ -131,13 +147,20 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         try:
             client.system_stats()
         except ComfyUnavailable as e:
-            if not args.up:
+            found = None if args.server or os.environ.get("COMFYUI_URL") else _discover(ctx)
+            if found:
+                ctx.log(f"no ComfyUI at {url}; using this project's server at {found}")
+                client.close()
+                url = found
+                client = ComfyClient(url, timeout=args.timeout)
+            elif not args.up:
                 raise ComfyUnavailable(e.message, hint="start one with `python -m orchestrator comfyui up` "
                                        "(or add --up here), or pass --server URL of a running one",
                                        details=e.details) from None
-            client.close()
-            url = _start_server(url, ctx)
-            client = ComfyClient(url, timeout=args.timeout)
+            else:
+                client.close()
+                url = _start_server(url, ctx)
+                client = ComfyClient(url, timeout=args.timeout)
         images = generate(req, ctx.layout, client, ctx.status)
     finally:
         client.close()
