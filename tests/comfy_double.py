@@ -287,8 +287,11 @@ class ComfyDouble:
         for ws in list(self.sockets):
             ws.send_text(text)
 
-    def _targets(self, job: Job) -> list[WsConnection]:
-        return [ws for ws in list(self.sockets) if job.client_id is not None and ws.sid == job.client_id]
+    def _targets(self, job: Job, type_: str = "") -> list[WsConnection]:
+        """The prompt's client socket(s); a prompt without client_id broadcasts only its progress."""
+        if job.client_id is None:
+            return list(self.sockets) if type_ in ("progress_state", "progress", "preview") else []
+        return [ws for ws in list(self.sockets) if ws.sid == job.client_id]
 
     def _count_and_maybe_drop(self) -> None:
         if self._drop_after is None:
@@ -309,7 +312,7 @@ class ComfyDouble:
         if record:
             job.messages.append([type_, data])
         text = json.dumps({"type": type_, "data": data})
-        for ws in self._targets(job):
+        for ws in self._targets(job, type_):
             ws.send_text(text)
         self._count_and_maybe_drop()
 

@@ -245,6 +245,17 @@ def test_several_prompts_in_flight(double, client):
     assert sorted(r.images[0].filename for r in results) == [f"flux_finetuned_0000{i}_.png" for i in (1, 2, 3)]
 
 
+def test_other_clients_prompts_are_ignored(double, client):
+    import requests
+
+    double.step_time = 0.01
+    foreign = requests.post(double.url + "/prompt", json={"prompt": with_seed(77)}, timeout=5).json()["prompt_id"]
+    got: list[ev.Event] = []
+    result = client.run(with_seed(78), on_event=got.append)
+    assert {getattr(e, "prompt_id", None) for e in got} == {result.prompt_id}
+    assert foreign != result.prompt_id
+
+
 def test_wait_for_a_prompt_already_done(double, client):
     pid = client.run(PROMPT).prompt_id
     other = ComfyClient(double.url, timeout=5)
