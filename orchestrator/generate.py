@@ -134,9 +134,10 @@ def _bar(fraction: float, width: int = 20) -> str:
 class _Progress:
     """Turns the events of one image into the status line: images done and steps of the current one."""
 
-    def __init__(self, reporter: Reporter, index: int, count: int) -> None:
+    def __init__(self, reporter: Reporter, index: int, count: int, prompt: Mapping[str, Any]) -> None:
         self.reporter, self.index, self.count = reporter, index, count
         self.queued_line = f"image {index + 1}/{count}: queued"
+        self.names = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type", nid) for nid, n in prompt.items()}
 
     def __call__(self, event: ev.Event) -> None:
         head = f"image {self.index + 1}/{self.count}"
@@ -144,7 +145,8 @@ class _Progress:
             frac = (self.index + event.value / event.max) / self.count
             self.reporter.update(f"{head} [{_bar(frac)}] step {event.value}/{event.max}")
         elif isinstance(event, ev.Executing) and event.node is not None:
-            self.reporter.update(f"{head} [{_bar(self.index / self.count)}] node {event.node}")
+            name = self.names.get(event.node, event.node)
+            self.reporter.update(f"{head} [{_bar(self.index / self.count)}] {name}")
         elif isinstance(event, ev.ExecutionStart):
             self.reporter.update(f"{head} [{_bar(self.index / self.count)}] started")
 
@@ -174,7 +176,7 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
         if i == 0:
             client.check_models(prompt)
         values = effective_values(prompt)
-        progress = _Progress(reporter, i, req.count)
+        progress = _Progress(reporter, i, req.count, prompt)
         reporter.update(progress.queued_line)
         started = time.monotonic()
         prompt_id = client.submit(prompt, workflow=ui)
@@ -198,7 +200,7 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
             timings["download_s"] = round(time.monotonic() - fetch_started, 3)
             timings["wall_s"] = round(time.monotonic() - started, 3)
             meta = {"file": path.name, "prompt": req.prompt, "seed": values.get("seed", seed),
-                    "lora": values.get("lora_name") if req.lora or values.get("lora_name") else None,
+                    "lora": values.get("lora_name"),
                     "strength": values.get("strength_model"),
                     "width": values.get("width"), "height": values.get("height"), "steps": values.get("steps"),
                     "guidance": values.get("guidance"), "sampler": values.get("sampler"),

@@ -180,3 +180,18 @@ def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
     assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
     assert len(double.posted) == 1 and not project.outputs.exists()
     client.close()
+
+
+def test_progress_lines(project, double):
+    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.generate import GenerateRequest, generate
+    from orchestrator.progress import RecordingReporter
+
+    rec = RecordingReporter()
+    with ComfyClient(double.url, timeout=5) as client:
+        made = generate(GenerateRequest("a fox", seed=5, count=2), project, client, rec)
+    assert [m.seed for m in made] == [5, 6]
+    assert "image 1/2 [" + "-" * 20 + "] Load Checkpoint" in rec.updates
+    assert "image 1/2 [" + "#" * 3 + "-" * 17 + "] step 1/3" in rec.updates     # 1/3 of the first of two
+    assert "image 2/2 [" + "#" * 20 + "] step 3/3" in rec.updates
+    assert len(rec.milestones) == 2 and rec.milestones[1].startswith("image 2/2 done in")
