@@ -281,3 +281,21 @@ def test_partial_prompt_is_rejected_and_cancelled(double, client):
     with pytest.raises(ComfyRejected, match="rejected part of the prompt"):
         client.submit(p)
     assert client.queue()["queue_pending"] == []
+
+
+def test_history_polling_callers_can_drain_and_forget(double, client):
+    """The batch helper's way: submit, drain the socket as a doorbell, read /history, forget."""
+    pid = client.submit(PROMPT)
+    seen: list[ev.Event] = []
+    while not (seen and isinstance(seen[-1], ev.Executing) and seen[-1].node is None):
+        event = client.next_event(2.0)
+        assert event is not None
+        seen.append(event)
+    assert client.history(pid)["status"]["status_str"] == "success"
+    client.forget(pid)
+    assert client.next_event(0.05) is None and client.connected
+    double.drop_websocket_after(1)
+    client.submit(with_seed(3))
+    while client.connected:
+        client.next_event(1.0)                           # the drop closes the socket quietly
+    client.delete_pending(["nope"])

@@ -131,10 +131,14 @@ class ComfyClient:
                              f"{image.filename}", hint="temp files are wiped when the server restarts")
         return r.content
 
+    def delete_pending(self, prompt_ids: list[str]) -> None:
+        """POST /queue {"delete": ids}: pending prompts go, a running one is left to finish."""
+        self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+
     def cancel(self, prompt_ids: list[str]) -> None:
         """Best effort: delete pending prompts from the queue and interrupt them if running."""
         try:
-            self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+            self.delete_pending(prompt_ids)
             for pid in prompt_ids:
                 self._request("POST", "/interrupt", json={"prompt_id": pid})
         except ComfyError:
@@ -262,11 +266,36 @@ class ComfyClient:
         try:
             return self._follow(track, on_event, timeout)
         finally:
-            self._backlog.pop(prompt_id, None)
-            self._submitted.pop(prompt_id, None)
-            self._prompts.pop(prompt_id, None)
-            if self._running == prompt_id:
-                self._running = None
+            self.forget(prompt_id)
+
+    def forget(self, prompt_id: str) -> None:
+        """Stop keeping a submitted prompt (and its buffered events) when its result is read another way."""
+        self._backlog.pop(prompt_id, None)
+        self._submitted.pop(prompt_id, None)
+        self._prompts.pop(prompt_id, None)
+        if self._running == prompt_id:
+            self._running = None
+
+    _forget = forget   # the name the batch helper first used
+
+    @property
+    def connected(self) -> bool:
+        """Whether our websocket is open (submit and wait open it)."""
+        return self._ws is not None
+
+    def next_event(self, timeout: float) -> ev.Event | None:
+        """The next message on our websocket (any prompt of ours), None after `timeout` or when not connected.
+
+        For callers that track prompts through /queue and /history and only need the socket drained
+        (ComfyUI blocks on a full socket) and a doorbell; a dropped socket is closed and None returned.
+        """
+        if self._ws is None:
+            return None
+        try:
+            return self._recv(timeout)
+        except _Dropped:
+            self._drop_ws()
+            return None
 
     def _follow(self, track: JobTracker, on_event: Callable[[ev.Event], None] | None,
                 timeout: float | None) -> JobResult:
