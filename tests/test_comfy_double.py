@@ -121,7 +121,7 @@ def test_success_then_cached_then_partially_cached(double):
 
 
 def test_history_empty_until_done_and_view(double):
-    double.node_time = 0.2
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     pid = post(double, SIMPLE).json()["prompt_id"]
     assert requests.get(f"{double.url}/history/{pid}", timeout=5).json() == {}
@@ -205,7 +205,7 @@ def test_fail_next_interrupt(double):
 
 
 def test_interrupt_between_nodes(double):
-    double.node_time = 0.15
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     pid = post(double, CHAIN).json()["prompt_id"]
     frames = []
@@ -332,7 +332,7 @@ def test_info_routes(double):
 
 
 def test_queue_delete_clear_and_global_interrupt(double):
-    double.node_time = 0.2
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     ids = [post(double, {**CHAIN, "1": {**CHAIN["1"], "inputs": {**CHAIN["1"]["inputs"], "color": i}}})
            .json()["prompt_id"] for i in range(3)]
@@ -428,7 +428,7 @@ def test_cross_check_with_recorded_transcripts(double, name, prompt, setup):
         except websocket.WebSocketTimeoutException:
             pass
     elif setup == "interrupt":
-        double.node_time = 0.15
+        double.node_time = 0.5
         pid = post(double, prompt).json()["prompt_id"]
         frames = []
         while not (frames and frames[-1]["type"] == "executing" and frames[-1]["data"].get("node") == "2"):
