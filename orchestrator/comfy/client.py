@@ -38,6 +38,19 @@ class _Dropped(Exception):
     """The websocket closed under us."""
 
 
+def _why(err: BaseException) -> str:
+    """A short reason for a connection failure instead of urllib3's nested repr."""
+    text = str(err)
+    for needle, reason in (("Connection refused", "connection refused: nothing listens on that port"),
+                           ("Name or service not known", "unknown host name"),
+                           ("nodename nor servname", "unknown host name"),
+                           ("timed out", "timed out"), ("No route to host", "no route to host"),
+                           ("Connection reset", "connection reset by the server")):
+        if needle in text:
+            return reason
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 def ws_url(url: str) -> str:
     """http(s)://host:port/... -> ws(s)://host:port/..."""
     return "ws" + url[4:] if url.startswith("http") else url
@@ -66,7 +79,7 @@ class ComfyClient:
 
     # -- plumbing ----------------------------------------------------------------------------
     def _unavailable(self, what: str, err: BaseException | None = None) -> ComfyUnavailable:
-        detail = [f"{type(err).__name__}: {err}"] if err is not None else []
+        detail = [_why(err)] if err is not None else []
         return ComfyUnavailable(f"no ComfyUI server answers at {self.url} ({what})", hint=START_HINT, details=detail)
 
     def _request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
