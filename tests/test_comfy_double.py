@@ -272,7 +272,8 @@ def test_validation_node_errors(double):
     assert r.json()["node_errors"] == {"1": {"errors": [{
         "type": "value_not_in_list", "message": "Value not in list",
         "details": "ckpt_name: 'missing.safetensors' not in ['flux1-dev.safetensors']",
-        "extra_info": {"input_name": "ckpt_name", "input_config": [["flux1-dev.safetensors"], {}],
+        "extra_info": {"input_name": "ckpt_name", "input_config": [["flux1-dev.safetensors"], {
+                       "tooltip": "The name of the checkpoint (model) to load."}],
                        "received_value": "missing.safetensors"}}], "dependent_outputs": ["4"],
         "class_type": "CheckpointLoaderSimple"}}
     r = post(double, {"1": SIMPLE["1"], "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}})
@@ -442,3 +443,38 @@ def test_cross_check_with_recorded_transcripts(double, name, prompt, setup):
         assert types(run(double, sock, prompt)) == _recorded_types("b_cached.json")
         partial = {**prompt, "2": {**prompt["2"], "inputs": {**prompt["2"]["inputs"], "filename_prefix": "b2"}}}
         assert types(run(double, sock, partial)) == _recorded_types("b2_partially_cached_custom_prompt_id.json")
+
+
+def _without_tracebacks(obj):
+    if isinstance(obj, dict):
+        return {k: _without_tracebacks(v) for k, v in obj.items() if k != "traceback"}
+    if isinstance(obj, list):
+        return [_without_tracebacks(v) for v in obj]
+    return obj
+
+
+def _normalised(body):
+    """Error lists sorted: ComfyUI walks a node's inputs in set order, so their order is arbitrary."""
+    body = _without_tracebacks(body)
+    errors = body.get("node_errors") if isinstance(body, dict) else None
+    for entry in (errors or {}).values():
+        entry["errors"] = sorted(entry["errors"], key=lambda e: json.dumps(e, sort_keys=True))
+    return body
+
+
+def test_cross_check_validation_bodies_with_recorded_ones():
+    cases = json.loads(shared_path("comfyui", "transcripts", "c_validation_errors.json").read_text())
+    models = {"checkpoints": [], "text_encoders": [], "vae": [], "loras": [], "diffusion_models": []}
+    with ComfyDouble(models=models) as d:
+        for case in cases:
+            req = next(e for e in case["transcript"] if e["direction"] == "http_request")
+            resp = next(e for e in case["transcript"] if e["direction"] == "http_response")
+            raw = json.dumps(req["body"]).encode() if req.get("body") is not None else b"this is not json"
+            r = requests.post(d.url + "/prompt", data=raw, timeout=5)
+            assert r.status_code == resp["status"], case["case"]
+            if resp["status"] == 500:
+                assert r.text == resp["body"], case["case"]
+            elif resp["status"] == 200:
+                assert _normalised(r.json())["node_errors"] == _normalised(resp["body"])["node_errors"], case["case"]
+            else:
+                assert _normalised(r.json()) == _normalised(resp["body"]), case["case"]
