@@ -478,3 +478,15 @@ def test_cross_check_validation_bodies_with_recorded_ones():
                 assert _normalised(r.json())["node_errors"] == _normalised(resp["body"])["node_errors"], case["case"]
             else:
                 assert _normalised(r.json()) == _normalised(resp["body"]), case["case"]
+
+
+def test_cross_check_flux_lora_prompt_without_model_files():
+    """The browser-converted FLUX + LoRA prompt against empty model folders: 5 errors on 4 nodes (f0)."""
+    data = json.loads(shared_path("comfyui", "transcripts", "f0_flux_lora_no_model_files.json").read_text())
+    req = next(e for e in data if e["direction"] == "http_request" and e["path"] == "/prompt")
+    resp = next(e for e in data if e["direction"] == "http_response" and e["path"] == "/prompt")
+    models = {"checkpoints": [], "text_encoders": [], "vae": [], "loras": [], "diffusion_models": []}
+    with ComfyDouble(models=models) as d:
+        r = requests.post(d.url + "/prompt", json=req["body"], timeout=5)
+    assert r.status_code == resp["status"] == 400
+    assert _normalised(r.json()) == _normalised(resp["body"])
