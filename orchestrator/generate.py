@@ -82,9 +82,10 @@ class Client(Protocol):
 def choose_workflow(req: GenerateRequest, layout: Layout) -> tuple[Workflow, str]:
     """(workflow, how the sidecar names it): the given file, else ours from workflows/ or the shipped one."""
     if req.workflow is not None:
-        path = req.workflow if req.workflow.exists() else layout.workflows / req.workflow
-        wf = load_workflow(path if path.exists() else req.workflow)
-        return wf, str(wf.path or req.workflow)
+        candidates = [req.workflow, layout.workflows / req.workflow, layout.workflows / f"{req.workflow}.json"]
+        path = next((p for p in candidates if p.is_file()), req.workflow)
+        wf = load_workflow(path)
+        return wf, str(wf.path or path)
     name = LORA_WORKFLOW if req.lora else BASE_WORKFLOW
     path = layout.workflows / name
     if path.exists():
