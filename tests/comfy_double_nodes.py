@@ -337,7 +337,7 @@ def cache_keys(prompt: dict[str, Any]) -> dict[str, str]:
         if node_id in keys:
             return keys[node_id]
         node = prompt[node_id]
-        parts = []
+        parts: list[tuple[Any, ...]] = []
         for name, value in sorted((node.get("inputs") or {}).items()):
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and value[0] not in stack:
                 parts.append((name, key(str(value[0]), stack + (node_id,)), value[1]))

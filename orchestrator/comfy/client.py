@@ -322,7 +322,7 @@ class ComfyClient:
         last = time.monotonic()
         while True:
             if pending:
-                event: ev.Event | None = pending.pop(0)
+                event: ev.Event = pending.pop(0)
             else:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -332,20 +332,20 @@ class ComfyClient:
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 try:
-                    event = self._recv(wait) if wait > 0 else None
+                    got = self._recv(wait) if wait > 0 else None
                 except _Dropped:
                     self._reconnect(pid)
                     if (done := self._probe(track)) is not None:
                         return done
                     last = time.monotonic()
                     continue
-                if event is None:
+                if got is None:
                     if time.monotonic() - last >= self.idle_check:
                         if (done := self._probe(track)) is not None:
                             return done
                         last = time.monotonic()
                     continue
-                last = time.monotonic()
+                event, last = got, time.monotonic()
             owner = self._owner(event)
             if owner != pid:
                 if owner in self._backlog:
