@@ -163,7 +163,10 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
     wf, wf_label = choose_workflow(req, layout)
     from orchestrator.comfy.schema import schemas_from_object_info
 
-    base = to_api_prompt(wf, schemas_from_object_info(client.object_info(), source=client.url))
+    from orchestrator.comfy.uivalues import reflect_in_ui
+
+    schema = schemas_from_object_info(client.object_info(), source=client.url)
+    base = to_api_prompt(wf, schema)
     folder = req.out_dir if req.out_dir is not None else layout.outputs / stamp.strftime("%Y-%m-%d")
     ui = wf.data if wf.kind == "ui" else None
     taken: set[Path] = set()
@@ -180,7 +183,9 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
         progress = _Progress(reporter, i, req.count, prompt)
         reporter.update(progress.queued_line)
         started = time.monotonic()
-        prompt_id = client.submit(prompt, workflow=ui)
+        # the PNG's workflow shows this image's values when reopened in the browser
+        shown = reflect_in_ui(ui, base, prompt, schema) if ui is not None else None
+        prompt_id = client.submit(prompt, workflow=shown)
         try:
             result = client.wait(prompt_id, on_event=progress, timeout=timeout)
         except KeyboardInterrupt:
