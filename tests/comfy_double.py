@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.comfy_double_http import Handler
-from tests.comfy_double_nodes import (SAMPLING_TYPES, cache_keys, execution_order, object_info, validate)
+from tests.comfy_double_nodes import object_info, validate
 from tests.comfy_ws import WsConnection
 
 DEFAULT_MODELS = {
@@ -177,8 +177,10 @@ class ComfyDouble:
 
         The node is the first of `node_type` to run, else the sampler, else the last node.
         """
+        kind = {"execution_error": "error", "interrupted": "interrupt", "execution_interrupted": "interrupt"
+                }.get(kind, kind)
         if kind not in ("error", "interrupt"):
-            raise ValueError(kind)
+            raise ValueError(f"fail_next: unknown kind {kind!r} (error | interrupt)")
         self._fail.append({"kind": kind, "node_type": node_type, "message": message,
                            "exception_type": exception_type})
 
@@ -243,6 +245,8 @@ class ComfyDouble:
             elif "number" in body:
                 number = int(body["number"])
             prompt = body["prompt"]
+            if not isinstance(prompt, dict):   # ComfyUI crashes in validation: a plain 500
+                raise ValueError("prompt is not an object")
             status, result, good = validate(prompt, self.object_info())
             if status != 200:
                 return status, result
@@ -283,8 +287,11 @@ class ComfyDouble:
         for ws in list(self.sockets):
             ws.send_text(text)
 
-    def _targets(self, job: Job) -> list[WsConnection]:
-        return [ws for ws in list(self.sockets) if job.client_id is not None and ws.sid == job.client_id]
+    def _targets(self, job: Job, type_: str = "") -> list[WsConnection]:
+        """The prompt's client socket(s); a prompt without client_id broadcasts only its progress."""
+        if job.client_id is None:
+            return list(self.sockets) if type_ in ("progress_state", "progress", "preview") else []
+        return [ws for ws in list(self.sockets) if ws.sid == job.client_id]
 
     def _count_and_maybe_drop(self) -> None:
         if self._drop_after is None:
@@ -305,7 +312,7 @@ class ComfyDouble:
         if record:
             job.messages.append([type_, data])
         text = json.dumps({"type": type_, "data": data})
-        for ws in self._targets(job):
+        for ws in self._targets(job, type_):
             ws.send_text(text)
         self._count_and_maybe_drop()
 
@@ -345,6 +352,3 @@ class ComfyDouble:
                 raise _Abort
             time.sleep(min(0.01, max(0.0, end - time.monotonic())))
 
-
-__all__ = ["ComfyDouble", "DEFAULT_MODELS", "MODEL_FOLDERS", "SAMPLING_TYPES", "Job", "_Abort",
-           "cache_keys", "execution_order", "now_ms"]

@@ -8,7 +8,8 @@ import re
 import struct
 from typing import Any
 
-from tests.comfy_double import SAMPLING_TYPES, ComfyDouble, Job, cache_keys, execution_order, now_ms
+from tests.comfy_double import ComfyDouble, Job, now_ms
+from tests.comfy_double_nodes import SAMPLING_TYPES, cache_keys, execution_order
 
 
 class _Stop(Exception):
@@ -109,7 +110,7 @@ def _sample(double: ComfyDouble, job: Job, node_id: str, progress: _Progress, pr
         double.send(job, "progress_state", progress.set(node_id, step, steps, "running"))
         msg = json.dumps({"type": "progress", "data": {"value": step, "max": steps, "prompt_id": job.prompt_id,
                                                        "node": node_id}})
-        for ws in double._targets(job) if preview else []:
+        for ws in double._targets(job, "preview") if preview else []:
             if ws.supports_preview_metadata:
                 meta = json.dumps({"node_id": node_id, "prompt_id": job.prompt_id, "display_node_id": node_id,
                                    "parent_node_id": None, "real_node_id": node_id,
@@ -120,7 +121,7 @@ def _sample(double: ComfyDouble, job: Job, node_id: str, progress: _Progress, pr
                 ws.send_text(msg)
                 ws.send_binary(struct.pack(">II", 1, 1) + double.preview_jpeg())
         if not preview:
-            for ws in double._targets(job):
+            for ws in double._targets(job, "progress"):
                 ws.send_text(msg)
         double._count_and_maybe_drop()
     progress.nodes[node_id]["state"] = "finished"
@@ -153,14 +154,14 @@ def execute(double: ComfyDouble, job: Job) -> None:
     pid = job.prompt_id
     keys = cache_keys(job.prompt)
     cached = [n for n in job.prompt if keys[n] in double.cache]
-    order = execution_order(job.prompt, job.outputs_to_execute, set(cached))
+    info = double.object_info()
+    order = execution_order(job.prompt, job.outputs_to_execute, set(cached), info)
     fail = _pick_fail_node(double, job, [n for n in order if n not in cached])
     method = job.extra_data.get("preview_method") or "default"
     preview = (double.preview_method if method == "default" else method) not in ("none", "default")
     double.send(job, "execution_start", {"prompt_id": pid, "timestamp": now_ms()}, record=True)
     double.send(job, "execution_cached", {"nodes": cached, "prompt_id": pid, "timestamp": now_ms()}, record=True)
     progress = _Progress(job)
-    info = double.object_info()
     executed: list[str] = []
     try:
         for node_id in order:

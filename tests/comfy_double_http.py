@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import mimetypes
+import socket
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,6 +31,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # like aiohttp
         self.server.double.track(self.connection, True)  # type: ignore[attr-defined]
 
     def finish(self) -> None:
@@ -89,8 +91,8 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, double: Any, method: str, path: str, q: dict[str, str], body: bytes) -> None:
         if path == "/prompt" and method == "POST":
             data = json.loads(body)
-            if not isinstance(data, dict) or ("prompt" in data and not isinstance(data["prompt"], dict)):
-                raise ValueError("not a prompt")
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             double.posted.append(data)
             status, answer = double.submit(data)
             return self._json(answer, status)
@@ -173,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         fields = _multipart(self.headers.get("Content-Type", ""), body)
         if "image" not in fields or fields["image"][0] is None:
             return self._reply(400)
-        filename, data = fields["image"]
+        filename, data = fields["image"][0] or "image.png", fields["image"][1]
         kind = (fields.get("type", (None, b"input"))[1].decode() or "input")
         sub = fields.get("subfolder", (None, b""))[1].decode()
         overwrite = fields.get("overwrite", (None, b""))[1].decode() in ("true", "1")

@@ -49,6 +49,22 @@ def _node(name: str, display: str | None, category: str, required: dict[str, lis
             "output_node": output_node}
 
 
+TOOLTIPS = {  # the ones that show up in recorded error bodies (extra_info.input_config)
+    ("CheckpointLoaderSimple", "ckpt_name"): "The name of the checkpoint (model) to load.",
+    ("VAEDecode", "samples"): "The latent to be decoded.",
+    ("VAEDecode", "vae"): "The VAE model used for decoding the latent.",
+    ("SaveImage", "images"): "The images to save.",
+    ("SaveImage", "filename_prefix"): "The prefix for the file to save. This may include formatting information "
+                                      "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values "
+                                      "from nodes.",
+    ("EmptyLatentImage", "width"): "The width of the latent images in pixels.",
+    ("EmptyLatentImage", "height"): "The height of the latent images in pixels.",
+    ("EmptyLatentImage", "batch_size"): "The number of latent images in the batch.",
+    ("LoraLoader", "lora_name"): "The name of the LoRA.",
+    ("CLIPTextEncode", "text"): "The text to be encoded.",
+}
+
+
 def object_info(models: dict[str, list[str]], input_files: list[str]) -> dict[str, Any]:
     """`GET /object_info` of the double: ~20 classes, model combos from `models`."""
     def files(folder: str, extra: tuple[str, ...] = ()) -> list[Any]:
@@ -118,6 +134,10 @@ def object_info(models: dict[str, list[str]], input_files: list[str]) -> dict[st
               output_node=True, hidden=hidden),
         _node("PreviewImage", "Preview Image", "image", {"images": ["IMAGE"]}, [], output_node=True, hidden=hidden),
     ]
+    for (cls, name), tip in TOOLTIPS.items():
+        node = next(n for n in nodes if n["name"] == cls)
+        spec = node["input"]["required"][name]
+        node["input"]["required"][name] = [spec[0], {**(spec[1] if len(spec) > 1 else {}), "tooltip": tip}]
     return {n["name"]: n for n in nodes}
 
 
@@ -247,23 +267,65 @@ def validate(prompt: dict[str, Any], info: dict[str, Any]) -> tuple[int, dict[st
     return 200, node_errors, good
 
 
-def execution_order(prompt: dict[str, Any], outputs: list[str], skip: set[str]) -> list[str]:
-    """Nodes to run for `outputs`, dependencies first; `skip` (cached) nodes are run-points, not walked."""
-    order: list[str] = []
-    seen: set[str] = set()
+def execution_order(prompt: dict[str, Any], outputs: list[str], cached: set[str],
+                    info: dict[str, Any]) -> list[str]:
+    """The order ComfyUI runs nodes in: its topological sort with the "ux friendly" pick of the next node.
 
-    def visit(node_id: str) -> None:
-        if node_id in seen:
-            return
-        seen.add(node_id)
-        if node_id not in skip:
-            for value in (prompt[node_id].get("inputs") or {}).values():
-                if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
-                    visit(str(value[0]))
-        order.append(node_id)
+    Cached nodes are not walked into (their upstream does not run); a cached output node stays in
+    the list (it re-sends `executed`).
+    """
+    pending: dict[str, bool] = {}
+    blocking: dict[str, dict[str, bool]] = {}
+    block_count: dict[str, int] = {}
+
+    def links(node_id: str) -> list[str]:
+        return [str(v[0]) for v in (prompt[node_id].get("inputs") or {}).values()
+                if isinstance(v, list) and len(v) == 2 and str(v[0]) in prompt]
+
+    def add(root: str) -> None:
+        stack, found = [root], []
+        while stack:
+            node_id = stack.pop()
+            if node_id in pending:
+                continue
+            pending[node_id], block_count[node_id], blocking[node_id] = True, 0, {}
+            for src in links(node_id):
+                if src not in cached:
+                    stack.append(src)
+                found.append((src, node_id))
+        for src, dst in found:
+            if src in cached:
+                continue
+            add(src)
+            if dst not in blocking[src]:
+                blocking[src][dst] = True
+                block_count[dst] += 1
+
+    def is_output(node_id: str) -> bool:
+        return bool(info[prompt[node_id]["class_type"]]["output_node"])
+
+    def pick(ready: list[str]) -> str:
+        for node_id in ready:
+            if is_output(node_id):
+                return node_id
+        for node_id in ready:
+            if any(is_output(b) for b in blocking[node_id]):
+                return node_id
+        for node_id in ready:
+            if any(is_output(b2) for b in blocking[node_id] for b2 in blocking[b]):
+                return node_id
+        return ready[0]
 
     for out in outputs:
-        visit(out)
+        add(out)
+    order: list[str] = []
+    while pending:
+        ready = [n for n in pending if block_count[n] == 0]
+        node_id = pick(ready)
+        order.append(node_id)
+        for blocked in blocking[node_id]:
+            block_count[blocked] -= 1
+        del pending[node_id]
     return order
 
 
@@ -275,7 +337,7 @@ def cache_keys(prompt: dict[str, Any]) -> dict[str, str]:
         if node_id in keys:
             return keys[node_id]
         node = prompt[node_id]
-        parts = []
+        parts: list[tuple[Any, ...]] = []
         for name, value in sorted((node.get("inputs") or {}).items()):
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and value[0] not in stack:
                 parts.append((name, key(str(value[0]), stack + (node_id,)), value[1]))
