@@ -63,6 +63,11 @@ class Layout:
         return self.root / "outputs"
 
     @property
+    def comfy_outputs(self) -> Path:
+        """ComfyUI's own output folder; `generate`/`batch` copy results into outputs/<date>/ etc."""
+        return self.outputs / "comfyui"
+
+    @property
     def inputs(self) -> Path:
         """ComfyUI's input/ folder (uploaded images)."""
         return self.root / "input"

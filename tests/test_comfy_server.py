@@ -83,7 +83,7 @@ def test_up_publishes_on_loopback_with_labels_mounts_user_and_command(engine, st
         "/comfy/models/loras": (f"{root}/models/loras", False),
         "/comfy/user": (f"{root}/.comfyui/user", True),
         "/comfy/user/default/workflows": (f"{root}/workflows", True),
-        "/comfy/output": (f"{root}/outputs", True),
+        "/comfy/output": (f"{root}/outputs/comfyui", True),
         "/comfy/input": (f"{root}/input", True),
     }
     assert c.attrs["Config"]["User"] == invoking_user()

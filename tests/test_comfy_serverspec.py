@@ -44,7 +44,7 @@ def test_mounts_models_read_only_and_user_data_writable(project):
         Mount(root / "models/loras", "/comfy/models/loras", True),
         Mount(root / ".comfyui/user", "/comfy/user", False),
         Mount(root / "workflows", "/comfy/user/default/workflows", False),
-        Mount(root / "outputs", "/comfy/output", False),
+        Mount(root / "outputs" / "comfyui", "/comfy/output", False),
         Mount(root / "input", "/comfy/input", False),
     )
     # the nested workflows mount point exists on the host before docker would create it as root
@@ -126,7 +126,7 @@ def test_local_command_and_model_paths(project, tmp_path):
     d = localserver.state_dir(project)
     argv = localserver.command(project, tmp_path / "ComfyUI", "/py", ServerOptions(gpus="none", port=8200))
     assert argv == ["/py", str(tmp_path / "ComfyUI/main.py"), "--listen", "127.0.0.1", "--port", "8200",
-                    "--output-directory", str(project.outputs), "--input-directory", str(project.inputs),
+                    "--output-directory", str(project.comfy_outputs), "--input-directory", str(project.inputs),
                     "--temp-directory", str(d / "temp"), "--user-directory", str(d / "user"),
                     "--extra-model-paths-config", str(d / "extra_model_paths.yaml"),
                     "--database-url", f"sqlite:///{d / 'user/comfyui.db'}", "--disable-auto-launch", "--cpu"]

@@ -66,7 +66,7 @@ def command(layout: Layout, comfyui: Path, python: str, options: ServerOptions) 
     """main.py's argv for the local runtime (pure)."""
     d = state_dir(layout)
     argv = [python, str(comfyui / "main.py"), "--listen", options.listen, "--port", str(options.port),
-            "--output-directory", str(layout.outputs), "--input-directory", str(layout.inputs),
+            "--output-directory", str(layout.comfy_outputs), "--input-directory", str(layout.inputs),
             "--temp-directory", str(d / "temp"), "--user-directory", str(d / "user"),
             "--extra-model-paths-config", str(d / "extra_model_paths.yaml"),
             "--database-url", f"sqlite:///{d / 'user' / 'comfyui.db'}", "--disable-auto-launch"]
@@ -124,7 +124,7 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
                  f"`ss -ltnp 'sport = :{options.port}'`")
     d = state_dir(layout)
     custom_nodes = comfyui / "custom_nodes"
-    layout.ensure_dirs(d / "temp", d / "user" / "default", layout.workflows, layout.outputs, layout.inputs,
+    layout.ensure_dirs(d / "temp", d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
                        *layout.model_dirs().values())
     if not custom_nodes.is_dir():
         custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it

@@ -128,7 +128,7 @@ def user_dir(layout: Layout) -> Path:
 
 def writable_dirs(layout: Layout) -> list[Path]:
     """Host folders that must exist (owned by the user) before the container starts."""
-    return [user_dir(layout) / "default" / "workflows", layout.workflows, layout.outputs, layout.inputs,
+    return [user_dir(layout) / "default" / "workflows", layout.workflows, layout.comfy_outputs, layout.inputs,
             *layout.model_dirs().values()]
 
 
@@ -140,7 +140,7 @@ def mounts(layout: Layout) -> tuple[Mount, ...]:
         Mount(user_dir(layout), f"{BASE}/user", read_only=False),
         # nested inside the user mount: the browser lists and saves these as "Workflows"
         Mount(layout.workflows, f"{BASE}/user/default/workflows", read_only=False),
-        Mount(layout.outputs, f"{BASE}/output", read_only=False),
+        Mount(layout.comfy_outputs, f"{BASE}/output", read_only=False),
         Mount(layout.inputs, f"{BASE}/input", read_only=False),
     )
 
