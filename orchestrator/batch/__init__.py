@@ -1,0 +1,1 @@
+"""Batch generation: job files, a manifest, a multi-server scheduler, contact sheets."""
