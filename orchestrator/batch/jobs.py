@@ -162,10 +162,11 @@ class _Problems:
         self.path, self.lines, self.items = path, lines, []
 
     def add(self, p: tuple, what: str) -> None:
-        line = self.lines.get(p)
-        while line is None and p:
-            p = p[:-1]
-            line = self.lines.get(p)
+        up = p
+        line = self.lines.get(up)
+        while line is None and up:
+            up = up[:-1]
+            line = self.lines.get(up)
         where = "".join(f"[{x}]" if isinstance(x, int) else (f".{x}" if i else str(x)) for i, x in enumerate(p))
         item = f"{self.path}:{line or 1}: {where or 'top level'}: {what}"
         if item not in self.items:  # a bad default is reported once, not once per job
@@ -179,7 +180,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def sanitize_name(name: str) -> str:
     """A safe file stem: letters, digits and . _ + = - only, no leading dot."""
-    return _UNSAFE.sub("-", name).strip("-").lstrip(".")[:150]
+    return _UNSAFE.sub("-", name).strip("-.")[:150].rstrip("-.")
 
 
 def _lora_label(lora: str | None) -> str:
