@@ -183,7 +183,7 @@ def sanitize_name(name: str) -> str:
     return _UNSAFE.sub("-", name).strip("-.")[:150].rstrip("-.")
 
 
-def _lora_label(lora: str | None) -> str:
+def lora_label(lora: str | None) -> str:
     if lora is None:
         return "none"
     stem = lora.rsplit("/", 1)[-1]
@@ -310,7 +310,7 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
     for prompt, (w, h), lora, strength, seed in itertools.product(prompts, sizes, loras, strengths, seeds):
         wf = workflow or (DEFAULT_WORKFLOW_LORA if lora is not None else DEFAULT_WORKFLOW_BASE)
         strength_v = strength if lora is not None else 0.0
-        fields = {"prompt": prompt, "slug": _slug(prompt), "lora": _lora_label(lora),
+        fields = {"prompt": prompt, "slug": _slug(prompt), "lora": lora_label(lora),
                   "strength": _fmt_float(strength_v), "seed": seed, "size": f"{w}x{h}", "width": w,
                   "height": h, "steps": steps if steps is not None else "", "guidance":
                   _fmt_float(guidance) if guidance is not None else "", "group": g + 1}

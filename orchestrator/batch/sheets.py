@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.batch.jobs import Job, _lora_label, _slug
+from orchestrator.batch.jobs import Job, lora_label, _slug
 from orchestrator.layout import atomic_write_bytes, atomic_write_text
 
 CELL = 256          # longest side of a thumbnail
@@ -49,9 +49,9 @@ def group_sheets(jobs: Sequence[Job]) -> list[tuple[str, list[Job]]]:
 
 def _row_label(job: Job, vary_lora: bool, vary_strength: bool) -> str:
     if vary_lora and vary_strength:
-        return f"{_lora_label(job.lora)} @ {job.strength:g}"
+        return f"{lora_label(job.lora)} @ {job.strength:g}"
     if vary_lora:
-        return _lora_label(job.lora)
+        return lora_label(job.lora)
     return f"strength {job.strength:g}"
 
 
