@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image  # imported here so the first fetch does not stall a worker for 50 ms
 
-from orchestrator.batch.scheduler import ImageRef, Outcome
+from orchestrator.batch.scheduler import ImageRef, Outcome, Payload
 from orchestrator.errors import ComfyRejected, ComfyUnavailable
 
 
@@ -54,7 +54,8 @@ class FakeServer:
         if not self.alive:
             raise ComfyUnavailable(f"no ComfyUI server answers at {self.url}")
 
-    def submit(self, prompt: dict, prompt_id: str) -> None:
+    def submit(self, payload: Payload, prompt_id: str) -> None:
+        prompt = payload.prompt
         with self.lock:
             self._check()
             why = self.reject(prompt) if self.reject else None

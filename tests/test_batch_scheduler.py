@@ -11,14 +11,14 @@ import pytest
 from orchestrator.batch.jobs import load_job_file
 from orchestrator.batch.manifest import ALLOWED, MANIFEST_NAME, read_manifest
 from orchestrator.batch.run import run_batch
-from orchestrator.batch.scheduler import FailFast, Settings
+from orchestrator.batch.scheduler import FailFast, Payload, Settings
 from tests.batch_fakes import FakeServer
 
 FAST = Settings(depth=2, poll=0.005, retry_down=0.02, down_timeout=5)
 
 
 def build(job):
-    return {"seed": job.seed, "strength": job.strength, "name": job.name}
+    return Payload({"seed": job.seed, "strength": job.strength, "name": job.name})
 
 
 def make_job_file(tmp_path: Path, seeds: int = 4, strengths=(0.6, 0.8, 1.0)) -> Path:

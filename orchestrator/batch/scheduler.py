@@ -50,12 +50,20 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Payload:
+    """What to queue for a job: the API prompt, and the UI workflow to embed in the PNGs (optional)."""
+
+    prompt: dict[str, Any]
+    workflow: dict[str, Any] | None = None
+
+
 class Server(Protocol):
     """The four things the scheduler needs from a ComfyUI server (see comfy_server.ComfyServer)."""
 
     url: str
 
-    def submit(self, prompt: dict, prompt_id: str) -> None:
+    def submit(self, payload: Payload, prompt_id: str) -> None:
         """Queue a prompt; ComfyRejected when the server refuses it, ComfyUnavailable when it is gone."""
 
     def queue_ids(self) -> tuple[set[str], set[str]]:
@@ -116,7 +124,7 @@ class Settings:
 
 
 Saver = Callable[[Job, Server, str, Outcome], list[str]]
-Builder = Callable[[Job], dict]
+Builder = Callable[[Job], Payload]
 
 
 @dataclass
@@ -280,14 +288,14 @@ class Scheduler:
             if job is None:
                 return
             try:
-                prompt = self.build(job)
+                payload = self.build(job)
             except ConfigError as e:
                 self._fail(slot, job, None, _one_line(e))
                 continue
             pid = str(uuid.uuid4())
             self.manifest.record(job.key, "queued", name=job.name, server=slot.server.url, prompt_id=pid)
             try:
-                slot.server.submit(prompt, pid)
+                slot.server.submit(payload, pid)
             except ComfyRejected as e:
                 self._fail(slot, job, pid, _one_line(e))
                 continue
