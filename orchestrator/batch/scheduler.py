@@ -100,6 +100,7 @@ class Progress:
     skipped: int
     elapsed: float
     servers: tuple[ServerState, ...]
+    busy: float = 0.0             # seconds our workers spent building, submitting, polling, saving
 
     @property
     def per_minute(self) -> float:
@@ -162,6 +163,7 @@ class Scheduler:
         self.total = 0
         self.fatal: OrchestratorError | None = None
         self.started = clock()
+        self.busy = 0.0
 
     # ---- setup -------------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -214,7 +216,7 @@ class Scheduler:
         """The current counts and per-server states."""
         with self.cond:
             return Progress(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
-                            elapsed=self.clock() - self.started,
+                            elapsed=self.clock() - self.started, busy=self.busy,
                             servers=tuple(ServerState(s.server.url, s.up, len(s.outstanding), s.done, s.error)
                                           for s in self.slots))
 
@@ -263,6 +265,7 @@ class Scheduler:
             if not slot.up:
                 self._probe(slot)
                 continue
+            t0 = time.perf_counter()
             self._fill(slot)
             finished = self._poll(slot)
             if finished:
@@ -270,6 +273,7 @@ class Scheduler:
             for pid, job, outcome in finished:
                 self._collect(slot, pid, job, outcome)
             with self.cond:
+                self.busy += time.perf_counter() - t0
                 if not self.stop_all:
                     self.cond.wait(s.poll if slot.outstanding else min(0.5, s.poll * 5))
 
