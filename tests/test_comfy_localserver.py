@@ -1,0 +1,116 @@
+"""`comfyui up --runtime local`: a stand-in ComfyUI checkout run as a real background process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+
+import pytest
+
+from orchestrator.comfy import localserver
+from tests.comfy_standin import fake_checkout
+from tests.test_comfy_server import free_ports
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    return fake_checkout(tmp_path / "ComfyUI")
+
+
+@pytest.fixture
+def stop_local(project):
+    yield
+    localserver.down(project, grace=2)
+
+
+def up_local(run_cli, checkout, port, *extra):
+    return run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
+                   "--gpus", "none", "--port", str(port), *extra)
+
+
+def test_local_up_status_logs_down(project, run_cli, checkout, stop_local):
+    (project.workflows / "finetuned_flux.json").write_text("{}")
+    port = free_ports()
+    url = f"http://127.0.0.1:{port}"
+    r = up_local(run_cli, checkout, port)
+    assert r.code == 0, r.err
+    assert r.out == url + "\n" and "started" in r.err
+    srv = localserver.running(project)
+    assert srv is not None and srv.url == url
+    assert json.loads(localserver.pid_file(project).read_text())["pid"] == srv.pid
+    user = localserver.state_dir(project) / "user"
+    argv = json.loads((user / "standin-argv.json").read_text())
+    assert argv[1:5] == ["--listen", "127.0.0.1", "--port", str(port)]
+    assert "--cpu" in argv and f"sqlite:///{user / 'comfyui.db'}" in argv
+    assert "finetuned_flux.json" in json.loads((user / "standin-workflows.json").read_text())
+    assert (checkout / "custom_nodes").is_dir()
+
+    r = up_local(run_cli, checkout, port)  # idempotent
+    assert r.code == 0 and r.out == url + "\n" and "already running" in r.err
+    assert localserver.running(project).pid == srv.pid
+
+    r = run_cli("comfyui", "status", "--json")
+    [row] = [x for x in json.loads(r.out) if x["runtime"] == "local"]
+    assert row["url"] == url and row["queue_pending"] == 2 and row["responding"] is True
+    r = run_cli("comfyui", "logs")
+    assert "[comfy] starting stand-in" in r.out.splitlines()
+
+    r = run_cli("comfyui", "down")
+    assert r.code == 0 and f"stopped local ComfyUI (pid {srv.pid}" in r.out
+    assert localserver.running(project) is None and not localserver.pid_file(project).exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(srv.pid, 0)
+
+
+def test_local_crash_shows_the_log_tail(project, run_cli, checkout, stop_local, monkeypatch):
+    monkeypatch.setenv("STANDIN_MODE", "crash")
+    r = up_local(run_cli, checkout, free_ports())
+    assert r.code == 1
+    assert "ComfyUI (local) exited while starting" in r.err and "  RuntimeError: local standin boom" in r.err
+    assert localserver.running(project) is None
+
+
+def test_local_timeout_stops_the_process(project, run_cli, checkout, stop_local, monkeypatch):
+    monkeypatch.setenv("STANDIN_DELAY", "30")
+    r = up_local(run_cli, checkout, free_ports(), "--timeout", "1")
+    assert r.code == 1 and "did not answer" in r.err and "  starting stand-in" in r.err
+    assert localserver.running(project) is None
+
+
+def test_local_needs_a_checkout_and_a_free_port(project, run_cli, checkout, tmp_path):
+    r = run_cli("comfyui", "up", "--runtime", "local", "--gpus", "none")
+    assert r.code == 2 and "--comfyui DIR" in r.err
+    r = up_local(run_cli, tmp_path, free_ports())
+    assert r.code == 2 and "is not a ComfyUI checkout (no main.py)" in r.err
+    r = up_local(run_cli, checkout, free_ports(), "--workers", "2")
+    assert r.code == 2 and "--workers needs the docker runtime" in r.err
+    port = free_ports()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r = up_local(run_cli, checkout, port)
+    assert r.code == 1 and f"port {port} on 127.0.0.1 is already in use" in r.err
+
+
+def test_a_stale_pid_file_is_ignored(project):
+    localserver.state_dir(project).mkdir(parents=True)
+    localserver.pid_file(project).write_text(json.dumps({
+        "pid": os.getpid(), "url": "http://127.0.0.1:1", "comfyui": "/x", "python": "py",
+        "argv": ["py", "/nowhere/ComfyUI/main.py"], "started": 0, "log": "x"}))
+    assert localserver.running(project) is None  # our own pid, but not running that main.py
+    assert not localserver.pid_file(project).exists()
+
+
+def test_local_status_and_down_work_without_docker(project, run_cli, checkout, stop_local, monkeypatch, tmp_path):
+    port = free_ports()
+    assert up_local(run_cli, checkout, port).code == 0
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    r = run_cli("comfyui", "status")
+    assert r.code == 0 and f"http://127.0.0.1:{port}" in r.out and "local" in r.out
+    assert run_cli("comfyui", "logs", "--tail", "1").code == 0
+    r = run_cli("comfyui", "down")
+    assert r.code == 0 and "stopped local ComfyUI" in r.out
+    r = run_cli("comfyui", "status")  # nothing local any more: the missing engine is the answer
+    assert r.code == 1 and "Docker engine is not running" in r.err
