@@ -49,7 +49,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "ModelSamplingFlux": (315, 130), "BasicScheduler": (315, 106), "KSamplerSelect": (315, 58),
     "RandomNoise": (315, 82), "BasicGuider": (240, 46), "EmptyLatentImage": (315, 106),
     "SamplerCustomAdvanced": (272, 106), "VAEDecode": (210, 46), "SaveImage": (640, 680),
-    "PrimitiveNode": (210, 82), "Note": (420, 150),
+    "PrimitiveNode": (210, 82), "Note": (315, 200),
 }
 
 

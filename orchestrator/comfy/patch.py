@@ -152,12 +152,14 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             if value.lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
+        if isinstance(current, (int, float)):     # JSON numbers: 1.0 may have been written as 1
+            try:
+                return int(value)
+            except ValueError:
+                return float(value)
     except ValueError:
-        raise ConfigError(f"{where}: {value!r} is not a {type(current).__name__}",
+        kind = "true or false" if isinstance(current, bool) else "a number"
+        raise ConfigError(f"{where}: {value!r} is not {kind}",
                           hint=f"the workflow's value is {current!r}") from None
     return value
 
