@@ -42,7 +42,7 @@ class FakeServer:
         self.submitted: list[str] = []
         self.completed: list[str] = []
         self.starved = 0           # times the server ran dry and later got more work
-        self.idle = False
+        self.ran_dry = False
         self.max_queue = 0
         self.fetches: list[str] = []
         self._closed = False
@@ -61,9 +61,9 @@ class FakeServer:
             why = self.reject(prompt) if self.reject else None
             if why:
                 raise ComfyRejected(f"ComfyUI rejected the prompt: {why}")
-            if self.idle and self.running is None and not self.pending and self.completed:
+            if self.ran_dry and self.running is None and not self.pending and self.completed:
                 self.starved += 1  # the GPU sat idle and then got more work: it waited on us
-            self.idle = False
+            self.ran_dry = False
             self.pending.append((prompt_id, prompt))
             self.prompts[prompt_id] = prompt
             self.submitted.append(prompt_id)
@@ -131,4 +131,4 @@ class FakeServer:
                 self.history[pid] = (Outcome(ok=False, error=why) if why else
                                      Outcome(ok=True, images=(ImageRef(f"{pid}.png", "batch"),)))
                 self.completed.append(pid)
-                self.idle = not self.pending
+                self.ran_dry = not self.pending

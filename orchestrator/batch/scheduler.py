@@ -1,13 +1,15 @@
 """Fan a batch of jobs out over ComfyUI servers, keeping each server's queue fed to depth K.
 
-How jobs are followed, and why: one worker thread per server polls that server's `GET /queue`
-(a single small request) every `poll` seconds and reads `GET /history/{id}` only for our ids
-that have left the queue. We do not follow jobs on the websocket: ComfyUI sends job messages
-only to the socket of the client_id that submitted, a dropped socket loses messages that must be
-recovered from /history anyway, and with depth >= 2 the next job is already waiting on the
-server, so noticing a finished job 0.1 s later never idles the GPU; it only delays the refill,
-which has a whole image's time to happen. Polling is also what resume needs (jobs queued by a
-previous run have no socket), so one mechanism covers live runs, drops, restarts and resume.
+How jobs are followed, and why: the truth is HTTP. One worker thread per server polls that
+server's `GET /queue` (one small request) and reads `GET /history/{id}` only for our ids that
+have left the queue. Between polls the worker waits on the server's websocket, used only as a
+doorbell (`executing{node: null}` for one of our prompts wakes it at once; see comfy_server).
+We do not follow jobs *through* the websocket: ComfyUI sends job messages only to the socket of
+the client_id that submitted, a dropped socket loses messages that must be recovered from
+/history anyway, and jobs queued by a previous run (resume) have no socket at all. With depth
+>= 2 the next job already waits on the server, so how fast we notice a finished job never idles
+the GPU; it only delays the refill, which has a whole image's time to happen. So a drop costs
+nothing but latency, and one mechanism covers live runs, drops, restarts and resume.
 
 Placement: a worker takes a new job from the shared queue only when its server has a free slot
 (fewer than `depth` of our jobs outstanding), so each job goes to the server that frees up first.
@@ -77,6 +79,8 @@ class Server(Protocol):
 
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """Drop these prompts from the pending queue (running ones are left alone)."""
+
+    # optional: `idle(seconds)` waits for news from the server (returns early when a prompt ends)
 
 
 @dataclass(frozen=True)
@@ -274,8 +278,21 @@ class Scheduler:
                 self._collect(slot, pid, job, outcome)
             with self.cond:
                 self.busy += time.perf_counter() - t0
-                if not self.stop_all:
-                    self.cond.wait(s.poll if slot.outstanding else min(0.5, s.poll * 5))
+                if self.stop_all:
+                    return
+                if not slot.outstanding:
+                    if not self.todo and self._nothing_in_flight():
+                        self.cond.notify_all()
+                        return
+                    self.cond.wait(min(0.5, s.poll * 5))  # woken by re-queued jobs and completions
+                    continue
+            idle = getattr(slot.server, "idle", None)
+            if idle is not None:
+                idle(s.poll)  # returns early when one of our prompts ends (see comfy_server)
+            else:
+                with self.cond:
+                    if not self.stop_all:
+                        self.cond.wait(s.poll)
 
     def _nothing_in_flight(self) -> bool:
         return all(not other.outstanding for other in self.slots)
