@@ -58,3 +58,77 @@ def test_plan_bad_file_is_exit_2_with_lines(run_cli, project):
 def test_run_rejects_bad_depth(run_cli, project):
     r = run_cli("batch", "run", str(write_jobs(project)), "--depth", "0", "--server", "http://127.0.0.1:9")
     assert r.code == 2 and "--depth 0" in r.err
+
+
+def _watch(out: Path, actions: dict[int, object], stop) -> None:
+    """Run actions[n]() once `n` images exist in `out` (a user's Ctrl+C, a server restart)."""
+    import time
+
+    pending = dict(sorted(actions.items()))
+    while pending and not stop.is_set():
+        n = len(list(out.glob("*.png"))) if out.exists() else 0
+        for at in [k for k in pending if k <= n]:
+            pending.pop(at)()
+        time.sleep(0.005)
+
+
+def test_done_when_sweep_on_two_servers_restart_ctrl_c_and_rerun(run_cli, project, monkeypatch):
+    """prompt x 4 seeds x 3 strengths on two servers; one restarts; Ctrl+C; rerun: every image once, sheets."""
+    import _thread
+    import threading
+
+    from PIL import Image
+
+    from orchestrator.batch.sheets import MISSING
+    from tests.comfy_double import DEFAULT_MODELS, ComfyDouble
+    from tests.comfy_double_http import Handler
+    from tests.test_batch_comfy import SWEEP, check_files, seed_color
+    from tests.test_batch_scheduler import check_manifest
+
+    monkeypatch.setattr(Handler, "disable_nagle_algorithm", True, raising=False)
+    copy_workflows(project)
+    path = write_jobs(project, SWEEP)
+    out = project.root / "outputs" / "sweep"
+    a = ComfyDouble(models=DEFAULT_MODELS, step_time=0.03, steps=4).start()
+    b = ComfyDouble(models=DEFAULT_MODELS, step_time=0.03, steps=4).start()
+    stop = threading.Event()
+    try:
+        argv = ["batch", "run", str(path), "--server", a.url, "--server", b.url, "--out", str(out), "--poll", "0.05"]
+        watcher = threading.Thread(target=_watch, args=(out, {2: b.restart, 6: _thread.interrupt_main}, stop))
+        watcher.start()
+        r = run_cli(*argv)
+        stop.set()
+        watcher.join()
+        assert r.code == 130, r.err
+        assert "Run the same command again to continue" in r.err
+        from orchestrator.batch.jobs import load_job_file
+
+        jobs = load_job_file(path).jobs
+        states = check_manifest(out, jobs, finished=False)
+        assert sum(1 for s in states.values() if s.state == "done") >= 6
+        assert not a.pending and not b.pending
+        assert (out / "index.html").exists()
+
+        r = run_cli(*argv)
+        assert r.code == 0, r.err
+    finally:
+        stop.set()
+        a.close()
+        b.close()
+    check_manifest(out, jobs, finished=True)
+    check_files(out, jobs)
+    assert "skipped (done before), 0 failed, 0 left of 12" in r.out
+    assert f"  {a.url}: " in r.out and f"  {b.url}: " in r.out
+    sheet = out / "sheets" / "01-a-tjtoy-toy-on-a-desk-64x64.png"
+    assert f"sheet:    {sheet}" in r.out and f"index:    {out / 'index.html'}" in r.out
+    img = Image.open(sheet)
+    # 3 rows (strengths) x 4 columns (seeds): each cell shows its seed's image, none is missing
+    cell, pad = 256, 8
+    right, bottom = img.size[0] - pad, img.size[1] - pad
+    for r_i in range(3):
+        for c_i in range(4):
+            x = right - (4 - c_i) * (cell + pad) + pad + cell // 2
+            y = bottom - (3 - r_i) * (cell + pad) + pad + cell // 2
+            assert img.getpixel((x, y)) == seed_color(c_i + 1) != MISSING
+    html = (out / "index.html").read_text()
+    assert all(f"src='{j.name}.png'" in html for j in jobs)

@@ -165,7 +165,7 @@ class Scheduler:
         self.done = 0
         self.skipped = 0
         self.total = 0
-        self.fatal: OrchestratorError | None = None
+        self.fatal: Exception | None = None
         self.started = clock()
         self.busy = 0.0
 
@@ -257,6 +257,17 @@ class Scheduler:
                     self.manifest.record(job.key, "pending", reason="cancelled")
 
     def _work(self, slot: _Slot) -> None:
+        """One server's loop; an unexpected error stops the batch (re-raised by run) instead of hanging it."""
+        try:
+            self._loop(slot)
+        except Exception as e:  # a bug or a broken seam: stop everything, keep the manifest consistent
+            with self.cond:
+                if self.fatal is None:
+                    self.fatal = e
+                self.stop_submit = True
+                self.cond.notify_all()
+
+    def _loop(self, slot: _Slot) -> None:
         """One server's loop: probe if down, fill to depth, poll, collect."""
         s = self.settings
         while True:

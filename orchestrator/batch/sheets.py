@@ -40,10 +40,17 @@ def group_sheets(jobs: Sequence[Job]) -> list[tuple[str, list[Job]]]:
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         groups.setdefault((job.group, job.prompt, job.size), []).append(job)
-    out = []
+    out: list[tuple[str, list[Job]]] = []
+    used: set[str] = set()
     for (g, prompt, size), members in groups.items():
         if len(members) > 1:
-            out.append((f"{g + 1:02d}-{_slug(prompt, 30)}-{size}", members))
+            name = base = f"{g + 1:02d}-{_slug(prompt, 30)}-{size}"
+            n = 1
+            while name in used:  # two long prompts that start alike
+                n += 1
+                name = f"{base}-{n}"
+            used.add(name)
+            out.append((name, members))
     return out
 
 

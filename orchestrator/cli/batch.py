@@ -166,7 +166,8 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     jf, out = _load(args, ctx)
     urls = _server_urls(args, ctx)
     servers = connect_servers(urls, timeout=args.timeout)
-    builder = PromptBuilder(ctx.layout, servers[0].client)
+    builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
+    builder.check(jf.jobs)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
             f"(depth {args.depth})")
