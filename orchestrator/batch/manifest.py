@@ -13,10 +13,13 @@ Other lines carry batch events (`{"event": "run", ...}`) and are skipped by the 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +112,16 @@ class Manifest:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        size = os.fstat(self._fd).st_size
-        if size:
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # end a torn line so the next record parses
-                    os.write(self._fd, b"\n")
+        self._defer = False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ManifestError(f"another `batch run` is writing to {self.path.parent}",
+                                hint="wait for it to finish (or stop it), or use another --out folder") from None
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):  # drop a torn last record: it never happened
+            os.ftruncate(self._fd, raw.rfind(b"\n") + 1)
 
     def get(self, key: str) -> JobRecord | None:
         """The latest record of `key`, or None."""
@@ -140,9 +147,20 @@ class Manifest:
             self._append(rec)
             self.events.append(rec)
 
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Many records, one fsync at the end (for the initial `pending` records of a big batch)."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+            os.fsync(self._fd)
+
     def _append(self, rec: dict[str, Any]) -> None:
         os.write(self._fd, (json.dumps(rec, sort_keys=False, default=str) + "\n").encode())
-        os.fsync(self._fd)
+        if not self._defer:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:

@@ -103,7 +103,8 @@ def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build
         check_conflicts(jobs, manifest)
         save = make_saver(out_dir, job_file.path)
         scheduler = Scheduler(servers, manifest, build, save, settings)
-        prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
+        with manifest.deferred_sync():
+            prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
         manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
                        servers=[s.url for s in servers], depth=settings.depth)
         progress: Progress | None = None
