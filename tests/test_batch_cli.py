@@ -132,3 +132,32 @@ def test_done_when_sweep_on_two_servers_restart_ctrl_c_and_rerun(run_cli, projec
             assert img.getpixel((x, y)) == seed_color(c_i + 1) != MISSING
     html = (out / "index.html").read_text()
     assert all(f"src='{j.name}.png'" in html for j in jobs)
+
+
+def test_run_with_no_server_answering_is_a_clear_error(run_cli, project):
+    copy_workflows(project)
+    r = run_cli("batch", "run", str(write_jobs(project)), "--server", "http://127.0.0.1:9", "--timeout", "2")
+    assert r.code == 1
+    assert "error: no ComfyUI server answers" in r.err and "http://127.0.0.1:9" in r.err
+    assert "comfyui up" in r.err and "Traceback" not in r.err
+
+
+def test_run_json_summary_and_rerun_skips_everything(run_cli, project, monkeypatch):
+    from tests.comfy_double import DEFAULT_MODELS, ComfyDouble
+    from tests.comfy_double_http import Handler
+
+    monkeypatch.setattr(Handler, "disable_nagle_algorithm", True, raising=False)
+    copy_workflows(project)
+    path = write_jobs(project, "defaults: {size: 64x64, steps: 2}\njobs:\n  - prompt: a cat\n    count: 3\n")
+    with ComfyDouble(models=DEFAULT_MODELS) as d:
+        r = run_cli("batch", "run", str(path), "--server", d.url, "--json", "--poll", "0.05")
+        assert r.code == 0, r.err
+        doc = json.loads(r.out)
+        assert (doc["done"], doc["skipped"], doc["failed"], doc["total"]) == (3, 0, 0, 3)
+        assert doc["servers"][0]["url"] == d.url and doc["servers"][0]["done"] == 3
+        assert doc["sheets"] == [str(project.root / "outputs/batch-jobs/sheets/01-a-cat-64x64.png")]
+        r = run_cli("batch", "run", str(path), "--server", d.url, "--json", "--poll", "0.05")
+        doc = json.loads(r.out)
+        assert (doc["done"], doc["skipped"]) == (0, 3) and len(d.posted) == 3
+        r = run_cli("batch", "plan", str(path))
+        assert "earlier runs in" in r.out and "3 done, 0 failed, 0 to make" in r.out

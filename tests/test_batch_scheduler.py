@@ -212,3 +212,20 @@ def test_all_servers_down_gives_up_with_a_clear_error(tmp_path, servers):
         run_batch(jf, tmp_path / "out", [a], build, Settings(poll=0.005, retry_down=0.01, down_timeout=0.1))
     assert a.url in "\n".join(e.value.details)
     check_manifest(tmp_path / "out", jf.jobs, finished=False)
+
+
+def test_a_crashing_worker_stops_the_batch_instead_of_hanging_it(tmp_path, servers):
+    jf = load_job_file(make_job_file(tmp_path))
+    (a,) = servers(1)
+    calls = []
+
+    def flaky_build(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise RuntimeError("bug in a builder")
+        return build(job)
+
+    with pytest.raises(RuntimeError, match="bug in a builder"):
+        run_batch(jf, tmp_path / "out", [a], flaky_build, FAST)
+    check_manifest(tmp_path / "out", jf.jobs, finished=False)
+    assert not a.pending
