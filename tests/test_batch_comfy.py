@@ -6,7 +6,6 @@ import json
 import random
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest

@@ -108,8 +108,10 @@ def test_server_killed_mid_batch_jobs_are_reassigned(tmp_path, servers):
             killed.append(True)
 
     out = tmp_path / "out"
-    summary = run_batch(jf, out, [a, b], build, FAST, on_progress=on_progress)
+    notes: list[str] = []
+    summary = run_batch(jf, out, [a, b], build, FAST, on_progress=on_progress, log=notes.append)
     assert killed and summary.done == 12 and summary.failed == 0
+    assert any(n.startswith(f"{b.url} is down") for n in notes), notes
     states = check_manifest(out, jf.jobs, finished=True)
     raw = (out / MANIFEST_NAME).read_text()
     assert "is down" in raw                               # b's outstanding jobs were handed back

@@ -109,7 +109,7 @@ def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build
                        servers=[s.url for s in servers], depth=settings.depth)
         progress: Progress | None = None
         try:
-            progress = scheduler.run(on_progress)
+            progress = scheduler.run(on_progress, log)
         finally:
             final = progress or scheduler.snapshot()
             index, sheets = _finish(job_file, jobs, manifest, out_dir)

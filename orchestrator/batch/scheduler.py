@@ -27,105 +27,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.manifest import Manifest
+from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Progress, Server, ServerState, Settings
 from orchestrator.errors import ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError
 
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An output file on a server, as /history lists it."""
-
-    filename: str
-    subfolder: str = ""
-    type: str = "output"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What /history says about a finished prompt."""
-
-    ok: bool
-    images: tuple[ImageRef, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Payload:
-    """What to queue for a job: the API prompt, and the UI workflow to embed in the PNGs (optional)."""
-
-    prompt: dict[str, Any]
-    workflow: dict[str, Any] | None = None
-
-
-class Server(Protocol):
-    """The four things the scheduler needs from a ComfyUI server (see comfy_server.ComfyServer)."""
-
-    url: str
-
-    def submit(self, payload: Payload, prompt_id: str) -> None:
-        """Queue a prompt; ComfyRejected when the server refuses it, ComfyUnavailable when it is gone."""
-
-    def queue_ids(self) -> tuple[set[str], set[str]]:
-        """(running ids, pending ids) in the server's queue."""
-
-    def result(self, prompt_id: str) -> Outcome | None:
-        """The finished prompt's outcome from /history, None while unknown."""
-
-    def fetch(self, ref: ImageRef) -> bytes:
-        """The bytes of one output file (/view)."""
-
-    def delete_pending(self, prompt_ids: Sequence[str]) -> None:
-        """Drop these prompts from the pending queue (running ones are left alone)."""
-
-    # optional: `idle(seconds)` waits for news from the server (returns early when a prompt ends)
-
-
-@dataclass(frozen=True)
-class ServerState:
-    """One server's line in the progress display."""
-
-    url: str
-    up: bool
-    outstanding: int
-    done: int
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot of the batch, given to the progress callback."""
-
-    total: int
-    done: int
-    failed: int
-    skipped: int
-    elapsed: float
-    servers: tuple[ServerState, ...]
-    busy: float = 0.0             # seconds our workers spent building, submitting, polling, saving
-
-    @property
-    def per_minute(self) -> float:
-        return self.done / self.elapsed * 60 if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        left = self.total - self.done - self.failed - self.skipped
-        return left / (self.done / self.elapsed) if self.done and self.elapsed > 0 else None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Scheduler knobs."""
-
-    depth: int = 2                 # our jobs outstanding per server (1 running + depth-1 waiting)
-    poll: float = 0.1              # seconds between /queue polls per server
-    fail_fast: bool = False
-    max_attempts: int = 3          # a job lost this many times (server died) is failed
-    down_timeout: float = 120.0    # give up when every server has been down this long
-    retry_down: float = 2.0        # seconds between probes of a down server
+__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Progress", "Scheduler", "Server", "ServerState",
+           "Settings"]
 
 
 Saver = Callable[[Job, Server, str, Outcome], list[str]]
@@ -168,6 +77,7 @@ class Scheduler:
         self.fatal: Exception | None = None
         self.started = clock()
         self.busy = 0.0
+        self.notes: list[str] = []   # milestones from the workers, printed by the main thread
 
     # ---- setup -------------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -190,8 +100,12 @@ class Scheduler:
         self.total += n
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, on_progress: Callable[[Progress], None] | None = None) -> Progress:
-        """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise."""
+    def run(self, on_progress: Callable[[Progress], None] | None = None,
+            on_note: Callable[[str], None] | None = None) -> Progress:
+        """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise.
+
+        `on_note` gets milestones (a failed job, a server down or back) in the calling thread.
+        """
         self.started = self.clock()
         workers = [threading.Thread(target=self._work, args=(s,), name=f"batch-{i}", daemon=True)
                    for i, s in enumerate(self.slots)]
@@ -201,6 +115,9 @@ class Scheduler:
             while any(w.is_alive() for w in workers):
                 with self.cond:
                     self.cond.wait(0.2)
+                    notes, self.notes = self.notes, []
+                for note in notes if on_note is not None else ():
+                    on_note(note)
                 if on_progress is not None:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
@@ -211,6 +128,9 @@ class Scheduler:
             self.manifest.event("interrupted", **self._counts())
             raise
         self._shutdown(workers)
+        for note in self.notes if on_note is not None else ():
+            on_note(note)
+        self.notes = []
         if self.fatal is not None:
             self._cancel_pending()
             raise self.fatal
@@ -363,6 +283,8 @@ class Scheduler:
                 slot.missing.discard(pid)
                 del slot.outstanding[pid]
                 self._requeue(job, f"{slot.server.url} forgot the job (restarted?)")
+                with self.cond:
+                    self.notes.append(f"{slot.server.url} forgot {job.name} (restarted?): queued again")
                 continue
             slot.missing.discard(pid)
             del slot.outstanding[pid]
@@ -392,6 +314,7 @@ class Scheduler:
         self.manifest.record(job.key, "failed", server=slot.server.url, prompt_id=pid, error=error)
         with self.cond:
             self.failed += 1
+            self.notes.append(f"failed: {job.name}: {error}")
             if self.settings.fail_fast and self.fatal is None:
                 self.fatal = FailFast(f"job {job.name} failed: {error}",
                                       hint="fix it and rerun the same command: finished jobs are skipped")
@@ -413,6 +336,10 @@ class Scheduler:
     def _mark_down(self, slot: _Slot, err: ComfyError, finished: Sequence[tuple[str, Job, Outcome]] = ()) -> None:
         """The server stopped answering: give its jobs to the others and start probing it."""
         now = self.clock()
+        with self.cond:
+            n = len(slot.outstanding) + len(finished)
+            self.notes.append(f"{slot.server.url} is down ({err.message})" +
+                              (f": {n} job{'s' if n != 1 else ''} handed to the other servers" if n else ""))
         slot.up, slot.error = False, err.message
         slot.down_since = slot.down_since or now
         lost = [(pid, job) for pid, job, _ in finished] + list(slot.outstanding.items())
@@ -448,6 +375,8 @@ class Scheduler:
             return
         slot.stale.clear()
         slot.up, slot.error, slot.down_since = True, None, None
+        with self.cond:
+            self.notes.append(f"{slot.server.url} is back")
 
 
 def _one_line(e: OrchestratorError) -> str:
