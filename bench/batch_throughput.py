@@ -10,9 +10,10 @@ Prints, for N = 1, 2, 4 servers and queue depth 1 and 2:
             fixed cost per job on top of the simulated sampling time)
   ratio     img/s / ideal (goal >= 0.98 with depth >= 2: the GPUs never wait on us)
   gpu busy  time the servers spent executing / (N x span from their first start to last end)
-  overhead  our worker threads' time per job (build, submit, poll, download, write, manifest);
-            with depth >= 2 it overlaps the next image, so it costs no GPU time. An upper bound:
-            the doubles run in the same process and compete for the GIL and the 2 cores
+  overhead  our worker threads' time per job (build, submit, poll, download, write, manifest):
+            wall time, an upper bound (the doubles run in the same process and compete for the
+            GIL and the 2 cores), and the CPU time of our threads; with depth >= 2 it overlaps
+            the next image, so it costs no GPU time
 Everything runs in-process on loopback: real HTTP, the real client, the ComfyUI double as server
 (with TCP_NODELAY on the double's sockets: its unbuffered http.server otherwise adds the
 ~40 ms Nagle/delayed-ACK stall to each reply, which real ComfyUI (aiohttp) does not have).
@@ -53,8 +54,9 @@ def _spans(double: ComfyDouble) -> list[tuple[float, float]]:
     return spans
 
 
-def measure(n: int, depth: int, seconds: float, per_server: int, poll: float) -> tuple[float, float, float, float]:
-    """(images per second, ideal, gpu busy fraction, overhead seconds per job) for one configuration."""
+def measure(n: int, depth: int, seconds: float, per_server: int,
+            poll: float) -> tuple[float, float, float, float, float]:
+    """(images/s, ideal, gpu busy fraction, wall and CPU overhead seconds per job) for one configuration."""
     tmp = Path(tempfile.mkdtemp(prefix="batch-bench-"))
     layout = Layout.at(tmp)
     shutil.copytree(ROOT / "workflows", layout.workflows)
@@ -69,14 +71,15 @@ def measure(n: int, depth: int, seconds: float, per_server: int, poll: float) ->
         builder.check(jf.jobs)
         busy = []
         summary = run_batch(jf, tmp / "out", servers, builder.build, Settings(depth=depth, poll=poll),
-                            on_progress=lambda p: busy.append(p.busy))
+                            on_progress=lambda p: busy.append((p.busy, p.cpu)))
         assert summary.done == n * per_server, summary
         for s in servers:
             s.close()
         spans = [_spans(d) for d in doubles]
         per_job = sum(e - s for sp in spans for s, e in sp) / summary.done
         util = sum(sum(e - s for s, e in sp) / (max(e for _, e in sp) - min(s for s, _ in sp)) for sp in spans) / n
-        return summary.done / summary.wall, n / per_job, util, (busy[-1] if busy else 0.0) / summary.done
+        wall_busy, cpu = busy[-1] if busy else (0.0, 0.0)
+        return summary.done / summary.wall, n / per_job, util, wall_busy / summary.done, cpu / summary.done
     finally:
         for d in doubles:
             d.close()
@@ -90,12 +93,13 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=0.1, help="scheduler poll interval (default 0.1)")
     args = ap.parse_args()
     print(f"t = {args.seconds:.2f} s/image, {args.per_server} images per server, poll {args.poll:.2f} s")
-    print(f"{'servers':>7} {'depth':>5} {'img/s':>7} {'ideal':>7} {'ratio':>6} {'gpu busy':>9} {'overhead/job':>13}")
+    print(f"{'servers':>7} {'depth':>5} {'img/s':>7} {'ideal':>7} {'ratio':>6} {'gpu busy':>9} "
+          f"{'overhead/job wall':>18} {'cpu':>8}")
     for n in (1, 2, 4):
         for depth in (1, 2):
-            rate, ideal, util, overhead = measure(n, depth, args.seconds, args.per_server, args.poll)
+            rate, ideal, util, wall, cpu = measure(n, depth, args.seconds, args.per_server, args.poll)
             print(f"{n:>7} {depth:>5} {rate:>7.2f} {ideal:>7.2f} {rate / ideal:>6.3f} {util:>9.3f} "
-                  f"{overhead * 1000:>10.1f} ms", flush=True)
+                  f"{wall * 1000:>15.1f} ms {cpu * 1000:>5.1f} ms", flush=True)
     print("ratio covers the whole batch, including the first submit and the last download (a fixed cost")
     print("that shrinks with longer batches); gpu busy is the steady state. Goal >= 0.98 with depth >= 2.")
 

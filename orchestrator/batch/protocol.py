@@ -78,6 +78,7 @@ class Progress:
     elapsed: float
     servers: tuple[ServerState, ...]
     busy: float = 0.0             # seconds our workers spent building, submitting, polling, saving
+    cpu: float = 0.0              # CPU seconds of that work (busy minus waiting on I/O and the GIL)
 
     @property
     def per_minute(self) -> float:

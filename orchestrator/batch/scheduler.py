@@ -77,6 +77,7 @@ class Scheduler:
         self.fatal: Exception | None = None
         self.started = clock()
         self.busy = 0.0
+        self.cpu = 0.0
         self.notes: list[str] = []   # milestones from the workers, printed by the main thread
 
     # ---- setup -------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Scheduler:
         """The current counts and per-server states."""
         with self.cond:
             return Progress(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
-                            elapsed=self.clock() - self.started, busy=self.busy,
+                            elapsed=self.clock() - self.started, busy=self.busy, cpu=self.cpu,
                             servers=tuple(ServerState(s.server.url, s.up, len(s.outstanding), s.done, s.error)
                                           for s in self.slots))
 
@@ -200,7 +201,7 @@ class Scheduler:
             if not slot.up:
                 self._probe(slot)
                 continue
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             self._fill(slot)
             finished = self._poll(slot)
             if finished:
@@ -209,6 +210,7 @@ class Scheduler:
                 self._collect(slot, pid, job, outcome)
             with self.cond:
                 self.busy += time.perf_counter() - t0
+                self.cpu += time.thread_time() - c0
                 if self.stop_all:
                     return
                 if not slot.outstanding:
