@@ -177,8 +177,10 @@ class ComfyDouble:
 
         The node is the first of `node_type` to run, else the sampler, else the last node.
         """
+        kind = {"execution_error": "error", "interrupted": "interrupt", "execution_interrupted": "interrupt"
+                }.get(kind, kind)
         if kind not in ("error", "interrupt"):
-            raise ValueError(kind)
+            raise ValueError(f"fail_next: unknown kind {kind!r} (error | interrupt)")
         self._fail.append({"kind": kind, "node_type": node_type, "message": message,
                            "exception_type": exception_type})
 
@@ -285,8 +287,11 @@ class ComfyDouble:
         for ws in list(self.sockets):
             ws.send_text(text)
 
-    def _targets(self, job: Job) -> list[WsConnection]:
-        return [ws for ws in list(self.sockets) if job.client_id is not None and ws.sid == job.client_id]
+    def _targets(self, job: Job, type_: str = "") -> list[WsConnection]:
+        """The prompt's client socket(s); a prompt without client_id broadcasts only its progress."""
+        if job.client_id is None:
+            return list(self.sockets) if type_ in ("progress_state", "progress", "preview") else []
+        return [ws for ws in list(self.sockets) if ws.sid == job.client_id]
 
     def _count_and_maybe_drop(self) -> None:
         if self._drop_after is None:
@@ -307,7 +312,7 @@ class ComfyDouble:
         if record:
             job.messages.append([type_, data])
         text = json.dumps({"type": type_, "data": data})
-        for ws in self._targets(job):
+        for ws in self._targets(job, type_):
             ws.send_text(text)
         self._count_and_maybe_drop()
 

@@ -109,7 +109,7 @@ def _sample(double: ComfyDouble, job: Job, node_id: str, progress: _Progress, pr
         double.send(job, "progress_state", progress.set(node_id, step, steps, "running"))
         msg = json.dumps({"type": "progress", "data": {"value": step, "max": steps, "prompt_id": job.prompt_id,
                                                        "node": node_id}})
-        for ws in double._targets(job) if preview else []:
+        for ws in double._targets(job, "preview") if preview else []:
             if ws.supports_preview_metadata:
                 meta = json.dumps({"node_id": node_id, "prompt_id": job.prompt_id, "display_node_id": node_id,
                                    "parent_node_id": None, "real_node_id": node_id,
@@ -120,7 +120,7 @@ def _sample(double: ComfyDouble, job: Job, node_id: str, progress: _Progress, pr
                 ws.send_text(msg)
                 ws.send_binary(struct.pack(">II", 1, 1) + double.preview_jpeg())
         if not preview:
-            for ws in double._targets(job):
+            for ws in double._targets(job, "progress"):
                 ws.send_text(msg)
         double._count_and_maybe_drop()
     progress.nodes[node_id]["state"] = "finished"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import mimetypes
+import socket
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,6 +31,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # like aiohttp
         self.server.double.track(self.connection, True)  # type: ignore[attr-defined]
 
     def finish(self) -> None:

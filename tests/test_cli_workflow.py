@@ -69,3 +69,50 @@ def test_usage_errors(run_cli, project):
     write_builtin_workflows(project.workflows)
     r = run_cli("workflow", "convert", "base_flux.json", "--set", "nodot=3")
     assert r.code == 2 and "NODE.INPUT=VALUE" in r.err
+
+
+def test_init_writes_missing_workflows_and_keeps_edited_ones(run_cli, project):
+    r = run_cli("workflow", "init")
+    assert r.code == 0 and r.out.split() == [str(project.workflows / "base_flux.json"),
+                                             str(project.workflows / "finetuned_flux.json")]
+    edited = project.workflows / "base_flux.json"
+    edited.write_text(edited.read_text().replace("red fox", "blue fox"))
+    r = run_cli("workflow", "init")
+    assert r.out == "" and "kept your base_flux.json, finetuned_flux.json" in r.err
+    assert "blue fox" in edited.read_text()
+    r = run_cli("workflow", "init", "--force")
+    assert "red fox" in edited.read_text() and len(r.out.split()) == 2
+
+
+# ---- against a ComfyUI test double (its /object_info and /models)
+
+def test_check_against_a_server_uses_its_schema_and_model_lists(run_cli, project):
+    from tests.comfy_double import ComfyDouble
+
+    write_builtin_workflows(project.workflows)
+    models = {"checkpoints": ["flux1-dev.safetensors"],
+              "text_encoders": ["clip_l.safetensors", "t5xxl_fp16.safetensors"],
+              "vae": ["ae.safetensors"], "loras": ["other.safetensors"], "diffusion_models": []}
+    with ComfyDouble(models=models) as comfy:
+        r = run_cli("workflow", "check", "finetuned_flux.json", "--server", comfy.url)
+        assert r.code == 2, r.err
+        assert f"checked against the server at {comfy.url}" in r.err
+        assert "node 4 (LoraLoader) input lora_name: 'flux_dreambooth.safetensors' not in list " \
+               "(available: other.safetensors)" in r.err
+        r = run_cli("workflow", "check", "base_flux.json", "--server", comfy.url)
+        assert r.code == 0, r.err
+        assert r.out.startswith("ok: ") and "model files were not checked" not in r.err
+        r = run_cli("workflow", "convert", "base_flux.json", "--server", comfy.url)
+        assert r.code == 0 and json.loads(r.out)["1"]["class_type"] == "CheckpointLoaderSimple"
+        assert ("GET", "/object_info") in comfy.requests
+
+
+def test_server_that_does_not_answer_is_a_runtime_error(run_cli, project):
+    import socket
+
+    write_builtin_workflows(project.workflows)
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_cli("workflow", "check", "base_flux.json", "--server", f"http://127.0.0.1:{port}")
+    assert r.code == 1 and f"127.0.0.1:{port}" in r.err and "Traceback" not in r.err

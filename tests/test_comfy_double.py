@@ -165,6 +165,21 @@ def test_messages_only_to_the_named_client(double):
     assert set(seen) == {"status"}
 
 
+def test_prompt_without_client_id_broadcasts_only_progress(double):
+    sock = Socket(double, "c1")
+    pid = post(double, SIMPLE, client_id=None).json()["prompt_id"]
+    sock.ws.settimeout(0.5)
+    seen = []
+    try:
+        while True:
+            seen.append(json.loads(sock.ws.recv()))
+    except websocket.WebSocketTimeoutException:
+        pass
+    assert types(seen) == ["status", "status", "progress_state", "progress_state", "progress_state",
+                           "progress_state", "status"]
+    assert {f["data"]["prompt_id"] for f in seen if f["type"] == "progress_state"} == {pid}
+
+
 def test_execution_error(double):
     sock = Socket(double, "c1")
     double.fail_next("error", node_type="CheckpointLoaderSimple")
@@ -177,6 +192,16 @@ def test_execution_error(double):
     entry = requests.get(f"{double.url}/history/{err['prompt_id']}", timeout=5).json()[err["prompt_id"]]
     assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
     assert entry["status"]["messages"][-1][0] == "execution_error"
+
+
+def test_fail_next_interrupt(double):
+    sock = Socket(double, "c1")
+    double.fail_next("interrupt", node_type="ImageScale")
+    frames = run(double, sock, CHAIN)
+    data = frames[-3]["data"]
+    assert frames[-3]["type"] == "execution_interrupted" and (data["node_id"], data["executed"]) == ("2", ["1"])
+    with pytest.raises(ValueError, match="unknown kind"):
+        double.fail_next("explode")
 
 
 def test_interrupt_between_nodes(double):
@@ -386,13 +411,23 @@ def _recorded_types(name: str) -> list[str]:
     ("a_success.json", SIMPLE, None),
     ("d1_execution_error_garbage_checkpoint.json", ERROR, "error"),
     ("d3_interrupted.json", CHAIN, "interrupt"),
+    ("a2_no_client_id.json", SIMPLE, "no_client_id"),
 ])
 def test_cross_check_with_recorded_transcripts(double, name, prompt, setup):
     recorded = _recorded_types(name)
     sock = Socket(double, "c1")
     if setup == "error":
         double.fail_next("error", node_type="CheckpointLoaderSimple")
-    if setup == "interrupt":
+    if setup == "no_client_id":
+        post(double, prompt, client_id=None)
+        sock.ws.settimeout(0.5)
+        frames = []
+        try:
+            while True:
+                frames.append(json.loads(sock.ws.recv()))
+        except websocket.WebSocketTimeoutException:
+            pass
+    elif setup == "interrupt":
         double.node_time = 0.15
         pid = post(double, prompt).json()["prompt_id"]
         frames = []

@@ -114,3 +114,12 @@ def test_local_status_and_down_work_without_docker(project, run_cli, checkout, s
     assert r.code == 0 and "stopped local ComfyUI" in r.out
     r = run_cli("comfyui", "status")  # nothing local any more: the missing engine is the answer
     assert r.code == 1 and "Docker engine is not running" in r.err
+
+
+def test_health_probe_ignores_http_proxy_settings(project, run_cli, checkout, stop_local, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a proxy that refuses every connection
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    r = up_local(run_cli, checkout, free_ports(), "--timeout", "20")
+    assert r.code == 0, r.err

@@ -51,7 +51,9 @@ def standins(session_engine, busybox_image):
 
 
 def ours(engine, project):
-    return engine.find({LABEL_PROJECT: project_id(project.root), LABEL_ROLE: "comfyui"})
+    """Our ComfyUI containers, listed with docker-py directly (tolerates one being removed meanwhile)."""
+    labels = [f"{LABEL_PROJECT}={project_id(project.root)}", f"{LABEL_ROLE}=comfyui"]
+    return engine.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
 
 
 def up_cli(run_cli, image, port, *extra):

@@ -63,7 +63,8 @@ def test_seeded_rng_is_reproducible_and_covers_all_options():
 
 
 def test_recorded_quirk_text():
-    text = "photo of {sks|sks} dog, see http://example.com/x // trailing comment\n/* block comment */ literal \\{braces\\} and a|pipe"
+    text = ("photo of {sks|sks} dog, see http://example.com/x // trailing comment\n"
+            "/* block comment */ literal \\{braces\\} and a|pipe")
     assert process_dynamic_prompt(text) == "photo of sks dog, see http:\n literal {braces} and a|pipe"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from orchestrator.comfy.schema import load_builtin_schema
 from orchestrator.comfy.validate import validate_prompt
 from orchestrator.comfy.workflow import load_workflow, to_api_prompt
@@ -105,3 +107,55 @@ def test_offline_file_pickers_are_not_checked_but_fixed_combos_are():
     lines = validate_prompt(p, s)
     assert "node 2 (KSamplerSelect) input sampler_name: 'warp_drive' not in list (44 options)" in lines
     assert not any("ckpt_name" in line for line in lines)
+
+
+# ---- cross-check with the real server's answers to bad prompts (skipped without ../shared)
+
+def _recorded_cases():
+    import json
+
+    from tests.conftest import SHARED
+
+    path = SHARED / "comfyui" / "transcripts" / "c_validation_errors.json"
+    if not path.exists():
+        return []
+    cases = []
+    for case in json.loads(path.read_text()):
+        req = next((e for e in case["transcript"] if e["direction"] == "http_request"), {})
+        res = next((e for e in case["transcript"] if e["direction"] == "http_response"), {})
+        prompt = (req.get("body") or {}).get("prompt") if isinstance(req.get("body"), dict) else None
+        if isinstance(prompt, dict):
+            cases.append(pytest.param(prompt, res.get("body"), id=case["case"]))
+    return cases
+
+
+
+@pytest.mark.parametrize("prompt, answer", _recorded_cases() or [pytest.param(None, None, marks=pytest.mark.skip(
+    reason="../shared/comfyui/transcripts not present"))])
+def test_same_nodes_and_inputs_as_the_real_server(prompt, answer):
+    import json
+    import re
+
+    from orchestrator.comfy.schema import schemas_from_object_info
+    from tests.conftest import shared_path
+
+    schemas = schemas_from_object_info(json.loads(shared_path("comfyui", "object_info.json").read_text()))
+    lines = validate_prompt(prompt, schemas)
+    errors = answer.get("node_errors") or {}
+    if errors:
+        expected = {(nid, e["extra_info"].get("input_name")) for nid, n in errors.items() for e in n["errors"]}
+        got = set()
+        for line in lines:
+            m = re.match(r"node (\S+) \([^)]*\) input (\S+):", line)
+            assert m, line
+            got.add((m.group(1), m.group(2)))
+        # same nodes; same inputs wherever the server names one (a link to a missing node or slot
+        # comes back as a KeyError/IndexError without the input's name)
+        assert {nid for nid, _ in got} == {nid for nid, _ in expected}
+        named = {pair for pair in expected if pair[1] is not None}
+        assert named <= got and len(got) == len(expected)
+    elif answer.get("error", {}).get("type") == "prompt_no_outputs":
+        assert lines == ["the prompt has no output node (such as SaveImage), so the server would run nothing"]
+    else:
+        node = re.search(r"Node ID '#(\S+)'", answer["error"]["details"]).group(1)
+        assert lines and all(line.startswith(f"node {node}: ") for line in lines)

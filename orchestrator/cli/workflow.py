@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import ConfigError
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
+            'workflow init\n'
             'workflow check workflows/base_flux.json\n'
             'workflow convert base_flux.json --set Prompt.text="a red fox" --out prompt.json\n'
             'workflow check finetuned_flux.json --server http://127.0.0.1:8188')
@@ -32,6 +33,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                        help="change one input first (node id, title or type); repeatable")
     conv.add_argument("--out", metavar="FILE", help="write the prompt to FILE instead of printing it")
+    init = sub.add_parser("init", help="write our two workflows into the project's workflows/ folder",
+                          description="Write base_flux.json and finetuned_flux.json into the project's "
+                          "workflows/ folder when they are missing (--force: overwrite, losing your edits).")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
     parser.set_defaults(handler=run)
 
 
@@ -47,30 +52,25 @@ def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
 
 
 def _server_client(url: str) -> Any:
-    try:
-        from orchestrator.comfy.client import ComfyClient  # type: ignore[import-not-found]
-    except ImportError:
-        raise OrchestratorError("--server is not available yet: this build has no ComfyUI client",
-                                hint="leave out --server to use the schema shipped for our workflows") from None
+    from orchestrator.comfy.client import ComfyClient
+
     return ComfyClient(url)
 
 
-def _load(args: argparse.Namespace, ctx: Context) -> tuple[Any, dict[str, Any], Any, Any]:
+def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dict[str, Any], Any]:
     from orchestrator.comfy.patch import PromptParams, parse_set, patch_prompt
     from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
     from orchestrator.comfy.workflow import load_workflow, to_api_prompt
 
     wf = load_workflow(resolve_workflow_path(args.file, ctx.layout.workflows))
-    client = None
-    if args.server:
-        client = _server_client(args.server)
+    if client is not None:
         schema = schemas_from_object_info(client.object_info(), source=args.server)
     else:
         schema = load_builtin_schema()
     prompt = to_api_prompt(wf, schema)
     if args.sets:
         prompt = patch_prompt(prompt, PromptParams(sets=tuple(parse_set(s) for s in args.sets)))
-    return wf, prompt, schema, client
+    return wf, prompt, schema
 
 
 def _model_problems(prompt: dict[str, Any], client: Any, problems: list[str]) -> list[str]:
@@ -96,13 +96,36 @@ def _missing_local_models(prompt: dict[str, Any], ctx: Context) -> list[str]:
             if not (ctx.layout.models / folder / name).exists()]
 
 
+def _init(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.comfy.builtin import FILES, ensure_builtin_workflows
+
+    written = ensure_builtin_workflows(ctx.layout.workflows, force=args.force)
+    for path in written:
+        ctx.out(str(path))
+    kept = [name for name in FILES.values() if ctx.layout.workflows / name not in written]
+    if kept:
+        ctx.log(f"kept your {', '.join(kept)} in {ctx.layout.workflows} (--force overwrites)")
+    return 0
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.action == "init":
+        return _init(args, ctx)
+    client = _server_client(args.server) if args.server else None
+    try:
+        return _convert_or_check(args, ctx, client)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _convert_or_check(args: argparse.Namespace, ctx: Context, client: Any) -> int:
     import json
 
     from orchestrator.comfy.validate import validate_prompt
     from orchestrator.layout import atomic_write_text
 
-    wf, prompt, schema, client = _load(args, ctx)
+    wf, prompt, schema = _load(args, ctx, client)
     if args.action == "convert":
         text = json.dumps(prompt, indent=2, ensure_ascii=False)
         if args.out:

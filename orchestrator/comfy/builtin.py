@@ -230,6 +230,20 @@ def write_builtin_workflows(folder: Path) -> list[Path]:
     return paths
 
 
+def ensure_builtin_workflows(folder: Path, *, force: bool = False) -> list[Path]:
+    """Write the shipped workflows that are missing from `folder` (all of them with `force`); never
+    touches a file the user edited unless forced. Returns the paths written."""
+    from orchestrator.layout import atomic_write_text
+
+    written = []
+    for filename, doc in builtin_workflows().items():
+        path = folder / filename
+        if force or not path.exists():
+            atomic_write_text(path, render(doc))
+            written.append(path)
+    return written
+
+
 if __name__ == "__main__":   # python -m orchestrator.comfy.builtin [DIR]
     for p in write_builtin_workflows(Path(sys.argv[1] if len(sys.argv) > 1 else "workflows")):
         print(p)

@@ -21,12 +21,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.comfy import events as ev
-from orchestrator.comfy.problems import failed_error, interrupted_error, missing_models_error, rejected_error
+from orchestrator.comfy.jobs import JobResult, JobTracker
+from orchestrator.comfy.problems import missing_models_error, rejected_error
 from orchestrator.errors import ComfyError, ComfyUnavailable
 from orchestrator.layout import atomic_write_bytes
 
@@ -34,38 +34,8 @@ DEFAULT_URL = "http://127.0.0.1:8188"
 START_HINT = "start one with `python -m orchestrator comfyui up`, or pass --server URL of a running one"
 
 
-@dataclass(frozen=True)
-class JobResult:
-    """A finished prompt: its images by output node, cached nodes, timings (seconds), the /history entry."""
-
-    prompt_id: str
-    outputs: Mapping[str, tuple[ev.OutputImage, ...]]
-    cached_nodes: tuple[str, ...] = ()
-    timings: Mapping[str, float] = field(default_factory=dict)
-    history: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def images(self) -> tuple[ev.OutputImage, ...]:
-        """Every output image, output nodes in order."""
-        return tuple(img for imgs in self.outputs.values() for img in imgs)
-
-    @property
-    def cached(self) -> bool:
-        """True when every output came from ComfyUI's cache (nothing was recomputed)."""
-        return bool(self.outputs) and set(self.outputs) <= set(self.cached_nodes)
-
-
 class _Dropped(Exception):
     """The websocket closed under us."""
-
-
-@dataclass
-class _Tracker:
-    prompt_id: str
-    outputs: dict[str, tuple[ev.OutputImage, ...]] = field(default_factory=dict)
-    cached: tuple[str, ...] = ()
-    started: float | None = None
-    success: bool = False
 
 
 def ws_url(url: str) -> str:
@@ -161,10 +131,14 @@ class ComfyClient:
                              f"{image.filename}", hint="temp files are wiped when the server restarts")
         return r.content
 
+    def delete_pending(self, prompt_ids: list[str]) -> None:
+        """POST /queue {"delete": ids}: pending prompts go, a running one is left to finish."""
+        self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+
     def cancel(self, prompt_ids: list[str]) -> None:
         """Best effort: delete pending prompts from the queue and interrupt them if running."""
         try:
-            self._request("POST", "/queue", json={"delete": list(prompt_ids)})
+            self.delete_pending(prompt_ids)
             for pid in prompt_ids:
                 self._request("POST", "/interrupt", json={"prompt_id": pid})
         except ComfyError:
@@ -197,7 +171,8 @@ class ComfyClient:
 
         url = f"{ws_url(self.url)}/ws?clientId={self.client_id}"
         try:
-            ws = websocket.create_connection(url, timeout=self.timeout)
+            # JSON parsing rejects bad UTF-8 anyway; the library's pure-Python check costs ~10 ms a job
+            ws = websocket.create_connection(url, timeout=self.timeout, skip_utf8_validation=True)
             ws.send('{"type": "feature_flags", "data": {"supports_preview_metadata": true}}')
         except (websocket.WebSocketException, OSError) as e:
             raise self._unavailable("websocket /ws", e) from None
@@ -287,11 +262,48 @@ class ComfyClient:
     def wait(self, prompt_id: str, *, on_event: Callable[[ev.Event], None] | None = None,
              timeout: float | None = None) -> JobResult:
         """Follow a prompt until it is done; its events (ours only) go to `on_event`."""
-        track = _Tracker(prompt_id)
+        track = JobTracker(self.url, prompt_id, self._prompts.get(prompt_id), self._submitted.get(prompt_id))
+        try:
+            return self._follow(track, on_event, timeout)
+        finally:
+            self.forget(prompt_id)
+
+    def forget(self, prompt_id: str) -> None:
+        """Stop keeping a submitted prompt (and its buffered events) when its result is read another way."""
+        self._backlog.pop(prompt_id, None)
+        self._submitted.pop(prompt_id, None)
+        self._prompts.pop(prompt_id, None)
+        if self._running == prompt_id:
+            self._running = None
+
+    _forget = forget   # the name the batch helper first used
+
+    @property
+    def connected(self) -> bool:
+        """Whether our websocket is open (submit and wait open it)."""
+        return self._ws is not None
+
+    def next_event(self, timeout: float) -> ev.Event | None:
+        """The next message on our websocket (any prompt of ours), None after `timeout` or when not connected.
+
+        For callers that track prompts through /queue and /history and only need the socket drained
+        (ComfyUI blocks on a full socket) and a doorbell; a dropped socket is closed and None returned.
+        """
+        if self._ws is None:
+            return None
+        try:
+            return self._recv(timeout)
+        except _Dropped:
+            self._drop_ws()
+            return None
+
+    def _follow(self, track: JobTracker, on_event: Callable[[ev.Event], None] | None,
+                timeout: float | None) -> JobResult:
+        pid = track.prompt_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending = self._backlog.pop(prompt_id, [])
-        self._backlog[prompt_id] = []
-        if prompt_id not in self._submitted and (done := self._probe(track)) is not None:
+        pending = self._backlog.get(pid, [])
+        self._backlog[pid] = []
+        if track.submitted is None and (done := self._probe(track)) is not None:
             return done
         self.connect()
         last = time.monotonic()
@@ -301,7 +313,7 @@ class ComfyClient:
             else:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
-                    raise ComfyError(f"prompt {prompt_id} is still running on {self.url} after {timeout:g}s",
+                    raise ComfyError(f"prompt {pid} is still running on {self.url} after {timeout:g}s",
                                      hint="it keeps running on the server; cancel it in the browser if needed")
                 wait = self.idle_check - (now - last)
                 if deadline is not None:
@@ -309,7 +321,7 @@ class ComfyClient:
                 try:
                     event = self._recv(wait) if wait > 0 else None
                 except _Dropped:
-                    self._reconnect(prompt_id)
+                    self._reconnect(pid)
                     if (done := self._probe(track)) is not None:
                         return done
                     last = time.monotonic()
@@ -321,9 +333,21 @@ class ComfyClient:
                         last = time.monotonic()
                     continue
                 last = time.monotonic()
-            result = self._handle(track, event, on_event)
-            if result is not None:
-                return result
+            owner = self._owner(event)
+            if owner != pid:
+                if owner in self._backlog:
+                    self._backlog[owner].append(event)   # another prompt of ours: keep for its wait()
+                continue
+            if on_event is not None:
+                on_event(event)
+            if track.apply(event):
+                entry: dict[str, Any] = {}
+                for attempt in range(5):
+                    entry = self.history(pid)
+                    if entry:
+                        break
+                    time.sleep(0.05 * (attempt + 1))
+                return track.result(entry)
 
     def run(self, prompt: Mapping[str, Any], *, workflow: Mapping[str, Any] | None = None,
             on_event: Callable[[ev.Event], None] | None = None, timeout: float | None = None) -> JobResult:
@@ -338,96 +362,20 @@ class ComfyClient:
             return self._running   # type-1 previews carry no prompt id: the prompt that runs now
         return pid
 
-    def _handle(self, track: _Tracker, event: ev.Event, on_event: Callable[[ev.Event], None] | None
-                ) -> JobResult | None:
-        owner = self._owner(event)
-        if owner != track.prompt_id:
-            if owner in self._backlog:
-                self._backlog[owner].append(event)
-            return None
-        if on_event is not None:
-            on_event(event)
-        if isinstance(event, ev.ExecutionStart):
-            track.started = time.monotonic()
-        elif isinstance(event, ev.ExecutionCached):
-            track.cached = event.nodes
-        elif isinstance(event, ev.Executed):
-            if event.images:
-                track.outputs[event.node] = event.images
-        elif isinstance(event, ev.ExecutionSuccess):
-            track.success = True
-        elif isinstance(event, ev.ExecutionError):
-            self._forget(track.prompt_id)
-            raise failed_error(self.url, event, self._prompts.get(track.prompt_id))
-        elif isinstance(event, ev.ExecutionInterrupted):
-            self._forget(track.prompt_id)
-            raise interrupted_error(self.url, track.prompt_id, event, self._prompts.get(track.prompt_id))
-        elif isinstance(event, ev.Executing) and event.node is None:
-            entry: dict[str, Any] = {}
-            for attempt in range(5):
-                entry = self.history(track.prompt_id)
-                if entry:
-                    break
-                time.sleep(0.05 * (attempt + 1))
-            return self._finish(track, entry)
-        return None
-
-    def _probe(self, track: _Tracker) -> JobResult | None:
+    def _probe(self, track: JobTracker) -> JobResult | None:
         """Ask /history and /queue what became of the prompt; None while it is queued or running."""
         entry = self.history(track.prompt_id)
         if entry:
-            return self._finish(track, entry)
+            return track.result(entry)
         q = self.queue()
         if any(len(item) > 1 and item[1] == track.prompt_id
                for item in (q.get("queue_running") or []) + (q.get("queue_pending") or [])):
             return None
         entry = self.history(track.prompt_id)
         if entry:
-            return self._finish(track, entry)
-        self._forget(track.prompt_id)
+            return track.result(entry)
         raise ComfyError(f"ComfyUI at {self.url} no longer knows prompt {track.prompt_id}",
                          hint="the server restarted or the prompt was deleted from the queue; queue it again")
-
-    def _finish(self, track: _Tracker, entry: Mapping[str, Any]) -> JobResult:
-        status = entry.get("status") or {}
-        prompt = self._prompts.get(track.prompt_id)
-        self._forget(track.prompt_id, keep_prompt=True)
-        if entry and status.get("status_str") != "success":
-            for kind, data in status.get("messages") or ():
-                parsed = ev.parse_message({"type": kind, "data": data})
-                if isinstance(parsed, ev.ExecutionError):
-                    raise failed_error(self.url, parsed, prompt)
-                if isinstance(parsed, ev.ExecutionInterrupted):
-                    raise interrupted_error(self.url, track.prompt_id, parsed, prompt)
-            raise ComfyError(f"prompt {track.prompt_id} did not complete on ComfyUI at {self.url}",
-                             hint="see the server's log: `python -m orchestrator comfyui logs`")
-        outputs = dict(track.outputs)
-        for node, out in (entry.get("outputs") or {}).items():
-            images = tuple(ev.OutputImage.from_json(i) for i in (out or {}).get("images") or ())
-            if images:
-                outputs[str(node)] = images
-        for kind, data in status.get("messages") or ():
-            if kind == "execution_cached" and not track.cached:
-                track.cached = tuple(str(n) for n in data.get("nodes") or ())
-        now = time.monotonic()
-        submitted = self._submitted.pop(track.prompt_id, None)
-        timings = {}
-        if submitted is not None:
-            timings["total"] = now - submitted
-            if track.started is not None:
-                timings["queued"] = track.started - submitted
-        if track.started is not None:
-            timings["execution"] = now - track.started
-        self._prompts.pop(track.prompt_id, None)
-        return JobResult(track.prompt_id, outputs, track.cached, timings, dict(entry))
-
-    def _forget(self, prompt_id: str, keep_prompt: bool = False) -> None:
-        self._backlog.pop(prompt_id, None)
-        if not keep_prompt:
-            self._submitted.pop(prompt_id, None)
-            self._prompts.pop(prompt_id, None)
-        if self._running == prompt_id:
-            self._running = None
 
     def fetch_outputs(self, result: JobResult, dest_dir: Path, *,
                       name: Callable[[ev.OutputImage, int], str] | None = None,

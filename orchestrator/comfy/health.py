@@ -20,10 +20,14 @@ class NotReady(Exception):
     """The server did not answer (yet)."""
 
 
+# Our servers are on this machine or the LAN: never route the probe through an HTTP(S)_PROXY.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def get_json(url: str, path: str, *, timeout: float = 2.0) -> Any:
     """GET url+path and decode JSON; NotReady on any connection, HTTP or JSON failure."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as resp:  # noqa: S310 (http only)
+        with _OPENER.open(url.rstrip("/") + path, timeout=timeout) as resp:
             body = resp.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise NotReady(str(getattr(e, "reason", e))) from e

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from orchestrator.comfy.validate import validate_prompt
 from orchestrator.errors import ConfigError
 
 __all__ = ["PromptParams", "patch_prompt", "parse_set", "required_models", "positive_text_nodes",
-           "MODEL_INPUTS"]
+           "MODEL_INPUTS", "validate_prompt"]
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def failed_error(url: str, ev: ExecutionError, prompt: Mapping[str, Any] | None 
     message = ev.exception_message.strip().splitlines()[0] if ev.exception_message.strip() else "no message"
     details = [f"{ev.exception_type}: {ev.exception_message.strip()}" if ev.exception_type else message]
     for name, values in ev.current_inputs.items():
-        details.append(f"input {name} = {values[0] if isinstance(values, list) and len(values) == 1 else values!r}")
+        value = values[0] if isinstance(values, list) and len(values) == 1 else values
+        details.append(f"input {name} = {value}")
     if ev.traceback:
         details.append("at " + ev.traceback[-1].strip().splitlines()[0])
     hint = LOGS_HINT

@@ -69,7 +69,13 @@ def our_labels(layout: Layout) -> dict[str, str]:
 
 def containers(engine: Engine, layout: Layout, *, running_only: bool = False) -> list[Any]:
     """Our ComfyUI containers for this project, by worker index."""
-    found = engine.find(our_labels(layout), all=not running_only)
+    for attempt in range(3):
+        try:
+            found = engine.find(our_labels(layout), all=not running_only)
+            break
+        except DockerError as e:  # one was removed between docker's list and its inspect: list again
+            if "No such container" not in e.message or attempt == 2:
+                raise
     return sorted(found, key=lambda c: int((c.labels or {}).get(LABEL_WORKER, "0") or 0))
 
 
@@ -202,9 +208,13 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
         for p, c in started:
             _wait_ready(engine, p, c, timeout, reporter)
     except BaseException:
-        for _, c in started:  # nothing half-started is left behind
-            engine.stop(c, grace=5)
-            engine.remove(c)
+        # nothing half-started is left behind, including a container created by a run() that a
+        # Ctrl+C cut short before it returned
+        for p in to_start:
+            c = next((c for q, c in started if q is p), None) or engine.get(p.spec.name)
+            if c is not None:
+                engine.stop(c, grace=5)
+                engine.remove(c)
         raise
     servers = tuple(state_of(_reload(c)) for c in containers(engine, layout))
     return UpResult(servers, tuple(p.index for p, _ in started), tag)

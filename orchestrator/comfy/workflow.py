@@ -84,7 +84,7 @@ def _check_api(data: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: node {node_id} ({node['class_type']}): \"inputs\" is not an object")
 
 
-def _from_obj(obj: Any, path: Path | None) -> Workflow:
+def _from_obj(obj: Any, path: Path | None, *, fresh: bool = False) -> Workflow:
     where = _where(path)
     # Wrappers people commonly have: a /prompt body, or {"workflow": ..., "output": ...}.
     if isinstance(obj, Mapping) and detect_kind(obj) is None:
@@ -96,7 +96,7 @@ def _from_obj(obj: Any, path: Path | None) -> Workflow:
     if kind is None:
         what = type(obj).__name__ if not isinstance(obj, Mapping) else "an object without \"nodes\" or node entries"
         raise ConfigError(f"{where} is not a ComfyUI workflow (found {what})", hint=FORMATS_HINT)
-    data = copy.deepcopy(dict(obj))
+    data = dict(obj) if fresh else copy.deepcopy(dict(obj))   # never share the caller's objects
     (_check_ui if kind == "ui" else _check_api)(data, where)
     return Workflow(kind=kind, data=data, path=path)
 
@@ -146,7 +146,7 @@ def _from_png(raw: bytes, path: Path) -> Workflow:
     for key in ("workflow", "prompt"):
         if key in chunks:
             try:
-                return _from_obj(json.loads(chunks[key]), path)
+                return _from_obj(json.loads(chunks[key]), path, fresh=True)
             except json.JSONDecodeError:
                 continue
     raise ConfigError(f"{path}: this PNG carries no ComfyUI workflow",
@@ -182,7 +182,7 @@ def load_workflow(source: str | os.PathLike[str] | Mapping[str, Any]) -> Workflo
         raise _json_error(path, text, e) from None
     except RecursionError:
         raise ConfigError(f"{path}: JSON nested too deeply") from None
-    return _from_obj(obj, path)
+    return _from_obj(obj, path, fresh=True)
 
 
 def to_api_prompt(wf: Workflow, schema: NodeSchemas | None = None, *, rng: random.Random | None = None,
