@@ -44,7 +44,7 @@ class ComfyServer:
         entry = self.client.history(prompt_id)
         if not entry:
             return None
-        self.client._forget(prompt_id)  # the client keeps each submitted prompt until it is waited for
+        self.client.forget(prompt_id)  # the client keeps each submitted prompt until it is waited for
         return outcome_from_history(entry)
 
     def fetch(self, ref: ImageRef) -> bytes:
@@ -54,13 +54,13 @@ class ComfyServer:
 
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """POST /queue {"delete": ids}: pending ones go, a running one is left to finish."""
-        self.client._request("POST", "/queue", json={"delete": list(prompt_ids)})
+        self.client.delete_pending(list(prompt_ids))
 
     def idle(self, seconds: float) -> None:
         """Wait up to `seconds`, draining our websocket; return early when one of our prompts ends."""
         from orchestrator.comfy.events import Executing, ExecutionError, ExecutionInterrupted
 
-        if self.client._ws is None:
+        if not self.client.connected:
             time.sleep(seconds)
             return
         deadline = time.monotonic() + seconds
@@ -68,14 +68,8 @@ class ComfyServer:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            try:
-                event = self.client._recv(left)
-            except Exception:  # the socket dropped (or broke): polling carries on, submit reconnects
-                self.client._drop_ws()
-                return
-            if event is None:
-                return
-            if isinstance(event, (ExecutionError, ExecutionInterrupted)) or (
+            event = self.client.next_event(left)  # None on timeout, or when the socket dropped
+            if event is None or isinstance(event, (ExecutionError, ExecutionInterrupted)) or (
                     isinstance(event, Executing) and event.node is None):
                 return
 
