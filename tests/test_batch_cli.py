@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.test_batch_jobs import EXAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,8 +158,31 @@ def test_run_json_summary_and_rerun_skips_everything(run_cli, project, monkeypat
         assert (doc["done"], doc["skipped"], doc["failed"], doc["total"]) == (3, 0, 0, 3)
         assert doc["servers"][0]["url"] == d.url and doc["servers"][0]["done"] == 3
         assert doc["sheets"] == [str(project.root / "outputs/batch-jobs/sheets/01-a-cat-64x64.png")]
-        r = run_cli("batch", "run", str(path), "--server", d.url, "--json", "--poll", "0.05")
+        monkeypatch.setenv("COMFYUI_URL", d.url.removeprefix("http://"))   # host:port is enough
+        r = run_cli("batch", "run", str(path), "--json", "--poll", "0.05")
         doc = json.loads(r.out)
         assert (doc["done"], doc["skipped"]) == (0, 3) and len(d.posted) == 3
+        assert doc["servers"][0]["url"] == d.url
         r = run_cli("batch", "plan", str(path))
         assert "earlier runs in" in r.out and "3 done, 0 failed, 0 to make" in r.out
+
+
+@pytest.mark.docker
+def test_run_without_server_uses_the_workers_comfyui_up_started(engine, project, run_cli, monkeypatch,
+                                                                 busybox_image):
+    """`comfyui up --workers 2` then `batch run`: both workers are found (stand-in image, nothing submitted)."""
+    from tests.comfy_standin import standin_image
+    from tests.test_comfy_server import free_ports
+
+    monkeypatch.delenv("COMFYUI_URL", raising=False)
+    image = standin_image(engine, "ok", 0.0)
+    port = free_ports(2)
+    r = run_cli("comfyui", "up", "--image", image, "--no-build", "--gpus", "none", "--port", str(port),
+                "--workers", "2")
+    assert r.code == 0, r.err
+    # the workflow is missing, so the run stops at the up-front check, after discovery and before any submit
+    path = write_jobs(project, "jobs:\n  - {prompt: a, workflow: workflows/none.json}\n")
+    r = run_cli("batch", "run", str(path))
+    assert f"found 2 ComfyUI servers: http://127.0.0.1:{port}, http://127.0.0.1:{port + 1}" in r.err
+    assert r.code == 2 and "workflows/none.json not found" in r.err
+    run_cli("comfyui", "down")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                                    "finished images are skipped and jobs finished while we were away are collected.")
     p.add_argument("file", metavar="FILE", help="the YAML job file")
     p.add_argument("--server", action="append", metavar="URL", default=[],
-                   help="a ComfyUI server; repeat for several (default: our running containers)")
+                   help="a ComfyUI server; repeat for several (default: $COMFYUI_URL, else this project's "
+                        "running ComfyUI containers, else http://127.0.0.1:8188)")
     p.add_argument("--depth", type=int, default=2, metavar="K",
                    help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
@@ -119,9 +122,16 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _normalize(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url if re.match(r"^https?://", url) else "http://" + url
+
+
 def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
-    if args.server:
-        return list(dict.fromkeys(u.rstrip("/") for u in args.server))
+    """--server URLs, else $COMFYUI_URL (comma-separated), else our running containers, else the default."""
+    given = args.server or [u for u in os.environ.get("COMFYUI_URL", "").split(",") if u.strip()]
+    if given:
+        return list(dict.fromkeys(_normalize(u) for u in given))
     try:
         from orchestrator.comfy.server import discover_servers
         from orchestrator.engine import connect
