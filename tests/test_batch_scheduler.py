@@ -231,3 +231,28 @@ def test_a_crashing_worker_stops_the_batch_instead_of_hanging_it(tmp_path, serve
         run_batch(jf, tmp_path / "out", [a], flaky_build, FAST)
     check_manifest(tmp_path / "out", jf.jobs, finished=False)
     assert not a.pending
+
+
+def test_crash_between_saving_and_the_manifest_does_not_write_again(tmp_path, servers):
+    """The files and sidecar of a prompt are on disk but the manifest still says queued: collect, don't rewrite."""
+    from orchestrator.batch.manifest import Manifest
+
+    jf = load_job_file(make_job_file(tmp_path, seeds=2, strengths=(1.0,)))
+    (a,) = servers(1)
+    out = tmp_path / "out"
+    run_batch(jf, out, [a], build, FAST)
+    job = jf.jobs[0]
+    states, _ = read_manifest(out / MANIFEST_NAME)
+    pid = states[job.key].prompt_id
+    # rewrite history: the last record of this job was `queued` (as if we died before `done`)
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    keep = [x for x in lines if not (f'"{job.key}"' in x and '"done"' in x)]
+    (out / MANIFEST_NAME).write_text("\n".join(keep) + "\n")
+    before = (out / f"{job.name}.png").stat().st_mtime_ns
+    fetched = len(a.fetches)
+    summary = run_batch(jf, out, [a], build, FAST)
+    assert summary.done == 1 and summary.skipped == 1
+    assert len(a.fetches) == fetched                       # not downloaded again
+    assert (out / f"{job.name}.png").stat().st_mtime_ns == before
+    with Manifest(out / MANIFEST_NAME) as m:
+        assert m.get(job.key).state == "done" and m.get(job.key).prompt_id == pid

@@ -28,6 +28,8 @@ def make_saver(out_dir: Path, job_file: Path) -> Saver:
 
     def save(job: Job, server: Server, prompt_id: str, outcome: Outcome) -> list[str]:
         paths = image_paths(job, outcome, out_dir)
+        if _already_saved(out_dir / f"{job.name}.json", prompt_id, paths):
+            return [p.name for p in paths]  # a crash came between saving and the manifest: not again
         for ref, path in zip(outcome.images, paths):
             atomic_write_bytes(path, server.fetch(ref))
         sidecar = {
@@ -43,3 +45,10 @@ def make_saver(out_dir: Path, job_file: Path) -> Saver:
         return [p.name for p in paths]
 
     return save
+
+
+def _already_saved(sidecar: Path, prompt_id: str, paths: list[Path]) -> bool:
+    try:
+        return json.loads(sidecar.read_text()).get("prompt_id") == prompt_id and all(p.exists() for p in paths)
+    except (OSError, ValueError):
+        return False
