@@ -151,10 +151,12 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
 
 
 def format_progress(p: Any) -> str:
-    """`batch 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 2 queued · :8189 down`."""
+    """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · 127.0.0.1:8188 2 queued, 5 done · ...`."""
     from orchestrator.progress import format_duration
 
-    parts = [f"batch {p.done + p.skipped}/{p.total}"]
+    finished = p.done + p.skipped + p.failed
+    filled = int(12 * finished / p.total) if p.total else 12
+    parts = [f"batch [{'#' * filled}{'.' * (12 - filled)}] {p.done + p.skipped}/{p.total}"]
     if p.failed:
         parts.append(f"{p.failed} failed")
     parts.append(f"{p.per_minute:.1f} img/min")
@@ -181,15 +183,14 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
             f"(depth {args.depth})")
-    last = [""]
+    last = [0]
 
     def on_progress(p) -> None:
         line = format_progress(p)
         ctx.status.update(line)
-        if not ctx.status.tty and p.done and line.split(" · ")[0] != last[0]:
-            last[0] = line.split(" · ")[0]
-            if p.done % 10 == 0:
-                ctx.log(line)
+        if not ctx.status.tty and p.done and p.done % 10 == 0 and p.done != last[0]:
+            last[0] = p.done  # without a terminal: a milestone line every 10 images
+            ctx.log(line)
 
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
