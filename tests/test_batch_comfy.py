@@ -197,3 +197,40 @@ def test_ctrl_c_then_rerun_collects_what_finished_while_away(project, batch, dou
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png") if p.name in made} == made  # not rewritten
     check_manifest(out, jf.jobs, finished=True)
     check_files(out, jf.jobs)
+
+
+@pytest.mark.slow
+def test_real_sigint_and_sigkill_of_the_cli_then_rerun(project, batch, doubles):
+    """A real Ctrl+C (SIGINT) and a hard kill (SIGKILL) of `batch run`, then a rerun: every image exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    jf, out = batch()
+    a, b = doubles(2, step_time=0.05)
+    argv = [sys.executable, "-m", "orchestrator", "--project-dir", str(project.root), "batch", "run",
+            str(jf.path), "--server", a.url, "--server", b.url, "--out", str(out), "--poll", "0.05"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run_until(n_images: int, sig: int) -> tuple[int, str]:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while len(list(out.glob("*.png"))) < n_images and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        return proc.returncode, err.decode()
+
+    code, err = run_until(3, signal.SIGINT)
+    assert code == 130, err
+    assert "Run the same command again" in err and "Traceback" not in err
+    check_manifest(out, jf.jobs, finished=False)
+    assert not a.pending and not b.pending
+    code, _ = run_until(7, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    check_manifest(out, jf.jobs, finished=False)             # readable and consistent after a hard kill
+    summary = run(project, jf, out, [a, b])
+    assert summary.done + summary.skipped == 12 and summary.failed == 0
+    check_manifest(out, jf.jobs, finished=True)
+    check_files(out, jf.jobs)
