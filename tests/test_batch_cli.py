@@ -196,4 +196,4 @@ def test_progress_line_shows_bar_rate_eta_and_each_server():
                  servers=(ServerState("http://127.0.0.1:8188", True, 2, 6), ServerState("http://gpu2:8188", False, 0, 4)))
     line = format_progress(p)
     assert line == ("batch [###.........] 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
-                    "127.0.0.1:8188 2 queued, 6 done · gpu2:8188 down")
+                    ":8188 6 done +2 queued · gpu2:8188 4 done down")

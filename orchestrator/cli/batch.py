@@ -151,7 +151,7 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
 
 
 def format_progress(p: Any) -> str:
-    """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · 127.0.0.1:8188 2 queued, 5 done · ...`."""
+    """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 5 done +2 queued · gpu2:8188 ...`."""
     from orchestrator.progress import format_duration
 
     finished = p.done + p.skipped + p.failed
@@ -163,7 +163,9 @@ def format_progress(p: Any) -> str:
     parts.append(f"ETA {format_duration(p.eta)}")
     for s in p.servers:
         name = s.url.split("//", 1)[-1]
-        parts.append(f"{name} {'down' if not s.up else f'{s.outstanding} queued, {s.done} done'}")
+        for local in ("127.0.0.1:", "localhost:"):
+            name = name.replace(local, ":", 1) if name.startswith(local) else name
+        parts.append(f"{name} {s.done} done " + ("down" if not s.up else f"+{s.outstanding} queued"))
     return " · ".join(parts)
 
 
