@@ -31,8 +31,11 @@ class FakeServer:
 
     def __init__(self, url: str, duration: float = 0.02,
                  reject: Callable[[dict], str | None] | None = None,
-                 fail: Callable[[dict], str | None] | None = None) -> None:
+                 fail: Callable[[dict], str | None] | None = None,
+                 die_after: int | None = None, hold_after: int | None = None) -> None:
         self.url, self.duration, self.reject, self.fail = url, duration, reject, fail
+        self.die_after = die_after      # kill() itself right after completing this many jobs
+        self.hold_after = hold_after    # after this many jobs, the next one runs until release()
         self.lock = threading.Condition()
         self.pending: deque[tuple[str, dict]] = deque()
         self.running: str | None = None
@@ -108,6 +111,12 @@ class FakeServer:
             self.kill()
             self.alive = True
 
+    def release(self) -> None:
+        """Let a held server work again."""
+        with self.lock:
+            self.hold_after = None
+            self.lock.notify_all()
+
     def close(self) -> None:
         with self.lock:
             self._closed = True
@@ -122,6 +131,8 @@ class FakeServer:
                     return
                 pid, prompt = self.pending.popleft()
                 self.running = pid
+                while self.hold_after is not None and len(self.completed) >= self.hold_after and not self._closed:
+                    self.lock.wait(0.05)  # held: this job stays running until release()
             time.sleep(self.duration)
             with self.lock:
                 if self.running != pid:
@@ -132,3 +143,7 @@ class FakeServer:
                                      Outcome(ok=True, images=(ImageRef(f"{pid}.png", "batch"),)))
                 self.completed.append(pid)
                 self.ran_dry = not self.pending
+                if self.die_after is not None and len(self.completed) >= self.die_after:
+                    self.alive = False  # like kill(): it forgets everything, including this job
+                    self.pending.clear()
+                    self.history.clear()
