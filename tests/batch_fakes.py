@@ -32,10 +32,12 @@ class FakeServer:
     def __init__(self, url: str, duration: float = 0.02,
                  reject: Callable[[dict], str | None] | None = None,
                  fail: Callable[[dict], str | None] | None = None,
-                 die_after: int | None = None, hold_after: int | None = None) -> None:
+                 die_after: int | None = None, hold_after: int | None = None,
+                 restart_after: int | None = None) -> None:
         self.url, self.duration, self.reject, self.fail = url, duration, reject, fail
         self.die_after = die_after      # kill() itself right after completing this many jobs
         self.hold_after = hold_after    # after this many jobs, the next one runs until release()
+        self.restart_after = restart_after  # restart() right after completing this many jobs
         self.lock = threading.Condition()
         self.pending: deque[tuple[str, dict]] = deque()
         self.running: str | None = None
@@ -143,6 +145,9 @@ class FakeServer:
                                      Outcome(ok=True, images=(ImageRef(f"{pid}.png", "batch"),)))
                 self.completed.append(pid)
                 self.ran_dry = not self.pending
+                if self.restart_after is not None and len(self.completed) == self.restart_after:
+                    self.pending.clear()  # like restart(): up again at once, queue and history gone
+                    self.history.clear()
                 if self.die_after is not None and len(self.completed) >= self.die_after:
                     self.alive = False  # like kill(): it forgets everything, including this job
                     self.pending.clear()
