@@ -105,11 +105,11 @@ def test_fan_out_over_three_servers(project, batch, doubles):
 
 def test_server_killed_mid_batch(project, batch, doubles):
     jf, out = batch()
-    a, b = doubles(2, step_time=0.02)
+    a, b = doubles(2, step_time=0.04)
     killed = []
 
     def on_progress(p):
-        if p.done >= 3 and not killed:
+        if p.done >= 2 and not killed:
             b.stop()
             killed.append(True)
 
