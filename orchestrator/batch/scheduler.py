@@ -123,10 +123,11 @@ class Scheduler:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
                     break
-        except KeyboardInterrupt:
+        except BaseException as e:  # Ctrl+C, or a failing progress callback: stop cleanly either way
             self._shutdown(workers)
             self._cancel_pending()
-            self.manifest.event("interrupted", **self._counts())
+            self.manifest.event("interrupted" if isinstance(e, KeyboardInterrupt) else "stopped",
+                                **self._counts())
             raise
         self._shutdown(workers)
         for note in self.notes if on_note is not None else ():
