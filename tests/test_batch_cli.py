@@ -197,3 +197,14 @@ def test_progress_line_shows_bar_rate_eta_and_each_server():
     line = format_progress(p)
     assert line == ("batch [###.........] 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
                     ":8188 6 done +2 queued · gpu2:8188 4 done down")
+
+
+def test_plan_checks_the_prompts_offline(run_cli, project):
+    copy_workflows(project)
+    path = write_jobs(project, 'jobs:\n  - {prompt: a, set: {"Nope.steps": 3}}\n')
+    r = run_cli("batch", "plan", str(path))
+    assert r.code == 0 and "1 image from 1 job entry" in r.out
+    assert "warning: 1 job(s) cannot be turned into a ComfyUI prompt (checked offline" in r.err
+    assert "Nope" in r.err
+    r = run_cli("batch", "plan", str(write_jobs(project)))
+    assert r.err == ""

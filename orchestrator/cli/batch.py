@@ -105,7 +105,22 @@ def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     missing = [w for w in workflows if not _project_path(ctx, w).exists()]
     for w in missing:
         ctx.warn(f"workflow {w} not found under {ctx.layout.root}")
+    if not missing:
+        _check_offline(jobs, ctx)
     return 0
+
+
+def _check_offline(jobs, ctx: Context) -> None:
+    """Patch every job's prompt with the built-in node schemas: what `run` would refuse, said now."""
+    from orchestrator.batch.prompts import PromptBuilder
+    from orchestrator.errors import ConfigError
+
+    try:
+        PromptBuilder(ctx.layout).check(jobs)
+    except ConfigError as e:
+        ctx.warn(f"{e.message} (checked offline with the built-in node schemas):")
+        for line in e.details:
+            ctx.log(f"  {line}")
 
 
 def _sample(jobs, n: int):
