@@ -82,9 +82,10 @@ class Client(Protocol):
 def choose_workflow(req: GenerateRequest, layout: Layout) -> tuple[Workflow, str]:
     """(workflow, how the sidecar names it): the given file, else ours from workflows/ or the shipped one."""
     if req.workflow is not None:
-        path = req.workflow if req.workflow.exists() else layout.workflows / req.workflow
-        wf = load_workflow(path if path.exists() else req.workflow)
-        return wf, str(wf.path or req.workflow)
+        candidates = [req.workflow, layout.workflows / req.workflow, layout.workflows / f"{req.workflow}.json"]
+        path = next((p for p in candidates if p.is_file()), req.workflow)
+        wf = load_workflow(path)
+        return wf, str(wf.path or path)
     name = LORA_WORKFLOW if req.lora else BASE_WORKFLOW
     path = layout.workflows / name
     if path.exists():
@@ -162,7 +163,10 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
     wf, wf_label = choose_workflow(req, layout)
     from orchestrator.comfy.schema import schemas_from_object_info
 
-    base = to_api_prompt(wf, schemas_from_object_info(client.object_info(), source=client.url))
+    from orchestrator.comfy.uivalues import reflect_in_ui
+
+    schema = schemas_from_object_info(client.object_info(), source=client.url)
+    base = to_api_prompt(wf, schema)
     folder = req.out_dir if req.out_dir is not None else layout.outputs / stamp.strftime("%Y-%m-%d")
     ui = wf.data if wf.kind == "ui" else None
     taken: set[Path] = set()
@@ -179,7 +183,9 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
         progress = _Progress(reporter, i, req.count, prompt)
         reporter.update(progress.queued_line)
         started = time.monotonic()
-        prompt_id = client.submit(prompt, workflow=ui)
+        # the PNG's workflow shows this image's values when reopened in the browser
+        shown = reflect_in_ui(ui, base, prompt, schema) if ui is not None else None
+        prompt_id = client.submit(prompt, workflow=shown)
         try:
             result = client.wait(prompt_id, on_event=progress, timeout=timeout)
         except KeyboardInterrupt:

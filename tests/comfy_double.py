@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.comfy_double_http import Handler
-from tests.comfy_double_nodes import (SAMPLING_TYPES, cache_keys, execution_order, object_info, validate)
+from tests.comfy_double_nodes import object_info, validate
 from tests.comfy_ws import WsConnection
 
 DEFAULT_MODELS = {
@@ -352,6 +352,3 @@ class ComfyDouble:
                 raise _Abort
             time.sleep(min(0.01, max(0.0, end - time.monotonic())))
 
-
-__all__ = ["ComfyDouble", "DEFAULT_MODELS", "MODEL_FOLDERS", "SAMPLING_TYPES", "Job", "_Abort",
-           "cache_keys", "execution_order", "now_ms"]

@@ -8,7 +8,8 @@ import re
 import struct
 from typing import Any
 
-from tests.comfy_double import SAMPLING_TYPES, ComfyDouble, Job, cache_keys, execution_order, now_ms
+from tests.comfy_double import ComfyDouble, Job, now_ms
+from tests.comfy_double_nodes import SAMPLING_TYPES, cache_keys, execution_order
 
 
 class _Stop(Exception):

@@ -175,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
         fields = _multipart(self.headers.get("Content-Type", ""), body)
         if "image" not in fields or fields["image"][0] is None:
             return self._reply(400)
-        filename, data = fields["image"]
+        filename, data = fields["image"][0] or "image.png", fields["image"][1]
         kind = (fields.get("type", (None, b"input"))[1].decode() or "input")
         sub = fields.get("subfolder", (None, b""))[1].decode()
         overwrite = fields.get("overwrite", (None, b""))[1].decode() in ("true", "1")

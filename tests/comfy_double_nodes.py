@@ -49,6 +49,22 @@ def _node(name: str, display: str | None, category: str, required: dict[str, lis
             "output_node": output_node}
 
 
+TOOLTIPS = {  # the ones that show up in recorded error bodies (extra_info.input_config)
+    ("CheckpointLoaderSimple", "ckpt_name"): "The name of the checkpoint (model) to load.",
+    ("VAEDecode", "samples"): "The latent to be decoded.",
+    ("VAEDecode", "vae"): "The VAE model used for decoding the latent.",
+    ("SaveImage", "images"): "The images to save.",
+    ("SaveImage", "filename_prefix"): "The prefix for the file to save. This may include formatting information "
+                                      "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values "
+                                      "from nodes.",
+    ("EmptyLatentImage", "width"): "The width of the latent images in pixels.",
+    ("EmptyLatentImage", "height"): "The height of the latent images in pixels.",
+    ("EmptyLatentImage", "batch_size"): "The number of latent images in the batch.",
+    ("LoraLoader", "lora_name"): "The name of the LoRA.",
+    ("CLIPTextEncode", "text"): "The text to be encoded.",
+}
+
+
 def object_info(models: dict[str, list[str]], input_files: list[str]) -> dict[str, Any]:
     """`GET /object_info` of the double: ~20 classes, model combos from `models`."""
     def files(folder: str, extra: tuple[str, ...] = ()) -> list[Any]:
@@ -118,6 +134,10 @@ def object_info(models: dict[str, list[str]], input_files: list[str]) -> dict[st
               output_node=True, hidden=hidden),
         _node("PreviewImage", "Preview Image", "image", {"images": ["IMAGE"]}, [], output_node=True, hidden=hidden),
     ]
+    for (cls, name), tip in TOOLTIPS.items():
+        node = next(n for n in nodes if n["name"] == cls)
+        spec = node["input"]["required"][name]
+        node["input"]["required"][name] = [spec[0], {**(spec[1] if len(spec) > 1 else {}), "tooltip": tip}]
     return {n["name"]: n for n in nodes}
 
 
@@ -317,7 +337,7 @@ def cache_keys(prompt: dict[str, Any]) -> dict[str, str]:
         if node_id in keys:
             return keys[node_id]
         node = prompt[node_id]
-        parts = []
+        parts: list[tuple[Any, ...]] = []
         for name, value in sorted((node.get("inputs") or {}).items()):
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt and value[0] not in stack:
                 parts.append((name, key(str(value[0]), stack + (node_id,)), value[1]))

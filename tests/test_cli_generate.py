@@ -44,7 +44,10 @@ def test_generate_with_lora_writes_images_and_sidecars(run_cli, project, double)
     assert posted_inputs(double, "CLIPTextEncode", 0)["text"] == "A tjtoy toy, on a desk!"
     assert [posted_inputs(double, "RandomNoise", i)["noise_seed"] for i in (0, 1)] == [7, 8]
     png = Image.open(paths[1])
-    assert json.loads(png.text["workflow"]) == builtin_workflows()["finetuned_flux.json"]
+    reopened = {n["type"]: n for n in json.loads(png.text["workflow"])["nodes"]}   # as the browser will show it
+    assert reopened["RandomNoise"]["widgets_values"] == [8, "randomize"]
+    assert reopened["CLIPTextEncode"]["widgets_values"] == ["A tjtoy toy, on a desk!"]
+    assert json.loads(png.text["prompt"]) == double.posted[1]["prompt"]
     assert "image 2/2 done in" in r.err
 
 
@@ -195,3 +198,14 @@ def test_progress_lines(project, double):
     assert "image 1/2 [" + "#" * 3 + "-" * 17 + "] step 1/3" in rec.updates     # 1/3 of the first of two
     assert "image 2/2 [" + "#" * 20 + "] step 3/3" in rec.updates
     assert len(rec.milestones) == 2 and rec.milestones[1].startswith("image 2/2 done in")
+
+
+def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, double):
+    doc = builtin_workflows()["base_flux.json"]
+    (project.workflows / "mine.json").write_text(json.dumps(doc))
+    r = run_cli("generate", "a fox", "--workflow", "mine", "--server", double.url)
+    assert r.code == 0, r.err
+    assert json.loads(Path(r.out.strip()).with_suffix(".json").read_text())["workflow"] == \
+        str(project.workflows / "mine.json")
+    r = run_cli("generate", "a fox", "--workflow", "nope.json", "--server", double.url)
+    assert r.code == 2 and "error: workflow file nope.json does not exist" in r.err

@@ -148,11 +148,13 @@ def test_websocket_dropped_mid_job_is_recovered(double, client):
     assert client.run(with_seed(9)).images                  # dropped again, reconnected again
 
 
-def test_websocket_dropped_and_job_finished_meanwhile(double, client):
+def test_websocket_dropped_and_job_finished_meanwhile(double):
+    client = ComfyClient(double.url, timeout=5, idle_check=30)    # recovery must not wait for an idle check
     double.drop_websocket_after(3)
     started = time.monotonic()
     assert client.run(PROMPT).images
     assert time.monotonic() - started < 3
+    client.close()
 
 
 def test_server_gone_mid_job_is_unavailable_not_a_hang(double, client):
@@ -236,13 +238,15 @@ def test_wait_timeout(double, client):
     client.cancel([pid])
 
 
-def test_several_prompts_in_flight(double, client):
+def test_several_prompts_in_flight(double):
+    client = ComfyClient(double.url, timeout=5, idle_check=30)    # no idle check may rescue a lost event
     double.step_time = 0.01
     ids = [client.submit(with_seed(s)) for s in (11, 12, 13)]
     started = time.monotonic()
     results = [client.wait(pid) for pid in reversed(ids)]
     assert time.monotonic() - started < 3                  # events of the others were kept, not lost
     assert sorted(r.images[0].filename for r in results) == [f"flux_finetuned_0000{i}_.png" for i in (1, 2, 3)]
+    client.close()
 
 
 def test_other_clients_prompts_are_ignored(double, client):

@@ -11,7 +11,6 @@ import requests
 import websocket
 
 from tests.comfy_double import ComfyDouble
-from tests.conftest import shared_path
 
 SIMPLE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 255}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "lab_a"}}}
@@ -121,7 +120,7 @@ def test_success_then_cached_then_partially_cached(double):
 
 
 def test_history_empty_until_done_and_view(double):
-    double.node_time = 0.2
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     pid = post(double, SIMPLE).json()["prompt_id"]
     assert requests.get(f"{double.url}/history/{pid}", timeout=5).json() == {}
@@ -205,7 +204,7 @@ def test_fail_next_interrupt(double):
 
 
 def test_interrupt_between_nodes(double):
-    double.node_time = 0.15
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     pid = post(double, CHAIN).json()["prompt_id"]
     frames = []
@@ -272,7 +271,8 @@ def test_validation_node_errors(double):
     assert r.json()["node_errors"] == {"1": {"errors": [{
         "type": "value_not_in_list", "message": "Value not in list",
         "details": "ckpt_name: 'missing.safetensors' not in ['flux1-dev.safetensors']",
-        "extra_info": {"input_name": "ckpt_name", "input_config": [["flux1-dev.safetensors"], {}],
+        "extra_info": {"input_name": "ckpt_name", "input_config": [["flux1-dev.safetensors"], {
+                       "tooltip": "The name of the checkpoint (model) to load."}],
                        "received_value": "missing.safetensors"}}], "dependent_outputs": ["4"],
         "class_type": "CheckpointLoaderSimple"}}
     r = post(double, {"1": SIMPLE["1"], "2": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}})
@@ -332,7 +332,7 @@ def test_info_routes(double):
 
 
 def test_queue_delete_clear_and_global_interrupt(double):
-    double.node_time = 0.2
+    double.node_time = 0.5
     sock = Socket(double, "c1")
     ids = [post(double, {**CHAIN, "1": {**CHAIN["1"], "inputs": {**CHAIN["1"]["inputs"], "color": i}}})
            .json()["prompt_id"] for i in range(3)]
@@ -399,46 +399,3 @@ def test_several_doubles_at_once():
         for t in threads:
             t.join(10)
         assert results == {"a": SUCCESS_TYPES, "b": SUCCESS_TYPES}
-
-
-def _recorded_types(name: str) -> list[str]:
-    data = json.loads(shared_path("comfyui", "transcripts", name).read_text())
-    posted = next(i for i, e in enumerate(data) if e["direction"] == "http_request" and e["path"] == "/prompt")
-    return [e["type"] for e in data[posted:] if e["direction"] == "ws_recv"]
-
-
-@pytest.mark.parametrize("name,prompt,setup", [
-    ("a_success.json", SIMPLE, None),
-    ("d1_execution_error_garbage_checkpoint.json", ERROR, "error"),
-    ("d3_interrupted.json", CHAIN, "interrupt"),
-    ("a2_no_client_id.json", SIMPLE, "no_client_id"),
-])
-def test_cross_check_with_recorded_transcripts(double, name, prompt, setup):
-    recorded = _recorded_types(name)
-    sock = Socket(double, "c1")
-    if setup == "error":
-        double.fail_next("error", node_type="CheckpointLoaderSimple")
-    if setup == "no_client_id":
-        post(double, prompt, client_id=None)
-        sock.ws.settimeout(0.5)
-        frames = []
-        try:
-            while True:
-                frames.append(json.loads(sock.ws.recv()))
-        except websocket.WebSocketTimeoutException:
-            pass
-    elif setup == "interrupt":
-        double.node_time = 0.15
-        pid = post(double, prompt).json()["prompt_id"]
-        frames = []
-        while not (frames and frames[-1]["type"] == "executing" and frames[-1]["data"].get("node") == "2"):
-            frames.append(json.loads(sock.ws.recv()))
-        requests.post(double.url + "/interrupt", json={"prompt_id": pid}, timeout=5)
-        frames += sock.until_done(pid)
-    else:
-        frames = run(double, sock, prompt)
-    assert types(frames) == recorded
-    if name == "a_success.json":
-        assert types(run(double, sock, prompt)) == _recorded_types("b_cached.json")
-        partial = {**prompt, "2": {**prompt["2"], "inputs": {**prompt["2"]["inputs"], "filename_prefix": "b2"}}}
-        assert types(run(double, sock, partial)) == _recorded_types("b2_partially_cached_custom_prompt_id.json")

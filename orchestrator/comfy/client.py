@@ -38,6 +38,19 @@ class _Dropped(Exception):
     """The websocket closed under us."""
 
 
+def _why(err: BaseException) -> str:
+    """A short reason for a connection failure instead of urllib3's nested repr."""
+    text = str(err)
+    for needle, reason in (("Connection refused", "connection refused: nothing listens on that port"),
+                           ("Name or service not known", "unknown host name"),
+                           ("nodename nor servname", "unknown host name"),
+                           ("timed out", "timed out"), ("No route to host", "no route to host"),
+                           ("Connection reset", "connection reset by the server")):
+        if needle in text:
+            return reason
+    return f"{type(err).__name__}: {text[:200]}"
+
+
 def ws_url(url: str) -> str:
     """http(s)://host:port/... -> ws(s)://host:port/..."""
     return "ws" + url[4:] if url.startswith("http") else url
@@ -66,7 +79,7 @@ class ComfyClient:
 
     # -- plumbing ----------------------------------------------------------------------------
     def _unavailable(self, what: str, err: BaseException | None = None) -> ComfyUnavailable:
-        detail = [f"{type(err).__name__}: {err}"] if err is not None else []
+        detail = [_why(err)] if err is not None else []
         return ComfyUnavailable(f"no ComfyUI server answers at {self.url} ({what})", hint=START_HINT, details=detail)
 
     def _request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
@@ -309,7 +322,7 @@ class ComfyClient:
         last = time.monotonic()
         while True:
             if pending:
-                event: ev.Event | None = pending.pop(0)
+                event: ev.Event = pending.pop(0)
             else:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -319,20 +332,20 @@ class ComfyClient:
                 if deadline is not None:
                     wait = min(wait, deadline - now)
                 try:
-                    event = self._recv(wait) if wait > 0 else None
+                    got = self._recv(wait) if wait > 0 else None
                 except _Dropped:
                     self._reconnect(pid)
                     if (done := self._probe(track)) is not None:
                         return done
                     last = time.monotonic()
                     continue
-                if event is None:
+                if got is None:
                     if time.monotonic() - last >= self.idle_check:
                         if (done := self._probe(track)) is not None:
                             return done
                         last = time.monotonic()
                     continue
-                last = time.monotonic()
+                event, last = got, time.monotonic()
             owner = self._owner(event)
             if owner != pid:
                 if owner in self._backlog:
