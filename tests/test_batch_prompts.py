@@ -40,6 +40,9 @@ def test_every_setting_lands_in_its_node(project):
     assert n["FluxGuidance"]["guidance"] == 4 and n["KSamplerSelect"]["sampler_name"] == "euler"
     assert n["SaveImage"]["filename_prefix"] == f"batch/{job.name}"
     assert payload.workflow is not None and "nodes" in payload.workflow   # UI JSON for the PNG metadata
+    ui = {node["type"]: node["widgets_values"] for node in payload.workflow["nodes"]}
+    assert ui["CLIPTextEncode"][0] == "a toy" and ui["RandomNoise"][0] == 7   # shows this image's values
+    assert ui["LoraLoader"] == ["x.safetensors", 0.7, 0.7]
 
 
 def test_no_lora_uses_the_base_workflow_or_strength_zero(project):

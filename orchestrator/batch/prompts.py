@@ -75,6 +75,10 @@ class PromptBuilder:
             prompt = patch_prompt(base, params)
         except ConfigError as e:
             raise ConfigError(f"job {job.name} (line {job.line}): {e.message}", hint=e.hint, details=e.details) from None
+        if ui is not None:  # the PNG's workflow reopens in the browser with this image's values
+            from orchestrator.comfy.uivalues import reflect_in_ui
+
+            ui = reflect_in_ui(ui, base, prompt, self._schemas())
         return Payload(prompt=prompt, workflow=ui)
 
     def check(self, jobs: Sequence[Job]) -> None:
