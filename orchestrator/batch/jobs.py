@@ -159,7 +159,8 @@ class _Problems:
     """Collects `file:line: where: what` lines so the user sees every problem at once."""
 
     def __init__(self, path: Path, lines: dict[tuple, int]) -> None:
-        self.path, self.lines, self.items = path, lines, []
+        self.path, self.lines = path, lines
+        self.items: list[str] = []
 
     def add(self, p: tuple, what: str) -> None:
         up = p

@@ -117,8 +117,9 @@ class Scheduler:
                 with self.cond:
                     self.cond.wait(0.2)
                     notes, self.notes = self.notes, []
-                for note in notes if on_note is not None else ():
-                    on_note(note)
+                if on_note is not None:
+                    for note in notes:
+                        on_note(note)
                 if on_progress is not None:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
@@ -130,9 +131,10 @@ class Scheduler:
                                 **self._counts())
             raise
         self._shutdown(workers)
-        for note in self.notes if on_note is not None else ():
-            on_note(note)
-        self.notes = []
+        notes, self.notes = self.notes, []
+        if on_note is not None:
+            for note in notes:
+                on_note(note)
         if self.fatal is not None:
             self._cancel_pending()
             raise self.fatal

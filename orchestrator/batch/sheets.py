@@ -77,12 +77,12 @@ def render_sheet(name: str, jobs: Sequence[Job], images: Mapping[str, Path], out
 
     vary_lora = len({j.lora for j in jobs}) > 1
     vary_strength = len({j.strength for j in jobs}) > 1
-    rows: list[tuple] = []
+    rows: list[tuple[str | None, float]] = []
     cols: list[int] = []
     for j in jobs:
-        r = (j.lora, j.strength)
-        if r not in rows:
-            rows.append(r)
+        row = (j.lora, j.strength)
+        if row not in rows:
+            rows.append(row)
         if j.seed not in cols:
             cols.append(j.seed)
     grid: list[list[Job | None]] = [[None] * len(cols) for _ in rows]
@@ -100,7 +100,7 @@ def render_sheet(name: str, jobs: Sequence[Job], images: Mapping[str, Path], out
 
     def text_size(text: str, f) -> tuple[int, int]:
         x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=f)
-        return x1 - x0, y1 - y0
+        return int(x1 - x0), int(y1 - y0)
 
     label_w = max(text_size(t, font)[0] for t in row_labels) + 2 * PAD
     line_h = text_size("Ag", font)[1] + PAD
