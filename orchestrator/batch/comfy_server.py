@@ -56,14 +56,15 @@ class ComfyServer:
         """POST /queue {"delete": ids}: pending ones go, a running one is left to finish."""
         self.client.delete_pending(list(prompt_ids))
 
-    def idle(self, seconds: float) -> None:
-        """Wait up to `seconds`, draining our websocket; return early when one of our prompts ends."""
+    def idle(self, poll: float, quiet: float | None = None) -> None:
+        """Wait, draining our websocket: up to `quiet` s while it is up (its bell rings when one of our
+        prompts ends, and a dead server closes it), else `poll` s."""
         from orchestrator.comfy.events import Executing, ExecutionError, ExecutionInterrupted
 
         if not self.client.connected:
-            time.sleep(seconds)
+            time.sleep(poll)
             return
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + max(poll, quiet or poll)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -53,7 +53,8 @@ class Server(Protocol):
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """Drop these prompts from the pending queue (running ones are left alone)."""
 
-    # optional: `idle(seconds)` waits for news from the server (returns early when a prompt ends)
+    # optional: `idle(poll, quiet)` waits for news: up to `quiet` s while a doorbell (websocket) is up,
+    # else `poll` s; returns early when one of our prompts ends
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Settings:
 
     depth: int = 2                 # our jobs outstanding per server (1 running + depth-1 waiting)
     poll: float = 0.1              # seconds between /queue polls per server
+    quiet: float = 1.0             # ... while the server's websocket doorbell is up (it rings when ours end)
     fail_fast: bool = False
     max_attempts: int = 3          # a job lost this many times (server died) is failed
     down_timeout: float = 120.0    # give up when every server has been down this long

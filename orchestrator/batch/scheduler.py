@@ -3,7 +3,8 @@
 How jobs are followed, and why: the truth is HTTP. One worker thread per server polls that
 server's `GET /queue` (one small request) and reads `GET /history/{id}` only for our ids that
 have left the queue. Between polls the worker waits on the server's websocket, used only as a
-doorbell (`executing{node: null}` for one of our prompts wakes it at once; see comfy_server).
+doorbell (`executing{node: null}` for one of our prompts wakes it at once, a dead server closes
+it; see comfy_server): while it is up we poll every `quiet` s (1 s), else every `poll` s.
 We do not follow jobs *through* the websocket: ComfyUI sends job messages only to the socket of
 the client_id that submitted, a dropped socket loses messages that must be recovered from
 /history anyway, and jobs queued by a previous run (resume) have no socket at all. With depth
@@ -47,6 +48,7 @@ class _Slot:
     outstanding: dict[str, Job] = field(default_factory=dict)   # prompt_id -> job
     missing: set[str] = field(default_factory=set)                # seen missing once
     stale: set[str] = field(default_factory=set)                  # ids to delete when it is back
+    adopted: set[str] = field(default_factory=set)                # ids queued by an earlier run
     up: bool = True
     down_since: float | None = None
     done: int = 0
@@ -91,6 +93,7 @@ class Scheduler:
         for slot in self.slots:
             if slot.server.url == url:
                 slot.outstanding[prompt_id] = job
+                slot.adopted.add(prompt_id)
                 self.total += 1
                 return True
         return False
@@ -224,7 +227,10 @@ class Scheduler:
                     continue
             idle = getattr(slot.server, "idle", None)
             if idle is not None:
-                idle(s.poll)  # returns early when one of our prompts ends (see comfy_server)
+                # jobs adopted from an earlier run ring no bell (another client_id), nor does a job
+                # we are about to declare lost: poll at the short interval for those
+                hurry = bool(slot.missing) or any(pid in slot.adopted for pid in slot.outstanding)
+                idle(s.poll, s.poll if hurry else s.quiet)  # returns early when one of our prompts ends
             else:
                 with self.cond:
                     if not self.stop_all:
@@ -257,6 +263,7 @@ class Scheduler:
                 self._fail(slot, job, pid, _one_line(e))
                 continue
             except ComfyError as e:
+                slot.stale.add(pid)  # it may have landed (a timeout): deleted there when the server is back
                 self._requeue(job, f"{slot.server.url}: {e.message}")
                 self._mark_down(slot, e)
                 return
