@@ -96,6 +96,10 @@ def render_sheet(name: str, jobs: Sequence[Job], images: Mapping[str, Path], out
     col_labels = [f"seed {s}" for s in cols]
     title = first.prompt if len(first.prompt) <= 90 else first.prompt[:89] + "…"
     subtitle = f"{first.size}  steps {first.steps or '-'}  guidance {first.guidance if first.guidance is not None else '-'}"
+    if not vary_lora:
+        subtitle += f"  LoRA {lora_label(first.lora)}"
+    if not vary_strength and first.lora is not None:
+        subtitle += f" @ {first.strength:g}"
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def text_size(text: str, f) -> tuple[int, int]:
