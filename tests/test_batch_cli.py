@@ -91,8 +91,8 @@ def test_done_when_sweep_on_two_servers_restart_ctrl_c_and_rerun(run_cli, projec
     copy_workflows(project)
     path = write_jobs(project, SWEEP)
     out = project.root / "outputs" / "sweep"
-    a = ComfyDouble(models=DEFAULT_MODELS, step_time=0.03, steps=4).start()
-    b = ComfyDouble(models=DEFAULT_MODELS, step_time=0.03, steps=4).start()
+    a = ComfyDouble(models=DEFAULT_MODELS, step_time=0.05, steps=4).start()
+    b = ComfyDouble(models=DEFAULT_MODELS, step_time=0.05, steps=4).start()
     stop = threading.Event()
     try:
         argv = ["batch", "run", str(path), "--server", a.url, "--server", b.url, "--out", str(out), "--poll", "0.05"]
