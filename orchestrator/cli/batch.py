@@ -1,19 +1,251 @@
-"""`batch` command (not built yet)."""
+"""`batch plan | run`: a YAML job file of prompts x seeds x LoRAs x strengths on one or many ComfyUI servers."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, UsageError
 
-HELP = 'Run a YAML job file of many prompts, seeds and LoRAs on one or many ComfyUI servers'
-EXAMPLES = 'batch plan jobs.yaml\nbatch run jobs.yaml --server http://127.0.0.1:8188'
+HELP = "Run a YAML job file of many prompts, seeds and LoRAs on one or many ComfyUI servers"
+EXAMPLES = """batch plan jobs.yaml
+batch run jobs.yaml
+batch run jobs.yaml --server http://127.0.0.1:8188 --server http://gpu2:8188
+batch run jobs.yaml --depth 3 --out outputs/sweep --fail-fast"""
+DEFAULT_URL = "http://127.0.0.1:8188"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.set_defaults(handler=run)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    sub.required = True
+    p = sub.add_parser("plan", help="check a job file and show what it expands to; runs nothing",
+                       description="Validate a job file, print the number of images it expands to and a sample "
+                                   "of them, and what an earlier run in the output folder already made.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_format_doc())
+    p.add_argument("file", metavar="FILE", help="the YAML job file")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
+    p.add_argument("--sample", type=int, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
+    p.add_argument("--json", action="store_true", help="print every job as JSON")
+    p.set_defaults(handler=run_plan)
+
+    p = sub.add_parser("run", help="run (or resume) every job of a job file",
+                       description="Run every job on the given ComfyUI servers (default: the ones `comfyui up` "
+                                   "started), keeping each server's queue fed. Rerun the same command to resume: "
+                                   "finished images are skipped and jobs finished while we were away are collected.")
+    p.add_argument("file", metavar="FILE", help="the YAML job file")
+    p.add_argument("--server", action="append", metavar="URL", default=[],
+                   help="a ComfyUI server; repeat for several (default: $COMFYUI_URL, else this project's "
+                        "running ComfyUI containers, else http://127.0.0.1:8188)")
+    p.add_argument("--depth", type=int, default=2, metavar="K",
+                   help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job (default: record it, go on)")
+    p.add_argument("--poll", type=float, default=0.2, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run_run)
 
 
-def run(args: argparse.Namespace, ctx: Context) -> int:
-    raise OrchestratorError("`batch` is not built yet", hint="see the open issues")
+def _format_doc() -> str:
+    from orchestrator.batch.jobs import FORMAT
+
+    return "job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+
+
+def _load(args: argparse.Namespace, ctx: Context):
+    from orchestrator.batch.jobs import load_job_file
+
+    jf = load_job_file(Path(args.file))
+    out = Path(args.out).resolve() if args.out else _project_path(ctx, jf.out)
+    return jf, out
+
+
+def _project_path(ctx: Context, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else ctx.layout.root / p
+
+
+def run_plan(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.batch.jobs import lora_label
+    from orchestrator.batch.manifest import MANIFEST_NAME, read_manifest
+    from orchestrator.cli.table import render_table
+
+    jf, out = _load(args, ctx)
+    jobs = jf.jobs
+    if args.json:
+        ctx.out_json({"file": str(jf.path), "out": str(out), "total": len(jobs),
+                      "jobs": [{"key": j.key, **j.settings()} for j in jobs]})
+        return 0
+    states, _ = read_manifest(out / MANIFEST_NAME)
+    per_group: dict[int, int] = {}
+    for j in jobs:
+        per_group[j.group] = per_group.get(j.group, 0) + 1
+    ctx.out(f"{jf.path}: {len(jobs)} image{'s' if len(jobs) != 1 else ''} from {jf.groups} job entr"
+            f"{'ies' if jf.groups != 1 else 'y'} -> {out}")
+    for g, n in per_group.items():
+        line = next(j.line for j in jobs if j.group == g)
+        ctx.out(f"  entry {g + 1} (line {line}): {n}")
+    for note in jf.duplicates:
+        ctx.out(f"  note: {note}")
+    shown = jobs if args.sample == 0 else _sample(jobs, args.sample)
+    rows = [[j.index + 1, j.name, _short(j.prompt), j.seed, lora_label(j.lora), f"{j.strength:g}", j.size,
+             j.steps or "", (states[j.key].state if j.key in states else "new")] for j in shown]
+    ctx.out(render_table(["#", "name", "prompt", "seed", "lora", "strength", "size", "steps", "state"], rows))
+    if len(shown) < len(jobs):
+        ctx.out(f"... {len(jobs) - len(shown)} more (--sample 0 lists all)")
+    if states:
+        done = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "done")
+        failed = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "failed")
+        ctx.out(f"earlier runs in {out}: {done} done, {failed} failed, {len(jobs) - done} to make")
+    workflows = sorted({j.workflow for j in jobs})
+    missing = [w for w in workflows if not _project_path(ctx, w).exists()]
+    for w in missing:
+        ctx.warn(f"workflow {w} not found under {ctx.layout.root}")
+    if not missing:
+        _check_offline(jobs, ctx)
+    return 0
+
+
+def _check_offline(jobs, ctx: Context) -> None:
+    """Patch every job's prompt with the built-in node schemas: what `run` would refuse, said now."""
+    from orchestrator.batch.prompts import PromptBuilder
+    from orchestrator.errors import ConfigError
+
+    try:
+        PromptBuilder(ctx.layout).check(jobs)
+    except ConfigError as e:
+        ctx.warn(f"{e.message} (checked offline with the built-in node schemas):")
+        for line in e.details:
+            ctx.log(f"  {line}")
+
+
+def _sample(jobs, n: int):
+    """The first jobs of every entry, up to n in all, in batch order."""
+    if len(jobs) <= n:
+        return list(jobs)
+    groups = sorted({j.group for j in jobs})
+    per = max(1, -(-n // len(groups)))
+    picked = [j for g in groups for j in [x for x in jobs if x.group == g][:per]]
+    return sorted(picked[:n] if len(picked) > n else picked, key=lambda j: j.index)
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _normalize(url: str) -> str:
+    url = url.strip().rstrip("/")
+    return url if re.match(r"^https?://", url) else "http://" + url
+
+
+def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
+    """--server URLs, else $COMFYUI_URL (comma-separated), else our running containers, else the default."""
+    given = args.server or [u for u in os.environ.get("COMFYUI_URL", "").split(",") if u.strip()]
+    if given:
+        return list(dict.fromkeys(_normalize(u) for u in given))
+    try:
+        from orchestrator.comfy.server import discover_servers
+        from orchestrator.engine import connect
+    except ImportError:
+        ctx.log(f"no --server given: using {DEFAULT_URL}")
+        return [DEFAULT_URL]
+    try:
+        urls = discover_servers(connect(), ctx.layout)
+    except OrchestratorError as e:
+        ctx.log(f"no --server given and cannot look for ComfyUI containers ({e.message}): using {DEFAULT_URL}")
+        return [DEFAULT_URL]
+    if not urls:
+        ctx.log(f"no --server given and no ComfyUI container of this project runs: using {DEFAULT_URL}")
+        return [DEFAULT_URL]
+    ctx.log(f"found {len(urls)} ComfyUI server{'s' if len(urls) != 1 else ''}: {', '.join(urls)}")
+    return urls
+
+
+def format_progress(p: Any) -> str:
+    """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 5 done +2 queued · gpu2:8188 ...`."""
+    from orchestrator.progress import format_duration
+
+    finished = p.done + p.skipped + p.failed
+    filled = int(12 * finished / p.total) if p.total else 12
+    parts = [f"batch [{'#' * filled}{'.' * (12 - filled)}] {p.done + p.skipped}/{p.total}"]
+    if p.failed:
+        parts.append(f"{p.failed} failed")
+    parts.append(f"{p.per_minute:.1f} img/min")
+    parts.append(f"ETA {format_duration(p.eta)}")
+    for s in p.servers:
+        name = s.url.split("//", 1)[-1]
+        for local in ("127.0.0.1:", "localhost:"):
+            name = name.replace(local, ":", 1) if name.startswith(local) else name
+        parts.append(f"{name} {s.done} done " + ("down" if not s.up else f"+{s.outstanding} queued"))
+    return " · ".join(parts)
+
+
+def run_run(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.batch.comfy_server import ComfyServer, connect_servers
+    from orchestrator.batch.prompts import PromptBuilder
+    from orchestrator.batch.run import run_batch
+    from orchestrator.batch.scheduler import Settings
+
+    if args.depth < 1:
+        raise UsageError(f"--depth {args.depth}: must be at least 1 (2 keeps the GPU busy between images)")
+    jf, out = _load(args, ctx)
+    urls = _server_urls(args, ctx)
+    servers = connect_servers(urls, timeout=args.timeout)
+    builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
+    builder.check(jf.jobs)
+    settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
+    ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
+            f"(depth {args.depth})")
+    last = [0]
+
+    def on_progress(p) -> None:
+        line = format_progress(p)
+        ctx.status.update(line)
+        if not ctx.status.tty and p.done and p.done % 10 == 0 and p.done != last[0]:
+            last[0] = p.done  # without a terminal: a milestone line every 10 images
+            ctx.log(line)
+
+    try:
+        summary = run_batch(jf, out, servers, builder.build, settings,
+                            connect=lambda url: ComfyServer.connect(url, timeout=args.timeout),
+                            on_progress=on_progress, log=ctx.log)
+    except KeyboardInterrupt:
+        ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "
+                "Run the same command again to continue.")
+        raise
+    finally:
+        for s in servers:
+            s.close()
+    _print_summary(summary, args, ctx)
+    if summary.failed:
+        raise OrchestratorError(
+            f"{summary.failed} of {summary.total} images failed",
+            details=[f"{name}: {err}" for name, err in summary.failures[:10]],
+            hint="fix the cause and run the same command again: finished images are skipped")
+    return 0
+
+
+def _print_summary(s: Any, args: argparse.Namespace, ctx: Context) -> None:
+    from orchestrator.progress import format_duration
+
+    if args.json:
+        ctx.out_json({"total": s.total, "done": s.done, "skipped": s.skipped, "failed": s.failed,
+                      "pending": s.pending, "wall_seconds": round(s.wall, 3),
+                      "servers": [{"url": x.url, "done": x.done, "per_minute": round(x.per_minute, 2)}
+                                  for x in s.servers],
+                      "out": str(s.out_dir), "index": str(s.index), "sheets": [str(p) for p in s.sheets],
+                      "manifest": str(s.manifest), "failures": [list(f) for f in s.failures]})
+        return
+    ctx.out(f"{s.done} made, {s.skipped} skipped (done before), {s.failed} failed, {s.pending} left "
+            f"of {s.total} in {format_duration(s.wall)}")
+    for x in s.servers:
+        ctx.out(f"  {x.url}: {x.done} images, {x.per_minute:.1f}/min")
+    ctx.out(f"images:   {s.out_dir}")
+    for p in s.sheets:
+        ctx.out(f"sheet:    {p}")
+    ctx.out(f"index:    {s.index}")
+    ctx.out(f"manifest: {s.manifest}")

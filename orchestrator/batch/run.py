@@ -1,0 +1,143 @@
+"""The `batch run` use case: resume from the manifest, schedule, then sheets, index and summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.batch.jobs import Job, JobFile
+from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
+from orchestrator.batch.outputs import make_saver
+from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings
+from orchestrator.batch.sheets import Sheet, make_sheets, write_index
+from orchestrator.errors import ComfyError, ConfigError
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    """What one server did in this run."""
+
+    url: str
+    done: int
+    per_minute: float
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The end of a batch run, for the summary lines and --json."""
+
+    total: int
+    done: int                     # made in this run
+    skipped: int                  # already done by an earlier run
+    failed: int
+    pending: int                  # not finished (interrupted / servers gone)
+    wall: float
+    servers: tuple[ServerSummary, ...]
+    out_dir: Path
+    manifest: Path
+    index: Path | None
+    sheets: tuple[Path, ...]
+    failures: tuple[tuple[str, str], ...]   # (job name, error)
+
+
+def check_conflicts(jobs: Sequence[Job], manifest: Manifest) -> None:
+    """Refuse to overwrite images an earlier, different version of the job file made under the same name."""
+    keys = {j.key for j in jobs}
+    names = {j.name: j for j in jobs}
+    clashes = [f"{rec.name}: made with other settings ({', '.join(rec.files) or 'no files'})"
+               for rec in manifest.jobs.values()
+               if rec.state == "done" and rec.key not in keys and rec.name in names]
+    if clashes:
+        raise ConfigError(f"{len(clashes)} output name(s) in {manifest.path.parent} belong to a different version of "
+                          "this job file", details=clashes[:10],
+                          hint="use a new --out folder, or change the `name` template, so nothing is overwritten")
+
+
+def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_dir: Path,
+            save, connect: Callable[[str], Server] | None, log: Callable[[str], None]) -> None:
+    """Resume: skip done jobs, follow or re-collect queued ones, queue the rest."""
+    for job in jobs:
+        rec = manifest.get(job.key)
+        if rec is None:
+            manifest.record(job.key, "pending", name=job.name, settings=job.settings())
+        elif rec.state == "done":
+            if rec.files and all((out_dir / f).exists() for f in rec.files):
+                scheduler.skip()
+                continue
+            manifest.record(job.key, "pending", reason="output files missing")
+        elif rec.state == "failed":
+            manifest.record(job.key, "pending", reason="retry after failure")
+        elif rec.state == "queued" and rec.server and rec.prompt_id:
+            if scheduler.adopt(job, rec.server, rec.prompt_id):
+                continue
+            if connect is not None and _recollect(job, rec.server, rec.prompt_id, manifest, save, connect, log):
+                scheduler.skip()
+                continue
+            manifest.record(job.key, "pending", reason=f"was queued on {rec.server}, not part of this run")
+        scheduler.add(job)
+
+
+def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, log) -> bool:
+    try:
+        server = connect(url)
+        outcome = server.result(pid)
+        if outcome is None or not outcome.ok:
+            return False
+        files = save(job, server, pid, outcome)
+    except ComfyError:
+        return False
+    manifest.record(job.key, "done", server=url, prompt_id=pid, files=files)
+    log(f"re-collected {job.name} from {url}")
+    return True
+
+
+def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build: Builder,
+              settings: Settings = Settings(), *, connect: Callable[[str], Server] | None = None,
+              on_progress: Callable[[Progress], None] | None = None,
+              log: Callable[[str], None] = lambda _: None) -> BatchSummary:
+    """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = job_file.jobs
+    with Manifest(out_dir / MANIFEST_NAME) as manifest:
+        check_conflicts(jobs, manifest)
+        save = make_saver(out_dir, job_file.path)
+        scheduler = Scheduler(servers, manifest, build, save, settings)
+        with manifest.deferred_sync():
+            prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
+        manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
+                       servers=[s.url for s in servers], depth=settings.depth)
+        progress: Progress | None = None
+        try:
+            progress = scheduler.run(on_progress, log)
+        finally:
+            final = progress or scheduler.snapshot()
+            index, sheets = _finish(job_file, jobs, manifest, out_dir)
+            summary = _summary(jobs, manifest, final, out_dir, index, sheets)
+            manifest.event("end", done=summary.done, skipped=summary.skipped, failed=summary.failed,
+                           pending=summary.pending, wall=round(summary.wall, 3))
+    return summary
+
+
+def _finish(job_file: JobFile, jobs: Sequence[Job], manifest: Manifest, out_dir: Path) -> tuple[Path, list[Sheet]]:
+    images = {}
+    for job in jobs:
+        rec = manifest.get(job.key)
+        if rec is not None and rec.state == "done" and rec.files:
+            images[job.key] = out_dir / rec.files[0]
+    sheets = make_sheets(jobs, images, out_dir)
+    states = {k: (r.state, r.server, r.error) for k, r in manifest.jobs.items()}
+    index = write_index(out_dir, f"batch {job_file.path.name}", jobs, images, states, sheets)
+    return index, sheets
+
+
+def _summary(jobs: Sequence[Job], manifest: Manifest, p: Progress, out_dir: Path, index: Path | None,
+             sheets: Sequence[Sheet]) -> BatchSummary:
+    states = [manifest.get(j.key) for j in jobs]
+    failures = tuple((r.name, r.error or "?") for r in states if r is not None and r.state == "failed")
+    pending = sum(1 for r in states if r is None or r.state in ("pending", "queued"))
+    minutes = p.elapsed / 60 if p.elapsed > 0 else 0
+    return BatchSummary(
+        total=len(jobs), done=p.done, skipped=p.skipped, failed=len(failures), pending=pending, wall=p.elapsed,
+        servers=tuple(ServerSummary(s.url, s.done, s.done / minutes if minutes else 0.0) for s in p.servers),
+        out_dir=out_dir, manifest=manifest.path, index=index, sheets=tuple(s.path for s in sheets), failures=failures)
