@@ -143,16 +143,6 @@ def test_set_naming_an_unknown_node(run_cli, double):
     assert r.code == 2 and "the workflow has no node 'Nope'" in r.err
 
 
-def test_up_without_server_management(run_cli):
-    r = run_cli("generate", "a fox", "--server", f"http://127.0.0.1:{free_port()}", "--up")
-    try:
-        import orchestrator.comfy.server  # noqa: F401  (the server helper's module)
-    except ImportError:
-        assert r.code == 2 and "--up is not available in this build" in r.err
-    else:
-        pytest.skip("the server helper is merged: --up is tested with Docker by its own tests")
-
-
 def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
     import time
 

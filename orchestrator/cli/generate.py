@@ -100,15 +100,11 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
 
 
 def _start_server(url: str, ctx: Context) -> str:
-    """`comfyui up` through the server helper's API, when this build has it; returns the URL."""
-    try:
-        from orchestrator.comfy import server  # type: ignore[attr-defined]
-        from orchestrator.comfy.serverspec import ServerOptions  # type: ignore[import-not-found]
-    except ImportError:
-        raise UsageError("--up is not available in this build (no ComfyUI server management yet)",
-                         hint=f"start ComfyUI yourself and pass --server URL (tried {url})") from None
+    """`comfyui up` on the port of `url`; returns the URL of the started server."""
     from urllib.parse import urlsplit
 
+    from orchestrator.comfy import server
+    from orchestrator.comfy.serverspec import ServerOptions
     from orchestrator.engine import connect
 
     port = urlsplit(url).port or 8188
@@ -119,10 +115,7 @@ def _start_server(url: str, ctx: Context) -> str:
 
 def _discover(ctx: Context) -> str | None:
     """The URL of this project's running ComfyUI container (started on another port), if any."""
-    try:
-        from orchestrator.comfy.server import discover_servers  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+    from orchestrator.comfy.server import discover_servers
     from orchestrator.engine import connect
     from orchestrator.errors import OrchestratorError
 
