@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from orchestrator.cli import COMMANDS, main, render_error
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import ConfigError
 
 
 @pytest.mark.parametrize("command", COMMANDS)
