@@ -88,3 +88,12 @@ def test_help_does_not_import_heavy_libraries():
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("argv", [["comfyui", "status"], ["dataset", "check"], ["batch", "plan", "jobs.yaml"],
+                                  ["workflow", "convert", "x.json"]])
+def test_common_options_accepted_after_nested_subcommands(argv, tmp_path):
+    from orchestrator.cli import build_parser
+
+    args = build_parser().parse_args([*argv, "--project-dir", str(tmp_path), "-v"])
+    assert args.project_dir == str(tmp_path) and args.verbose is True

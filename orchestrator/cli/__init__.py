@@ -72,7 +72,19 @@ def build_parser() -> ArgumentParser:
             parents=[common],
         )
         module.register(p)
+        _add_common_to_subcommands(p)
     return parser
+
+
+def _add_common_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Accept --project-dir/-v/--debug after nested subcommands too (`comfyui status -v`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                for common in _common_options(defaults=False)._actions:
+                    if not any(o in child._option_string_actions for o in common.option_strings):
+                        child._add_action(common)
+                _add_common_to_subcommands(child)
 
 
 def render_error(err: OrchestratorError, stream: TextIO) -> None:
