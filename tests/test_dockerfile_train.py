@@ -75,7 +75,8 @@ def test_no_secrets_and_writable_homes_for_any_uid():
     assert "hf auth login" not in text and "huggingface-cli login" not in text
     env = " ".join(a for k, a in ins if k == "ENV")
     for var in ("HOME=/tmp/home", "HF_HOME=/tmp/cache/huggingface", "XDG_CACHE_HOME=/tmp/cache",
-                "TRITON_CACHE_DIR=", "PYTHONUNBUFFERED=1", "HF_HUB_OFFLINE=1"):
+                "TRITON_CACHE_DIR=", "TORCHINDUCTOR_CACHE_DIR=", "USER=trainer", "PYTHONUNBUFFERED=1",
+                "HF_HUB_OFFLINE=1"):
         assert var in env
     assert not [a for k, a in ins if k == "USER"]   # the orchestrator passes the invoking uid:gid at run time
 

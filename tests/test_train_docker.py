@@ -143,20 +143,28 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_second_train_follows_the_running_one_instead_of_starting_another(engine, project, standin):
-    runner = DockerRunner(engine, project, user=USER)
+    import threading
+
     plan = writable(make_plan(project, image=standin, environment={"STANDIN_STEP_SLEEP": "0.2"}))
-    (plan.run_dir / "data.toml").write_text(plan.dataset_toml)  # what the first `train` wrote before starting
-    first = runner.start(plan)
+    owner: dict = {}
+    thread = threading.Thread(target=lambda: owner.update(
+        result=execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())))
+    thread.start()
     try:
+        deadline = time.monotonic() + 30
+        while not containers(engine, project, all=False) and time.monotonic() < deadline:
+            time.sleep(0.1)
         reporter, events, counts = RecordingReporter(), [], []
-        result = execute(plan, runner, reporter, on_event=events.append,
+        result = execute(plan, DockerRunner(engine, project, user=USER), reporter, on_event=events.append,
                          raw_line=lambda _line: counts.append(len(containers(engine, project))) if not counts else None)
-        assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
-        assert counts == [1]                                   # no second container was started
-        assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
-        assert "already running" in reporter.milestones[0]
     finally:
-        first.stop(0)
+        thread.join(60)
+    assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
+    assert counts == [1]                                   # no second container was started
+    assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
+    assert "already running" in reporter.milestones[0]
+    assert owner["result"].status == "succeeded"           # the first `train` did the bookkeeping
+    assert containers(engine, project) == []
 
 
 @pytest.mark.docker
@@ -189,3 +197,20 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
         assert any(re.match(r"\[build\] step 2/\d+: RUN echo", m) for m in again.milestones)
     finally:
         engine.client.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
+    reporter = RecordingReporter()
+    runner = DockerRunner(engine, project, user=USER, reporter=reporter)
+    first = writable(make_plan(project, image=standin, marker="hang"))
+    (first.run_dir / "data.toml").write_text(first.dataset_toml)
+    handle = runner.start(first)
+    try:
+        second = writable(make_plan(project, image=standin, run_id="20261126-090000-other", config_hash="cfg-other"))
+        assert runner.find_running(second) is None            # a different plan is not a duplicate
+        runner.start(second).stop(0)
+        assert any(f"training run {first.run_id} is also running" in m for m in reporter.milestones)
+    finally:
+        handle.stop(0)
+    assert containers(engine, project) == []

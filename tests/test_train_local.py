@@ -69,7 +69,7 @@ def test_a_local_run_leaves_loras_manifest_log_and_report(local, project):
 
     text = "\n".join(reporter.milestones)
     for expected in ("loading models", "caching latents", "caching text-encoder outputs",
-                     "training: 12 optimizer steps = 4 epochs x 6 batches / accumulation 2",
+                     "training: 12 optimizer steps (4 epochs of 6 batches, accumulation 2, 6 images with repeats)",
                      "saved toy-000002.safetensors", "epoch 3/4", "done in"):
         assert expected in text
     assert any(u.startswith("training · step 12/12 · epoch 4/4 · loss 0.") and "s/it" in u
@@ -161,7 +161,8 @@ def test_resume_continues_from_the_latest_state(local):
     bars = [e for e in events if isinstance(e, lp.StepProgress)]
     assert bars[-1].total == 6                                  # the bar counts the remaining steps
     loss = (second.run_dir / "loss.csv").read_text().split()
-    assert loss[1].startswith("7,") and loss[-1].startswith("12,")  # plotted on the run's global steps
+    # the interrupted attempt's steps 1-6, then the resumed steps 7-12 (on the run's global step axis)
+    assert [row.split(",")[0] for row in loss[1:]] == [str(s) for s in range(1, 13)]
     manifest = json.loads((second.run_dir / "manifest.json").read_text())
     assert manifest["resume_from"] == str(state)
     assert [a["status"] for a in manifest["previous_attempts"]] == ["interrupted"]
@@ -205,7 +206,7 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
     thread.start()
     try:
-        record = plan.run_dir.parent / ".local" / f"{plan.config_hash}.json"
+        record = plan.run_dir.parent / f".local-{plan.config_hash}.json"
         deadline = time.monotonic() + 20
         while not record.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -141,3 +141,12 @@ def test_parse_clock():
 def test_split_lines_handles_cr_lf_across_chunks_and_split_utf8():
     chunks = [b"steps: 1\r", b"\nepoch 1/2\r", b"steps: 2\n\n\xe5\xad", b"\xa6\xe7\xbf\x92\r", b"tail"]
     assert list(split_lines(chunks)) == ["steps: 1", "epoch 1/2", "steps: 2", "", "学習", "tail"]
+
+
+def test_sampling_ends_when_the_loop_prints_again():
+    text = ("\rsteps: 100%|#| 12/12 [00:12<00:00,  1.00s/it, avr_loss=0.2]\n"
+            "INFO     generating sample images at step / サンプル画像生成 ステップ: 12\n"
+            "INFO     prompt: a tjtoy toy\n"
+            "\nsaving checkpoint: /run/output/toy.safetensors\n")
+    phases = [e.phase for e in events_of(text) if isinstance(e, lp.PhaseChanged)]
+    assert phases == ["training", "sampling", "training"]

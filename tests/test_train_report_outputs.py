@@ -134,3 +134,15 @@ def test_host_path_maps_through_mounts_and_fingerprint_follows_content(tmp_path)
     assert second["sha256"] != first["sha256"]
     (layout.flux_data / "toy" / "img0_1024x1024_flux.npz").write_bytes(b"cache")  # caches do not count
     assert dataset_fingerprint(plan) == second
+
+
+def test_the_inline_budget_goes_to_the_latest_samples(tmp_path):
+    sample = tmp_path / "output" / "sample"
+    sample.mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        (sample / f"toy_e{epoch:06d}_00_20261126071500.png").write_bytes(PNG)
+    page = render_report(ReportData(title="t", facts=[], loss=[], samples=sorted(sample.iterdir())), tmp_path,
+                         inline_budget=2 * len(PNG))
+    assert page.count("data:image/png;base64,") == 2
+    assert 'src="output/sample/toy_e000001_00_20261126071500.png"' in page   # the oldest one is linked
+

@@ -1,6 +1,6 @@
 """The local runtime: a plan run as a subprocess in an sd-scripts checkout (cloud pods without Docker).
 
-A small record in `runs/.local/<config hash>.json` (pid, run id) lets a second `train` of the same plan,
+A small record `runs/.local-<config hash>.json` (pid, start time, run id; removed when the trainer ends) lets a second `train` of the same plan,
 from another shell, find the running trainer and follow its log instead of starting a duplicate."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from orchestrator.layout import atomic_write_text
 from orchestrator.train.logparse import split_lines
 from orchestrator.train.plan import TrainPlan
 
-RECORD_DIR = ".local"
+RECORD_PREFIX = ".local-"
 
 
 class LocalHandle:
@@ -115,19 +115,11 @@ class LocalFollower:
 
     def wait(self) -> int:
         """The exit code the owner recorded in the run's manifest (-1 when unknown)."""
+        from orchestrator.train.outputs import recorded_exit_code
+
         while pid_alive(self.pid):
             time.sleep(self.poll)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the owner writes the manifest right after the trainer exits
-            try:
-                manifest = json.loads((self.log.parent / "manifest.json").read_text())
-                if manifest.get("status") not in ("starting", "running"):
-                    code = manifest.get("exit_code")
-                    return int(code) if code is not None else -1
-            except (OSError, ValueError):
-                pass
-            time.sleep(self.poll)
-        return -1
+        return recorded_exit_code(self.log.parent)
 
     def stop(self, grace: float = 30) -> None:
         """Not ours to stop: following ends, the trainer keeps running."""
@@ -186,7 +178,7 @@ class LocalRunner:
 
 
 def _record_path(plan: TrainPlan) -> Path:
-    return plan.run_dir.parent / RECORD_DIR / f"{plan.config_hash}.json"
+    return plan.run_dir.parent / f"{RECORD_PREFIX}{plan.config_hash}.json"
 
 
 def pid_alive(pid: int) -> bool:

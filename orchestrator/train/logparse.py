@@ -215,10 +215,12 @@ class LogParser:
 
         m = _EPOCH.match(text)
         if m:
+            self._end_sampling(events)
             events.append(EpochStarted(int(m.group(1)), int(m.group(2))))
             return events
         m = _SAVE.search(text)
         if m:
+            self._end_sampling(events)
             events.append(CheckpointSaved(m.group(1)))
             return events
         m = _STATE.search(text)
@@ -279,6 +281,10 @@ class LogParser:
                 self._in_traceback = False
                 return TrainerError("exception", s)
         return None
+
+    def _end_sampling(self, events: list[Event]) -> None:
+        if self.phase == "sampling":  # sampling ends when the training loop prints again
+            self._set_phase("training", events)
 
     def _set_phase(self, phase: str, events: list[Event]) -> None:
         if phase != self.phase:

@@ -42,11 +42,18 @@ class LinkResult:
     note: str | None = None
 
 
-def sha256_file(path: Path, _cache: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006 - memo
-    """Hex SHA-256 of a file (memoised on path, size and mtime: LoRAs are hashed once)."""
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: Path, *, cached_only: bool = False) -> str | None:
+    """Hex SHA-256 of a file, memoised on path, size and mtime (LoRAs are hashed once, in the background
+    while training goes on); with cached_only, None unless it was computed before."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
+    _cache = _HASHES
     if key not in _cache:
+        if cached_only:
+            return None
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -135,6 +142,24 @@ def latest_state(run_dir: Path) -> Path | None:
     """Newest saved state dir of a run (host path), for --resume; None when the run saved none."""
     states = state_dirs(Path(run_dir) / "output")
     return states[-1] if states else None
+
+
+def recorded_exit_code(run_dir: Path, *, timeout: float = 10.0, poll: float = 0.2) -> int:
+    """The exit code the owning `train` wrote into a run's manifest once it ended (-1 when unknown)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            if manifest.get("status") not in ("starting", "running"):
+                code = manifest.get("exit_code")
+                return int(code) if code is not None else -1
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return -1
+        time.sleep(poll)
 
 
 def dir_size(path: Path) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 MAX_POINTS = 1000          # the curve keeps at most this many points (bucket means beyond)
 INLINE_LIMIT = 4 << 20     # samples up to 4 MiB are embedded; bigger ones are linked relatively
+INLINE_BUDGET = 32 << 20   # and at most this much in total (a 100-epoch run samples hundreds of images)
 _EPOCH_OF_SAMPLE = re.compile(r"_e(\d{6})_(\d{2})_")
 _STEP_OF_SAMPLE = re.compile(r"_(\d{6})_(\d{2})_\d{14}")
 
@@ -93,13 +94,14 @@ def sample_groups(samples: Sequence[Path]) -> list[tuple[str, list[Path]]]:
     return [(label, sorted(files)) for (_, label), files in sorted(groups.items())]
 
 
-def _img(path: Path, base: Path, inline_limit: int) -> str:
+def _img(path: Path, base: Path, inline_limit: int, budget: list[int]) -> str:
     alt = html.escape(path.name)
     try:
         size = path.stat().st_size
     except OSError:
         return f'<span class="muted">{alt} (missing)</span>'
-    if size <= inline_limit:
+    if size <= inline_limit and size <= budget[0]:
+        budget[0] -= size
         mime = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "bmp": "bmp"}.get(path.suffix.lower()[1:], "png")
         data = base64.b64encode(path.read_bytes()).decode()
         src = f"data:image/{mime};base64,{data}"
@@ -119,9 +121,12 @@ margin:4px}img{max-width:220px;max-height:220px;border:1px solid #e2e8f0}figcapt
 max-width:220px;overflow-wrap:anywhere}pre{background:#f7fafc;padding:8px;overflow-x:auto;font-size:12px}"""
 
 
-def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LIMIT) -> str:
-    """The HTML page (images inline when small; `base` makes other links relative)."""
+def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LIMIT,
+                  inline_budget: int = INLINE_BUDGET) -> str:
+    """The HTML page (small images inline while the budget lasts, newest epochs first; `base` makes the
+    links of the others relative, so the page works next to its output/ folder)."""
     e = html.escape
+    budget = [inline_budget]
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>{e(data.title)}</title>",
              f"<style>{_CSS}</style><h1>{e(data.title)}</h1><table>{facts}</table>",
@@ -130,8 +135,11 @@ def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LI
     groups = sample_groups(data.samples)
     if not groups:
         parts.append('<p class="muted">No sample images (set sample prompts to see the LoRA learn).</p>')
-    for label, files in groups:
-        parts.append(f"<h3>{e(label)}</h3><div>" + "".join(_img(p, base, inline_limit) for p in files) + "</div>")
+    rendered = {}
+    for label, files in reversed(groups):  # the latest samples matter most: they get the inline budget first
+        rendered[label] = "".join(_img(p, base, inline_limit, budget) for p in files)
+    for label, _ in groups:
+        parts.append(f"<h3>{e(label)}</h3><div>{rendered[label]}</div>")
     if data.outputs:
         rows = "".join(f"<tr><td>{e(n)}</td><td>{e(s)}</td></tr>" for n, s in data.outputs)
         parts.append(f"<h2>Files</h2><table><tr><th>file</th><th>size</th></tr>{rows}</table>")

@@ -7,6 +7,7 @@ import json
 import shlex
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +20,8 @@ from orchestrator.progress import Reporter, format_bytes, format_duration
 from orchestrator.train import logparse as lp
 from orchestrator.train.diagnose import diagnose
 from orchestrator.train.outputs import (dataset_fingerprint, dir_size, host_path, latest_state, link_lora,
-                                        lora_files, sample_files, sha256_file, state_dirs)
+                                        lora_files, recorded_exit_code, sample_files, sha256_file,
+                                        state_dirs)
 from orchestrator.train.plan import TrainPlan
 from orchestrator.train.report import ReportData, render_report
 from orchestrator.train.runners import RunHandle, Runner
@@ -63,9 +65,11 @@ class _Progress:
     offset: int = 0
     info: lp.TrainingInfo | None = None
     losses: dict[int, float] = field(default_factory=dict)
+    earlier: dict[int, float] = field(default_factory=dict)  # loss.csv of the attempt this one resumes
     errors: list[lp.TrainerError] = field(default_factory=list)
     saves: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)   # saves announced, file maybe still being written
+    hasher: ThreadPoolExecutor | None = None             # hashes linked LoRAs while training goes on
     finished: bool = False
 
     def line(self) -> str:
@@ -132,7 +136,8 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     reporter.milestone(f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
                        f"log: {run_dir / LOG_NAME}")
 
-    state = _Progress(plan)
+    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
+                      hasher=ThreadPoolExecutor(1, thread_name_prefix="lora-sha256"))
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     warnings: list[str] = []
     linked: dict[str, Path] = {}
@@ -156,7 +161,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
             _link_pending(plan, state, linked, warnings, reporter, final=False)
             state_dir = latest_state(run_dir)
             manifest.update(status="interrupted", ended_at=_now(), cause="interrupted by the user")
-            _finish(plan, manifest, state, tail, linked, started)
+            _finish(plan, manifest, state, tail, linked, started, quick=True)
             if state_dir is not None:
                 reporter.milestone(f"interrupted; resume from {state_dir.name} with "
                                    f"`python -m orchestrator train --resume {plan.run_id}`")
@@ -210,9 +215,9 @@ def _apply(state: _Progress, event: lp.Event, reporter: Reporter) -> None:
             reporter.milestone(_PHASE_TEXT.get(event.phase, event.phase))
     elif isinstance(event, lp.TrainingInfo):
         state.info = event
-        reporter.milestone(f"training: {event.total_steps} optimizer steps = {event.epochs} epochs x "
-                           f"{event.batches_per_epoch} batches / accumulation {event.grad_accum}"
-                           f" ({event.images} images with repeats)")
+        reporter.milestone(f"training: {event.total_steps} optimizer steps ({event.epochs} epochs of "
+                           f"{event.batches_per_epoch} batches, accumulation {event.grad_accum}, "
+                           f"{event.images} images with repeats)")
     elif isinstance(event, lp.StepProgress):
         if state.total is None and event.total < state.plan.total_steps:
             state.offset = state.plan.total_steps - event.total  # resumed: the bar counts the remaining steps
@@ -265,16 +270,22 @@ def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], wa
             linked[name] = src
         else:
             linked[name] = result.target
+            if state.hasher is not None:
+                state.hasher.submit(sha256_file, src)
             reporter.milestone(f"saved {name} ({format_bytes(src.stat().st_size)}) -> {result.target}")
 
 
 def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: deque[str], linked: dict[str, Path],
-            started: float, *, warnings: list[str] | None = None, code: int | None = None) -> RunResult:
+            started: float, *, warnings: list[str] | None = None, code: int | None = None,
+            quick: bool = False) -> RunResult:
+    """Manifest, loss.csv, report.html; `quick` (Ctrl+C) records only hashes already computed."""
     run_dir = plan.run_dir
+    if state.hasher is not None:
+        state.hasher.shutdown(wait=not quick, cancel_futures=quick)
     outputs = []
     for p in lora_files(plan.output_dir) + sample_files(plan.output_dir):
         entry: dict[str, Any] = {"name": p.name, "path": p.relative_to(run_dir).as_posix(), "size": p.stat().st_size,
-                                 "sha256": sha256_file(p)}
+                                 "sha256": sha256_file(p, cached_only=quick)}
         if p.name in linked and p.parent == plan.output_dir:
             entry["linked"] = str(linked[p.name])
         outputs.append(entry)
@@ -283,19 +294,23 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
     manifest.update(outputs=outputs, loras=[str(p) for p in linked.values()], last_step=state.step,
                     last_epoch=state.epoch, last_loss=state.loss, warnings=list(warnings or []))
     _write_manifest(run_dir, manifest)
-    atomic_write_text(run_dir / "loss.csv", "step,loss\n" + "".join(f"{s},{v}\n" for s, v in sorted(state.losses.items())))
+    # a resumed run continues the curve of the attempt it resumes (up to the step of the saved state)
+    first = min(state.losses, default=None)
+    points = {**{s: v for s, v in state.earlier.items() if first is None or s < first}, **state.losses}
+    atomic_write_text(run_dir / "loss.csv", "step,loss\n" + "".join(f"{s},{v}\n" for s, v in sorted(points.items())))
     report = run_dir / "report.html"
     facts = [("run", plan.run_id), ("status", manifest["status"]), ("started", manifest["started_at"]),
              ("ended", manifest.get("ended_at") or ""), ("runtime", plan.runtime), ("image", plan.image or "-"),
              ("sd-scripts commit", manifest.get("sd_scripts_commit") or "?"),
              ("steps", f"{state.step or 0}/{state.total or plan.total_steps}"),
+             ("duration", format_duration(time.monotonic() - started)),
              ("epochs", f"{state.epoch or 0}/{plan.epochs}"), ("last loss", f"{state.loss:.4f}" if state.loss else "-"),
              ("dataset", f"{manifest['dataset'].get('images')} images, sha256 {manifest['dataset'].get('sha256')}")]
     if manifest.get("cause"):
         facts.append(("cause", str(manifest["cause"])))
     sizes = [(o["name"], format_bytes(o["size"])) for o in outputs]
     atomic_write_text(report, render_report(ReportData(
-        title=f"Training run {plan.run_id}", facts=facts, loss=sorted(state.losses.items()),
+        title=f"Training run {plan.run_id}", facts=facts, loss=sorted(points.items()),
         samples=sample_files(plan.output_dir), outputs=sizes, config=plan.config,
         log_tail=list(tail) if manifest["status"] != "succeeded" else ()), run_dir))
     final_name = plan.expected_outputs[-1] if plan.expected_outputs else f"{plan.output_name}.safetensors"
@@ -323,11 +338,26 @@ def _follow(plan: TrainPlan, handle: RunHandle, reporter: Reporter, *, on_event:
             if on_event is not None:
                 on_event(event)
         reporter.update(state.line())
-    code = handle.wait()
+    try:
+        code = handle.wait()
+    except OrchestratorError:  # the owning `train` removed the container first: read what it recorded
+        code = recorded_exit_code(plan.run_dir.parent / run_id)
     reporter.milestone(f"run {run_id} ended with exit code {code}; its folder: {plan.run_dir.parent / run_id}")
     return RunResult(run_id=run_id, run_dir=plan.run_dir.parent / run_id, status="followed", exit_code=code,
                      final_lora=None, loras=(), report=None, manifest=None, log=None, last_step=state.step,
                      last_loss=state.loss, duration=time.monotonic() - started)
+
+
+def _earlier_losses(run_dir: Path) -> dict[int, float]:
+    """step -> loss from a run folder's loss.csv ({} when absent or unreadable)."""
+    points: dict[int, float] = {}
+    try:
+        for row in (run_dir / "loss.csv").read_text().splitlines()[1:]:
+            step, value = row.split(",")
+            points[int(step)] = float(value)
+    except (OSError, ValueError):
+        return {}
+    return points
 
 
 def _previous(run_dir: Path) -> list[dict[str, Any]]:

@@ -71,13 +71,16 @@ class DockerHandle:
         self.name = getattr(container, "name", self.id[:12])
 
     def lines(self) -> Iterator[str]:
+        """The container's output from its start (stdout and stderr), split on \\r and \\n."""
         stream = self.engine.logs(self.container, follow=True)
         return split_lines(stream)  # type: ignore[arg-type]
 
     def wait(self) -> int:
+        """The container's exit code."""
         return self.engine.wait(self.container)
 
     def stop(self, grace: float = 30) -> None:
+        """SIGINT, `grace` seconds, then SIGKILL; the container is removed either way."""
         try:
             self.engine.stop(self.container, signal="SIGINT", grace=grace)
         finally:
@@ -150,9 +153,14 @@ class DockerRunner:
         self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
 
     def start(self, plan: TrainPlan) -> DockerHandle:
+        """Check GPU support, build the image when missing, start the labelled container."""
         if plan.gpus:
             self.engine.require_gpu_support()
         spec = self.container_spec(plan)
+        for other in self.running():
+            if other.run_id != plan.run_id:  # a different plan: not a duplicate, but it shares the GPUs
+                self.reporter.milestone(f"warning: training run {other.run_id} is also running in this project "
+                                        f"(container {other.name}); both share the GPU memory")
         self.ensure_image(spec.image)
         commit = self.engine.image_labels(spec.image).get(SD_SCRIPTS_COMMIT_LABEL)
         stale = self.engine.get(spec.name) if spec.name else None
@@ -177,6 +185,7 @@ class DockerRunner:
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)
 
     def find_running(self, plan: TrainPlan) -> DockerHandle | None:
+        """A running container of this project started from the same plan (same config hash)."""
         labels = {LABEL_ROLE: ROLE, LABEL_PROJECT: project_id(self.layout.root), LABEL_CONFIG: plan.config_hash}
         for c in self.engine.find(labels, all=False):
             commit = None
