@@ -128,6 +128,8 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
     ("resolution=big", "WIDTH"),
     ("network_args=[split_qkv]", "not key=value"),
     ("max_train_epochs=soon", "or auto"),
+    ('sample_prompts=["a\\nb"]', "one-line prompts"),
+    ("sample_prompts=[1, 2]", "one-line prompts"),
 ])
 def test_bad_values_are_config_errors(item, fragment):
     with pytest.raises(ConfigError) as e:

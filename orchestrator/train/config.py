@@ -255,8 +255,9 @@ def coerce(f: Field, value: Any, where: str) -> Any:
     if kind == LIST:
         if isinstance(value, str):
             return value   # a prompts file (checked by a rule)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise bad("a list of prompts, a .txt/.toml/.json file or auto")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip()
+                                                  for v in value):
+            raise bad("a list of one-line prompts, a .txt/.toml/.json file or auto")
         return tuple(v.strip() for v in value)
     if kind == MAP:
         return _mapping(f, value, where)
