@@ -79,6 +79,9 @@ def test_add_copies_registers_and_reports_left_out_files(run_cli, project, tmp_p
     subs = tomlkit.parse(project.data_toml.read_text()).unwrap()["datasets"][0]["subsets"]
     assert subs[0]["class_tokens"] == "tjtoy toy"
     assert (src / "odd.Jpg").exists()  # the source is never touched
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o777 & ~mask  # an ordinary folder, not mkdtemp's 0700
 
 
 def test_add_link_hard_links(run_cli, project, tmp_path):

@@ -85,6 +85,9 @@ def _copy_all(files: list[tuple[Path, str]], dest: Path, parent: Path, link: boo
     """Fill a hidden temp folder, then rename it into place: no half-filled concept on Ctrl+C."""
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".add-{dest.name}-", dir=parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a concept folder is an ordinary folder
     try:
         for src, name in files:
             target = tmp / name
