@@ -117,10 +117,10 @@ def test_rule_violation_blocks_the_run_before_anything_starts(seed, run_cli, loc
 
 
 def test_name_collision_refused_then_versioned(seed, run_cli, local):
-    (seed.loras / "flux_lora.safetensors").write_bytes(b"someone's LoRA")
+    (seed.loras / "flux_dreambooth.safetensors").write_bytes(b"someone's LoRA")
     r = run_cli("train", "--plan", *local)
-    assert r.code == 2 and "would overwrite" in r.out and "--name flux_lora_v2" in r.out
-    r = run_cli("train", "--plan", *local, "--name", "flux_lora_v2")
+    assert r.code == 2 and "would overwrite" in r.out and "--name flux_dreambooth_v2" in r.out
+    r = run_cli("train", "--plan", *local, "--name", "flux_dreambooth_v2")
     assert r.code == 0
 
 
@@ -135,14 +135,14 @@ def test_multi_gpu_rules_through_the_cli(seed, run_cli, local):
 def test_local_run_end_to_end_then_resume(seed, run_cli, local):
     r = run_cli("train", *local, *SHORT)
     assert r.code == 0, r.err
-    final = seed.loras / "flux_lora.safetensors"
+    final = seed.loras / "flux_dreambooth.safetensors"
     assert r.out.strip() == str(final) and final.exists()
-    assert (seed.loras / "flux_lora-000001.safetensors").exists()
+    assert (seed.loras / "flux_dreambooth-000001.safetensors").exists()
     run_dir = run_dirs(seed)[0]
     for name in ("plan.json", "data.toml", "sample_prompts.txt", "manifest.json", "report.html", "train.log"):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "succeeded"
-    assert list((run_dir / "output" / "sample").glob("flux_lora_e000001_*.png"))
+    assert list((run_dir / "output" / "sample").glob("flux_dreambooth_e000001_*.png"))
 
     # a changed setting that breaks the saved state is refused
     r = run_cli("train", "--resume", *local, "--set", "network_dim=64")
@@ -150,10 +150,10 @@ def test_local_run_end_to_end_then_resume(seed, run_cli, local):
     # resume the same run from its newest state
     r = run_cli("train", "--resume", run_dir.name, *local, "-v")
     assert r.code == 0, r.err
-    assert "resuming from flux_lora-state" in r.err and "[train] " in r.err
+    assert "resuming from flux_dreambooth-state" in r.err and "[train] " in r.err
     assert len(run_dirs(seed)) == 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["resume_from"].endswith("output/flux_lora-state") and manifest["status"] == "succeeded"
+    assert manifest["resume_from"].endswith("output/flux_dreambooth-state") and manifest["status"] == "succeeded"
 
 
 def test_resume_without_runs_is_a_clear_error(seed, run_cli, local):
@@ -199,7 +199,7 @@ def test_docker_run_end_to_end_with_the_standin(seed, run_cli, engine):
     tag = ensure_standin_trainer(engine)
     r = run_cli("train", "--image", tag, "--gpus", "none", *SHORT)
     assert r.code == 0, r.err
-    final = seed.loras / "flux_lora.safetensors"
+    final = seed.loras / "flux_dreambooth.safetensors"
     assert r.out.strip() == str(final)
     st = final.stat()
     assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())

@@ -199,7 +199,7 @@ def test_mounts_and_environment(seed):
     args = plan.trainer_args
     assert args[args.index("--tokenizer_cache_dir") + 1] == "/models/tokenizers"
     assert args[args.index("--mixed_precision") + 1] == "bf16"             # given to the script itself
-    assert plan.run_id == "20261126-071500-flux_lora" and plan.run_dir == seed.runs / plan.run_id
+    assert plan.run_id == "20261126-071500-flux_dreambooth" and plan.run_dir == seed.runs / plan.run_id
     assert plan.output_dir == plan.run_dir / "output" and plan.lora_dir == seed.loras
 
 
@@ -222,10 +222,10 @@ def test_false_network_bool_is_left_out(seed):
 def test_name_and_resume(seed):
     plan, _ = plan_for(seed, name="tjtoy_v2")
     assert plan.output_name == "tjtoy_v2" and plan.expected_outputs[-1] == "tjtoy_v2.safetensors"
-    state = seed.runs / "20260101-000000-flux_lora" / "output" / "flux_lora-000017-state"
+    state = seed.runs / "20260101-000000-flux_dreambooth" / "output" / "flux_dreambooth-000017-state"
     resumed, _ = plan_for(seed, resume=state)
-    assert resumed.run_dir == state.parent.parent and resumed.resume_from == "/run/output/flux_lora-000017-state"
-    assert resumed.trainer_args[-2:] == ("--resume", "/run/output/flux_lora-000017-state")
+    assert resumed.run_dir == state.parent.parent and resumed.resume_from == "/run/output/flux_dreambooth-000017-state"
+    assert resumed.trainer_args[-2:] == ("--resume", "/run/output/flux_dreambooth-000017-state")
     fresh, _ = plan_for(seed)
     assert resumed.config_hash == fresh.config_hash       # resuming does not change what determines the run
 

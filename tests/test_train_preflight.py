@@ -106,9 +106,9 @@ def test_cache_folders_must_be_writable(seed):
 
 
 def test_collision_with_an_existing_lora(seed):
-    (seed.loras / "flux_lora-000017.safetensors").write_bytes(b"x")
+    (seed.loras / "flux_dreambooth-000017.safetensors").write_bytes(b"x")
     c = checks(seed)["output_name"]
-    assert c.status == "error" and "flux_lora-000017.safetensors" in c.message and "--name" in c.hint
+    assert c.status == "error" and "flux_dreambooth-000017.safetensors" in c.message and "--name" in c.hint
 
 
 def test_free_disk(seed):

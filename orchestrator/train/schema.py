@@ -151,7 +151,7 @@ BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
 # Defaults when no preset sets a key: all flags off, all values unset (sd-scripts' own default).
 BASE: dict[str, Any] = {f.name: (False if f.kind == BOOL and not f.nullable else None) for f in FIELDS}
-BASE.update({"output_name": "flux_lora", "t5xxl": "fp16", "network_module": "networks.lora_flux",
+BASE.update({"output_name": "flux_dreambooth", "t5xxl": "fp16", "network_module": "networks.lora_flux",
              "gradient_accumulation_steps": 1, "mixed_precision": "bf16", "num_cpu_threads_per_process": 2})
 
 # network_args keys read by networks.lora_flux (any other key is silently ignored by sd-scripts).
