@@ -22,6 +22,7 @@ from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
 from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
 
 
@@ -95,7 +96,7 @@ def running(layout: Layout) -> LocalServer | None:
     except (ValueError, TypeError, KeyError):
         p.unlink(missing_ok=True)
         return None
-    if _alive(server.pid) and _is_ours(server):
+    if pid_alive(server.pid) and _is_ours(server):
         return server
     p.unlink(missing_ok=True)
     return None
@@ -218,19 +219,6 @@ def _is_ours(server: LocalServer) -> bool:
     return server.argv[1].encode() in cmdline
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
 
 def _terminate(pid: int, *, grace: float) -> None:
     """SIGINT the process group (ComfyUI exits cleanly on KeyboardInterrupt), then SIGKILL."""
@@ -244,7 +232,7 @@ def _terminate(pid: int, *, grace: float) -> None:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             _reap(pid)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
             time.sleep(0.05)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from orchestrator.errors import UsageError
 from orchestrator.layout import atomic_write_text
+from orchestrator.procs import pid_alive
 from orchestrator.train.logparse import split_lines
 from orchestrator.train.plan import TrainPlan
 
@@ -180,20 +181,6 @@ class LocalRunner:
 def _record_path(plan: TrainPlan) -> Path:
     return plan.run_dir.parent / f"{RECORD_PREFIX}{plan.config_hash}.json"
 
-
-def pid_alive(pid: int) -> bool:
-    """True while a process with this pid exists (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().split(b") ", 1)[1][:1] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _start_time(pid: int) -> int | None:
