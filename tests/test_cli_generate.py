@@ -199,3 +199,21 @@ def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, do
         str(project.workflows / "mine.json")
     r = run_cli("generate", "a fox", "--workflow", "nope.json", "--server", double.url)
     assert r.code == 2 and "error: workflow file nope.json does not exist" in r.err
+
+
+
+@pytest.mark.docker
+def test_without_server_the_projects_running_comfyui_comes_first(run_cli, project, engine, busybox_image,
+                                                                   monkeypatch):
+    from tests.comfy_standin import standin_image
+
+    monkeypatch.delenv("COMFYUI_URL", raising=False)
+    port = free_port()
+    r = run_cli("comfyui", "up", "--image", standin_image(engine, "ok", 0.0), "--no-build", "--gpus", "none",
+                "--port", str(port))
+    assert r.code == 0, r.err
+    r = run_cli("generate", "a fox")
+    # the stand-in answers /system_stats but is no full ComfyUI: what matters is which server was asked
+    # (before: 127.0.0.1:8188 first, whatever holds that port, and this project's server only if nothing did)
+    assert f"using this project's ComfyUI at http://127.0.0.1:{port}" in r.err
+    assert "127.0.0.1:8188" not in r.err and "Traceback" not in r.err
