@@ -73,6 +73,7 @@ class StatusLine:
         self.stream.write(text + "\n")
         if live:
             self._draw(self._latest)   # not the last drawn text: it may be stale (e.g. the phase before)
+        self._last_draw = 0.0          # the update that usually follows a milestone is drawn at once
         self.stream.flush()
 
     def close(self) -> None:

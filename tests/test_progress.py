@@ -18,6 +18,15 @@ def test_milestone_redraws_the_newest_status_not_a_throttled_stale_one():
     assert "saved x.safetensors\n" in text and text.count("loading models") == 1
 
 
+def test_the_update_right_after_a_milestone_is_drawn_at_once():
+    out = io.StringIO()
+    line = StatusLine(out, tty=True, fps=0.001)
+    line.update("loading models…")
+    line.milestone("caching latents")              # a phase change: milestone first, then the new status
+    line.update("caching latents…")
+    assert out.getvalue().endswith("\rcaching latents…")
+
+
 def test_no_live_line_after_close_and_nothing_live_without_a_terminal():
     out = io.StringIO()
     line = StatusLine(out, tty=True)
