@@ -188,6 +188,10 @@ def test_progress_lines(project, double):
     assert "image 1/2 [" + "#" * 3 + "-" * 17 + "] step 1/3" in rec.updates     # 1/3 of the first of two
     assert "image 2/2 [" + "#" * 20 + "] step 3/3" in rec.updates
     assert len(rec.milestones) == 2 and rec.milestones[1].startswith("image 2/2 done in")
+    # after the last step, VAE decode and Save Image keep the bar where the steps left it
+    after = rec.updates[rec.updates.index("image 1/2 [" + "#" * 10 + "-" * 10 + "] step 3/3") + 1:]
+    first_after = next(u for u in after if "step" not in u)
+    assert first_after.startswith("image 1/2 [" + "#" * 10 + "-" * 10 + "] "), first_after
 
 
 def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, double):
