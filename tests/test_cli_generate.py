@@ -105,6 +105,11 @@ def test_no_server_says_how_to_start_one(run_cli, project):
     assert "Traceback" not in r.err and not project.outputs.exists()
 
 
+def test_a_missing_workflow_file_is_named_before_the_server_is_asked(run_cli, project):
+    r = run_cli("generate", "a castle", "--workflow", "my_graph.json", "--server", f"http://127.0.0.1:{free_port()}")
+    assert r.code == 2 and "my_graph.json does not exist" in r.err
+    assert "no ComfyUI server answers" not in r.err
+
 def test_missing_lora_is_named_with_the_available_ones(run_cli, project, double):
     r = run_cli("generate", "a fox", "--lora", "nope", "--server", double.url)
     assert r.code == 2

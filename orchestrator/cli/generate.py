@@ -94,10 +94,15 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     workflow = Path(args.workflow).expanduser() if args.workflow else None
-    return GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=parse_seed(args.seed),
-                           steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
-                           sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
-                           sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
+    req = GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=parse_seed(args.seed),
+                          steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
+                          sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
+                          sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
+    if workflow is not None:
+        from orchestrator.generate import choose_workflow
+
+        choose_workflow(req, ctx.layout)   # a missing or broken --workflow file is named before a server is asked
+    return req
 
 
 def _start_server(url: str, ctx: Context) -> str:
