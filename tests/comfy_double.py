@@ -97,6 +97,7 @@ class ComfyDouble:
         self._reset_state()
         self._fail: list[dict[str, Any]] = []
         self._drop_after: int | None = None
+        self._holds: dict[str, threading.Event] = {}
         self.slow = 0.0
         self._http_500 = 0
         self._preview_jpeg: bytes | None = None
@@ -187,6 +188,16 @@ class ComfyDouble:
     def drop_websocket_after(self, n_messages: int) -> None:
         """Cut every websocket (no close frame) after `n_messages` more job messages; jobs go on."""
         self._drop_after = n_messages
+
+    def hold_node(self, node_id: str) -> threading.Event:
+        """Node `node_id` of the next jobs runs until an interrupt arrives or the returned event is set.
+
+        Lets a test act while a node is certainly running, without betting on `node_time` being long
+        enough under load; the messages are the same as for a node that takes that long.
+        """
+        release = threading.Event()
+        self._holds[node_id] = release
+        return release
 
     def slow_responses(self, seconds: float) -> None:
         """Delay every HTTP answer (and websocket handshake) by `seconds`."""
@@ -346,6 +357,14 @@ class ComfyDouble:
             Image.new("RGB", (32, 32), (90, 120, 200)).save(buf, "JPEG", quality=70)
             self._preview_jpeg = buf.getvalue()
         return self._preview_jpeg
+
+    def hold(self, node_id: str) -> None:
+        """Block while `node_id` is held (see hold_node) and no interrupt arrived."""
+        release = self._holds.get(node_id)
+        while release is not None and not release.is_set() and not self.interrupt_flag:
+            if not self.running_flag:
+                raise _Abort
+            release.wait(0.01)
 
     def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
