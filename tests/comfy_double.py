@@ -99,6 +99,7 @@ class ComfyDouble:
         self._drop_after: int | None = None
         self._holds: dict[str, threading.Event] = {}
         self.slow = 0.0
+        self._slow_over = threading.Event()
         self._http_500 = 0
         self._preview_jpeg: bytes | None = None
 
@@ -124,6 +125,7 @@ class ComfyDouble:
         self.port = server.server_address[1]
         self._server = server
         self.running_flag = True
+        self._slow_over = threading.Event()
         self._threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
                          threading.Thread(target=self._worker, daemon=True)]
         for t in self._threads:
@@ -137,6 +139,7 @@ class ComfyDouble:
                 return
             self.running_flag = False
             self.wake.notify_all()
+            self._slow_over.set()
             conns, socks = list(self._conns), list(self.sockets)
             self._conns.clear()
             self.sockets.clear()
@@ -200,8 +203,15 @@ class ComfyDouble:
         return release
 
     def slow_responses(self, seconds: float) -> None:
-        """Delay every HTTP answer (and websocket handshake) by `seconds`."""
+        """Delay every HTTP answer (and websocket handshake) by `seconds`; 0 also ends the delays under way."""
+        self._slow_over.set()
+        self._slow_over = threading.Event()
         self.slow = seconds
+
+    def slow_wait(self) -> None:
+        """The delay of one HTTP answer (cut short by slow_responses(0) or stop())."""
+        if self.slow:
+            self._slow_over.wait(self.slow)
 
     def http_500_next(self, n: int = 1) -> None:
         """The next `n` HTTP requests answer 500 text/plain like an aiohttp crash."""
