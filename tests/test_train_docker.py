@@ -145,7 +145,10 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
 def test_a_second_train_follows_the_running_one_instead_of_starting_another(engine, project, standin):
     import threading
 
-    plan = writable(make_plan(project, image=standin, environment={"STANDIN_STEP_SLEEP": "0.2"}))
+    from tests.test_train_local import GateOpener
+
+    plan = writable(make_plan(project, image=standin, environment={"STANDIN_WAIT_FOR": "go"}))  # holds step 1
+    gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(
         result=execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())))
@@ -154,10 +157,11 @@ def test_a_second_train_follows_the_running_one_instead_of_starting_another(engi
         deadline = time.monotonic() + 30
         while not containers(engine, project, all=False) and time.monotonic() < deadline:
             time.sleep(0.1)
-        reporter, events, counts = RecordingReporter(), [], []
+        reporter, events, counts = GateOpener(gate), [], []
         result = execute(plan, DockerRunner(engine, project, user=USER), reporter, on_event=events.append,
                          raw_line=lambda _line: counts.append(len(containers(engine, project))) if not counts else None)
     finally:
+        gate.touch()
         thread.join(60)
     assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
     assert counts == [1]                                   # no second container was started

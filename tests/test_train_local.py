@@ -197,24 +197,40 @@ def test_the_oom_hint_uses_the_preset_recorded_by_the_planner(local):
     assert "--preset 12gb" in e.value.hint
 
 
+class GateOpener(RecordingReporter):
+    """Lets a gated stand-in trainer (STANDIN_WAIT_FOR) go on at the first milestone of the follower."""
+
+    def __init__(self, gate) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def milestone(self, text: str) -> None:
+        super().milestone(text)
+        self.gate.parent.mkdir(parents=True, exist_ok=True)
+        self.gate.touch()
+
+
 def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     import threading
 
     make, runner = local
-    plan = make(environment={"STANDIN_STEP_SLEEP": "0.1"})
+    plan = make(environment={"STANDIN_WAIT_FOR": "go"})             # the trainer holds its first step
+    gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
     thread.start()
     try:
         record = plan.run_dir.parent / f".local-{plan.config_hash}.json"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not record.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         second = LocalRunner(runner.sd_scripts_dir, runner.python)       # another `train` process
-        reporter, events = RecordingReporter(), []
+        reporter, events = GateOpener(gate), []
         result = execute(plan, second, reporter, on_event=events.append)
     finally:
-        thread.join(30)
+        gate.parent.mkdir(parents=True, exist_ok=True)
+        gate.touch()
+        thread.join(60)
     assert result.status == "followed" and result.exit_code == 0
     assert "already running" in reporter.milestones[0]
     assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
