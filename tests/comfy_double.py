@@ -193,7 +193,7 @@ class ComfyDouble:
         self._drop_after = n_messages
 
     def hold_node(self, node_id: str) -> threading.Event:
-        """Node `node_id` of the next jobs runs until an interrupt arrives or the returned event is set.
+        """Node `node_id` (`*`: any node) of the next jobs runs until an interrupt arrives or the event is set.
 
         Lets a test act while a node is certainly running, without betting on `node_time` being long
         enough under load; the messages are the same as for a node that takes that long.
@@ -370,7 +370,7 @@ class ComfyDouble:
 
     def hold(self, node_id: str) -> None:
         """Block while `node_id` is held (see hold_node) and no interrupt arrived."""
-        release = self._holds.get(node_id)
+        release = self._holds.get(node_id) or self._holds.get("*")
         while release is not None and not release.is_set() and not self.interrupt_flag:
             if not self.running_flag:
                 raise _Abort
