@@ -218,8 +218,13 @@ def test_real_sigint_and_sigkill_of_the_cli_then_rerun(project, batch, doubles):
         deadline = time.monotonic() + 30
         while len(list(out.glob("*.png"))) < n_images and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
+        holds = [a.hold_node("*"), b.hold_node("*")]   # nothing more finishes before the signal lands
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            for hold in holds:
+                hold.set()                             # what was running finishes while we are away
         return proc.returncode, err.decode()
 
     code, err = run_until(3, signal.SIGINT)
