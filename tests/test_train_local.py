@@ -139,7 +139,7 @@ def test_a_trainer_ignoring_sigint_is_killed_after_the_grace_period(local):
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         execute(plan, runner, RecordingReporter(), raw_line=interrupt_at(r"^epoch 1/4"), grace=0.5)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30                       # a hang guard: hang-hard never exits by itself
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(int(manifest["trainer_id"]), 0)
