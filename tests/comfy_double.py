@@ -14,7 +14,9 @@ nodes), so a re-run reports cached nodes and re-sends `executed` with the old fi
 
 Misbehaviour on demand: `fail_next("error" | "interrupt", ...)`, `drop_websocket_after(n)`,
 `slow_responses(seconds)`, `http_500_next(n)`, `stop()` / `start()` / `restart()` (same port,
-history and queue lost). The websocket server is our own (tests/comfy_ws.py, stdlib only).
+history and queue lost). `hold_node(id | "*")` keeps a node running until an interrupt or the returned
+event, so tests act while a job is certainly in flight instead of betting on timings.
+The websocket server is our own (tests/comfy_ws.py, stdlib only).
 """
 
 from __future__ import annotations
