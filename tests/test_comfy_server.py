@@ -317,8 +317,16 @@ def test_logs_follow_ends_when_the_server_stops(engine, standins, project):
     port = free_ports()
     server.up(engine, project, ServerOptions(port=port, gpus="none"), image=standins["ok"], build=False)
     seen: list[tuple[int, str]] = []
-    t = threading.Thread(target=lambda: seen.extend(server.log_lines(engine, project, follow=True)), daemon=True)
+    attached = threading.Event()
+
+    def follow() -> None:
+        for line in server.log_lines(engine, project, follow=True):
+            seen.append(line)
+            attached.set()
+
+    t = threading.Thread(target=follow, daemon=True)
     t.start()
+    assert attached.wait(30)                 # following before the stop, not racing it to a removed container
     server.down(engine, project, grace=10)
     t.join(timeout=20)
     assert not t.is_alive()
