@@ -123,6 +123,7 @@ def test_health_wait_follows_a_slow_start(engine, standins, project):
     assert rep.milestones[-1] == f"ComfyUI worker 0 is ready at http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 def test_never_ready_times_out_with_the_log_tail_and_leaves_nothing(engine, standins, project, run_cli):
     r = up_cli(run_cli, standins["never"], free_ports(), "--timeout", "3")  # room to print its log line under load
     assert r.code == 1
@@ -284,6 +285,7 @@ def test_foreground_streams_logs_and_ctrl_c_stops_and_removes(engine, standins, 
     assert ours(engine, project) == []
 
 
+@pytest.mark.slow
 def test_image_is_built_when_missing_from_a_context_holding_only_the_dockerfile(engine, busybox_image, tmp_path):
     df = tmp_path / "Dockerfile.inference"
     df.write_text(f"FROM {busybox_image}\nCOPY . /ctx\nRUN ls -A /ctx\nLABEL probe={random.random()}\n")

@@ -183,6 +183,7 @@ def test_requesting_a_gpu_without_the_nvidia_runtime_is_a_clear_error(engine, pr
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(engine, project, busybox_image,
                                                                              tmp_path):
     tag = f"flux-orch-test/trainrun-build:{uuid.uuid4().hex[:8]}"
@@ -204,6 +205,7 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
     reporter = RecordingReporter()
     runner = DockerRunner(engine, project, user=USER, reporter=reporter)
