@@ -18,7 +18,7 @@ from orchestrator.train.outputs import latest_state
 from orchestrator.train.run import execute
 from orchestrator.train.runners import ULIMITS, DockerRunner
 from tests.standin import STANDIN_COMMIT, ensure_standin_trainer
-from tests.train_plans import make_plan
+from tests.train_plans import GateOpener, make_plan
 
 USER = "12345:12346"  # not ours: proves the container writes as the requested uid:gid
 
@@ -144,8 +144,6 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
 @pytest.mark.slow
 def test_a_second_train_follows_the_running_one_instead_of_starting_another(engine, project, standin):
     import threading
-
-    from tests.test_train_local import GateOpener
 
     plan = writable(make_plan(project, image=standin, environment={"STANDIN_WAIT_FOR": "go"}))  # holds step 1
     gate = plan.output_dir / "go"

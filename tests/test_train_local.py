@@ -16,7 +16,7 @@ from orchestrator.train.outputs import check_resumable, latest_state
 from orchestrator.train.run import execute
 from orchestrator.train.runners import LocalRunner
 from tests.standin import make_local_trainer
-from tests.train_plans import make_plan
+from tests.train_plans import GateOpener, make_plan
 
 
 @pytest.fixture
@@ -195,19 +195,6 @@ def test_the_oom_hint_uses_the_preset_recorded_by_the_planner(local):
     with pytest.raises(TrainingFailed) as e:
         execute(plan, runner, RecordingReporter())
     assert "--preset 12gb" in e.value.hint
-
-
-class GateOpener(RecordingReporter):
-    """Lets a gated stand-in trainer (STANDIN_WAIT_FOR) go on at the first milestone of the follower."""
-
-    def __init__(self, gate) -> None:
-        super().__init__()
-        self.gate = gate
-
-    def milestone(self, text: str) -> None:
-        super().milestone(text)
-        self.gate.parent.mkdir(parents=True, exist_ok=True)
-        self.gate.touch()
 
 
 def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
