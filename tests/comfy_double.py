@@ -14,7 +14,9 @@ nodes), so a re-run reports cached nodes and re-sends `executed` with the old fi
 
 Misbehaviour on demand: `fail_next("error" | "interrupt", ...)`, `drop_websocket_after(n)`,
 `slow_responses(seconds)`, `http_500_next(n)`, `stop()` / `start()` / `restart()` (same port,
-history and queue lost). The websocket server is our own (tests/comfy_ws.py, stdlib only).
+history and queue lost). `hold_node(id | "*")` keeps a node running until an interrupt or the returned
+event, so tests act while a job is certainly in flight instead of betting on timings.
+The websocket server is our own (tests/comfy_ws.py, stdlib only).
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ class ComfyDouble:
         self._reset_state()
         self._fail: list[dict[str, Any]] = []
         self._drop_after: int | None = None
+        self._holds: dict[str, threading.Event] = {}
         self.slow = 0.0
+        self._slow_over = threading.Event()
         self._http_500 = 0
         self._preview_jpeg: bytes | None = None
 
@@ -123,6 +127,7 @@ class ComfyDouble:
         self.port = server.server_address[1]
         self._server = server
         self.running_flag = True
+        self._slow_over = threading.Event()
         self._threads = [threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
                          threading.Thread(target=self._worker, daemon=True)]
         for t in self._threads:
@@ -136,6 +141,7 @@ class ComfyDouble:
                 return
             self.running_flag = False
             self.wake.notify_all()
+            self._slow_over.set()
             conns, socks = list(self._conns), list(self.sockets)
             self._conns.clear()
             self.sockets.clear()
@@ -188,9 +194,26 @@ class ComfyDouble:
         """Cut every websocket (no close frame) after `n_messages` more job messages; jobs go on."""
         self._drop_after = n_messages
 
+    def hold_node(self, node_id: str) -> threading.Event:
+        """Node `node_id` (`*`: any node) of the next jobs runs until an interrupt arrives or the event is set.
+
+        Lets a test act while a node is certainly running, without betting on `node_time` being long
+        enough under load; the messages are the same as for a node that takes that long.
+        """
+        release = threading.Event()
+        self._holds[node_id] = release
+        return release
+
     def slow_responses(self, seconds: float) -> None:
-        """Delay every HTTP answer (and websocket handshake) by `seconds`."""
+        """Delay every HTTP answer (and websocket handshake) by `seconds`; 0 also ends the delays under way."""
+        self._slow_over.set()
+        self._slow_over = threading.Event()
         self.slow = seconds
+
+    def slow_wait(self) -> None:
+        """The delay of one HTTP answer (cut short by slow_responses(0) or stop())."""
+        if self.slow:
+            self._slow_over.wait(self.slow)
 
     def http_500_next(self, n: int = 1) -> None:
         """The next `n` HTTP requests answer 500 text/plain like an aiohttp crash."""
@@ -346,6 +369,14 @@ class ComfyDouble:
             Image.new("RGB", (32, 32), (90, 120, 200)).save(buf, "JPEG", quality=70)
             self._preview_jpeg = buf.getvalue()
         return self._preview_jpeg
+
+    def hold(self, node_id: str) -> None:
+        """Block while `node_id` is held (see hold_node) and no interrupt arrived."""
+        release = self._holds.get(node_id) or self._holds.get("*")
+        while release is not None and not release.is_set() and not self.interrupt_flag:
+            if not self.running_flag:
+                raise _Abort
+            release.wait(0.01)
 
     def sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -179,6 +179,7 @@ def execute(double: ComfyDouble, job: Job) -> None:
             double.send(job, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid})
             _check(double, job, node_id, fail)
             double.sleep(double.node_time)
+            double.hold(node_id)
             if node_type in SAMPLING_TYPES:
                 _sample(double, job, node_id, progress, preview, fail)
             ui = None

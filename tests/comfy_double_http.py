@@ -6,7 +6,6 @@ import email.utils
 import json
 import mimetypes
 import socket
-import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -76,8 +75,7 @@ class Handler(BaseHTTPRequestHandler):
         double.requests.append((method, self.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if double.slow:
-            time.sleep(double.slow)
+        double.slow_wait()
         if path == "/ws" and method == "GET":
             return self._websocket(double, query)
         if double.take_500():

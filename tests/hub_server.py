@@ -14,7 +14,8 @@ Routes (what huggingface_hub 2.x sends, answered the way huggingface.co answers)
 
 Every request is recorded (method, path, headers) so tests can check Range and Authorization.
 Misbehaviour on demand: `throttle` (seconds per 64 KiB chunk), `cut_after` (drop the connection
-after N body bytes, once per path), `corrupt` (serve wrong bytes for a path), `fail_status`
+after N body bytes, once per path), `pause_after` (stop after N body bytes until an event is set,
+once per path), `corrupt` (serve wrong bytes for a path), `fail_status`
 (answer every resolve with e.g. 503), `before_body` hook.
 """
 
@@ -55,6 +56,7 @@ class HubServer:
     requests: list[Recorded] = field(default_factory=list)
     throttle: float = 0.0
     cut_after: dict[str, int] = field(default_factory=dict)      # path (file name) -> bytes before a drop
+    pause_after: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)  # name -> (bytes, go on)
     corrupt: set[str] = field(default_factory=set)               # file names served with wrong bytes
     before_body: Callable[[str], None] | None = None
     fail_status: int | None = None                               # answer every resolve with this status
@@ -210,8 +212,12 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if hub.before_body:
                 hub.before_body(name)
             cut = hub.cut_after.pop(name, None)
+            pause = hub.pause_after.pop(name, None)
             sent, pos = 0, start
             while pos <= end:
+                if pause is not None and sent >= pause[0]:
+                    pause[1].wait(60)
+                    pause = None
                 chunk = data[pos: min(pos + BLOCK, end + 1)]
                 if cut is not None and sent + len(chunk) > cut:
                     self.wfile.write(chunk[: cut - sent])

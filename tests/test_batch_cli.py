@@ -94,9 +94,16 @@ def test_done_when_sweep_on_two_servers_restart_ctrl_c_and_rerun(run_cli, projec
     a = ComfyDouble(models=DEFAULT_MODELS, step_time=0.05, steps=4).start()
     b = ComfyDouble(models=DEFAULT_MODELS, step_time=0.05, steps=4).start()
     stop = threading.Event()
+    holds: list[threading.Event] = []
+
+    def ctrl_c() -> None:
+        """The user's Ctrl+C, with the servers' jobs in flight held so the batch cannot finish before it lands."""
+        holds.extend([a.hold_node("*"), b.hold_node("*")])
+        _thread.interrupt_main()
+
     try:
         argv = ["batch", "run", str(path), "--server", a.url, "--server", b.url, "--out", str(out), "--poll", "0.05"]
-        watcher = threading.Thread(target=_watch, args=(out, {2: b.restart, 6: _thread.interrupt_main}, stop))
+        watcher = threading.Thread(target=_watch, args=(out, {2: b.restart, 6: ctrl_c}, stop))
         watcher.start()
         r = run_cli(*argv)
         stop.set()
@@ -110,6 +117,8 @@ def test_done_when_sweep_on_two_servers_restart_ctrl_c_and_rerun(run_cli, projec
         assert sum(1 for s in states.values() if s.state == "done") >= 6
         assert not a.pending and not b.pending
         assert (out / "index.html").exists()
+        for hold in holds:
+            hold.set()                          # what was running finishes while we are away
 
         r = run_cli(*argv)
         assert r.code == 0, r.err

@@ -185,7 +185,7 @@ def test_ctrl_c_then_rerun_collects_what_finished_while_away(project, batch, dou
     assert not a.pending and not b.pending                    # our waiting jobs were deleted
     queued = [r for r in states.values() if r.state == "queued"]
     assert queued, "a running job stays queued, to be collected by the next run"
-    made = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    made = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}  # a rewrite: new inode
     deadline = time.monotonic() + 10
     while (a.running or b.running) and time.monotonic() < deadline:
         time.sleep(0.02)                                      # they finish while we are away
@@ -194,7 +194,7 @@ def test_ctrl_c_then_rerun_collects_what_finished_while_away(project, batch, dou
     summary = run(project, jf, out, [a, b])
     assert summary.skipped == len(made) and summary.done + summary.skipped == 12
     assert len(a.posted) + len(b.posted) == posted_before + 12 - len(made) - len(queued)  # not run twice
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png") if p.name in made} == made  # not rewritten
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png") if p.name in made} == made
     check_manifest(out, jf.jobs, finished=True)
     check_files(out, jf.jobs)
 
@@ -218,8 +218,13 @@ def test_real_sigint_and_sigkill_of_the_cli_then_rerun(project, batch, doubles):
         deadline = time.monotonic() + 30
         while len(list(out.glob("*.png"))) < n_images and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
+        holds = [a.hold_node("*"), b.hold_node("*")]   # nothing more finishes before the signal lands
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            for hold in holds:
+                hold.set()                             # what was running finishes while we are away
         return proc.returncode, err.decode()
 
     code, err = run_until(3, signal.SIGINT)

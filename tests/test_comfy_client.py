@@ -40,7 +40,7 @@ def double():
 
 @pytest.fixture
 def client(double):
-    c = ComfyClient(double.url, timeout=5, idle_check=0.5, reconnect_window=1.0)
+    c = ComfyClient(double.url, timeout=5, idle_check=0.5, reconnect_window=10.0)   # reconnects have room under load
     yield c
     c.close()
 
@@ -126,7 +126,7 @@ def test_execution_error(double, client):
 
 def test_interrupt(double, client):
     double.step_time = 0.05
-    double.steps = 40
+    double.steps = 2000                         # 100 s: cancelled long before the end, however slow the machine
 
     def on_event(e: ev.Event) -> None:
         if isinstance(e, ev.Progress) and e.value == 2:
@@ -153,11 +153,12 @@ def test_websocket_dropped_and_job_finished_meanwhile(double):
     double.drop_websocket_after(3)
     started = time.monotonic()
     assert client.run(PROMPT).images
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20                 # well under the 30 s idle check: it did not wait for it
     client.close()
 
 
-def test_server_gone_mid_job_is_unavailable_not_a_hang(double, client):
+def test_server_gone_mid_job_is_unavailable_not_a_hang(double):
+    client = ComfyClient(double.url, timeout=5, idle_check=0.5, reconnect_window=1.0)   # gives up after 1 s
     double.step_time = 0.05
     double.steps = 200
     stopper: list[threading.Thread] = []
@@ -170,9 +171,10 @@ def test_server_gone_mid_job_is_unavailable_not_a_hang(double, client):
     started = time.monotonic()
     with pytest.raises(ComfyUnavailable) as info:
         client.run(PROMPT, on_event=on_event)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30                 # a hang guard: the job alone would run 10 s, the wait forever
     assert double.url in info.value.message and "comfyui status" in info.value.hint
     stopper[0].join()
+    client.close()
 
 
 def test_server_restarted_mid_job_lost_the_job(double, client):
@@ -209,15 +211,16 @@ def test_no_server():
 
 def test_slow_server_times_out(double):
     client = ComfyClient(double.url, timeout=0.3)
-    double.slow_responses(1.0)
+    double.slow_responses(30)                       # each answer would take 30 s if the 0.3 s timeout were ignored
     started = time.monotonic()
     with pytest.raises(ComfyUnavailable) as info:
         client.system_stats()
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 10
     assert info.value.message == f"ComfyUI at {double.url} did not answer GET /system_stats within 0.3s"
+    started = time.monotonic()
     with pytest.raises(ComfyUnavailable):
         client.submit(PROMPT)                       # the websocket handshake is slow too
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 10
     double.slow_responses(0)
 
 
@@ -244,7 +247,7 @@ def test_several_prompts_in_flight(double):
     ids = [client.submit(with_seed(s)) for s in (11, 12, 13)]
     started = time.monotonic()
     results = [client.wait(pid) for pid in reversed(ids)]
-    assert time.monotonic() - started < 3                  # events of the others were kept, not lost
+    assert time.monotonic() - started < 20                 # under the 30 s idle check: events of the others were kept
     assert sorted(r.images[0].filename for r in results) == [f"flux_finetuned_0000{i}_.png" for i in (1, 2, 3)]
     client.close()
 

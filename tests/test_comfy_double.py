@@ -59,6 +59,24 @@ class Socket:
                     and got[-1]["data"] == {"node": None, "prompt_id": prompt_id}:
                 return got
 
+    def until_idle(self) -> list[object]:
+        """Frames up to the status saying the queue is empty again, then any that follow within 0.5 s."""
+        got: list[object] = []
+        while not (got and isinstance(got[-1], dict) and got[-1]["type"] == "status"
+                   and got[-1]["data"]["status"]["exec_info"]["queue_remaining"] == 0):
+            frame = self.ws.recv()
+            got.append(frame if isinstance(frame, bytes) else json.loads(frame))
+        self.ws.settimeout(0.5)
+        try:
+            while True:
+                frame = self.ws.recv()
+                got.append(frame if isinstance(frame, bytes) else json.loads(frame))
+        except websocket.WebSocketTimeoutException:
+            pass
+        finally:
+            self.ws.settimeout(5)
+        return got
+
     def close(self) -> None:
         self.ws.close()
 
@@ -120,12 +138,13 @@ def test_success_then_cached_then_partially_cached(double):
 
 
 def test_history_empty_until_done_and_view(double):
-    double.node_time = 0.5
+    release = double.hold_node("2")
     sock = Socket(double, "c1")
     pid = post(double, SIMPLE).json()["prompt_id"]
     assert requests.get(f"{double.url}/history/{pid}", timeout=5).json() == {}
     running = requests.get(f"{double.url}/api/queue", timeout=5).json()
     assert [e[1] for e in running["queue_running"] + running["queue_pending"]] == [pid]
+    release.set()
     sock.until_done(pid)
     entry = requests.get(f"{double.url}/history/{pid}", timeout=5).json()[pid]
     assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
@@ -167,13 +186,7 @@ def test_messages_only_to_the_named_client(double):
 def test_prompt_without_client_id_broadcasts_only_progress(double):
     sock = Socket(double, "c1")
     pid = post(double, SIMPLE, client_id=None).json()["prompt_id"]
-    sock.ws.settimeout(0.5)
-    seen = []
-    try:
-        while True:
-            seen.append(json.loads(sock.ws.recv()))
-    except websocket.WebSocketTimeoutException:
-        pass
+    seen = sock.until_idle()
     assert types(seen) == ["status", "status", "progress_state", "progress_state", "progress_state",
                            "progress_state", "status"]
     assert {f["data"]["prompt_id"] for f in seen if f["type"] == "progress_state"} == {pid}
@@ -204,7 +217,7 @@ def test_fail_next_interrupt(double):
 
 
 def test_interrupt_between_nodes(double):
-    double.node_time = 0.5
+    double.hold_node("2")                       # node 2 runs until the interrupt arrives
     sock = Socket(double, "c1")
     pid = post(double, CHAIN).json()["prompt_id"]
     frames = []
@@ -332,7 +345,7 @@ def test_info_routes(double):
 
 
 def test_queue_delete_clear_and_global_interrupt(double):
-    double.node_time = 0.5
+    double.hold_node("2")                       # the first prompt runs until the interrupt arrives
     sock = Socket(double, "c1")
     ids = [post(double, {**CHAIN, "1": {**CHAIN["1"], "inputs": {**CHAIN["1"]["inputs"], "color": i}}})
            .json()["prompt_id"] for i in range(3)]

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import requests
-import websocket
 
 from tests.comfy_double import ComfyDouble
 from tests.conftest import shared_path
@@ -38,15 +37,9 @@ def test_cross_check_with_recorded_transcripts(double, name, prompt, setup):
         double.fail_next("error", node_type="CheckpointLoaderSimple")
     if setup == "no_client_id":
         post(double, prompt, client_id=None)
-        sock.ws.settimeout(0.5)
-        frames = []
-        try:
-            while True:
-                frames.append(json.loads(sock.ws.recv()))
-        except websocket.WebSocketTimeoutException:
-            pass
+        frames = sock.until_idle()
     elif setup == "interrupt":
-        double.node_time = 0.5
+        double.hold_node("2")                   # node 2 runs until the interrupt arrives
         pid = post(double, prompt).json()["prompt_id"]
         frames = []
         while not (frames and frames[-1]["type"] == "executing" and frames[-1]["data"].get("node") == "2"):

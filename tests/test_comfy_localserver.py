@@ -72,9 +72,10 @@ def test_local_crash_shows_the_log_tail(project, run_cli, checkout, stop_local, 
     assert localserver.running(project) is None
 
 
+@pytest.mark.slow
 def test_local_timeout_stops_the_process(project, run_cli, checkout, stop_local, monkeypatch):
     monkeypatch.setenv("STANDIN_DELAY", "30")
-    r = up_local(run_cli, checkout, free_ports(), "--timeout", "1")
+    r = up_local(run_cli, checkout, free_ports(), "--timeout", "3")   # a Python start-up to print, under load
     assert r.code == 1 and "did not answer" in r.err and "  starting stand-in" in r.err
     assert localserver.running(project) is None
 

@@ -194,8 +194,15 @@ def test_dockerfile_requirement_filter_drops_torch_but_keeps_the_rest(tmp_path):
 def test_dockerfile_python_one_liners_run(tmp_path):
     runs = " ".join(arg for op, arg in _instructions() if op == "RUN")
     snippet = re.search(r"python -c '(import importlib.metadata as m; names[^']+)'", runs).group(1)
-    out = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, check=True).stdout
-    assert all(re.fullmatch(r"(torch|torchvision|triton|pytorch-triton)==\S+", line) for line in out.split())
+    site = tmp_path / "site"        # the base image's torch builds, as installed distributions
+    for name, version in (("torch", "2.5.1+cu124"), ("triton", "3.1.0"), ("numpy", "2.1.0")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    only_site = f"import sys; sys.path[:] = [{str(site)!r}] + [p for p in sys.path if 'packages' not in p]; "
+    out = subprocess.run([sys.executable, "-c", only_site + snippet], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["torch==2.5.1+cu124", "triton==3.1.0"]   # the pins; other packages are not pinned
 
 
 def test_dockerfile_runs_as_non_root_with_writable_dirs_and_our_entry():

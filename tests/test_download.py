@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -131,7 +132,8 @@ def test_interrupted_process_leaves_no_file_in_place_and_next_run_resumes(hub, p
     chunk = 10 * 1024 * 1024  # huggingface_hub writes in 10 MiB chunks
     data = _bytes("flux-large", chunk + 6 * 1024 * 1024)
     hub.add(models.FLUX_REPO, "flux1-dev.safetensors", data, lfs=True)
-    hub.throttle = 0.01  # 64 KiB per 10 ms: ~2.6 s for the whole file, ~1 s after the first chunk
+    go_on = threading.Event()   # the CDN stops one block past the first chunk until the Ctrl+C is over
+    hub.pause_after["flux1-dev.safetensors"] = (chunk + 64 * 1024, go_on)
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN}
     cmd = [sys.executable, "-m", "orchestrator", "--project-dir", str(project.root), "download", "--only", "flux1-dev"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,12 +143,14 @@ def test_interrupted_process_leaves_no_file_in_place_and_next_run_resumes(hub, p
     while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < chunk):
         time.sleep(0.02)
     proc.send_signal(2)
-    out, err = proc.communicate(timeout=20)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        go_on.set()
     assert proc.returncode == 130, err
     assert not target.exists()
     kept = partial.stat().st_size
     assert kept == chunk
-    hub.throttle = 0
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert target.read_bytes() == data

@@ -18,7 +18,7 @@ from orchestrator.train.outputs import latest_state
 from orchestrator.train.run import execute
 from orchestrator.train.runners import ULIMITS, DockerRunner
 from tests.standin import STANDIN_COMMIT, ensure_standin_trainer
-from tests.train_plans import make_plan
+from tests.train_plans import GateOpener, make_plan
 
 USER = "12345:12346"  # not ours: proves the container writes as the requested uid:gid
 
@@ -145,7 +145,8 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
 def test_a_second_train_follows_the_running_one_instead_of_starting_another(engine, project, standin):
     import threading
 
-    plan = writable(make_plan(project, image=standin, environment={"STANDIN_STEP_SLEEP": "0.2"}))
+    plan = writable(make_plan(project, image=standin, environment={"STANDIN_WAIT_FOR": "go"}))  # holds step 1
+    gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(
         result=execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())))
@@ -154,10 +155,11 @@ def test_a_second_train_follows_the_running_one_instead_of_starting_another(engi
         deadline = time.monotonic() + 30
         while not containers(engine, project, all=False) and time.monotonic() < deadline:
             time.sleep(0.1)
-        reporter, events, counts = RecordingReporter(), [], []
+        reporter, events, counts = GateOpener(gate), [], []
         result = execute(plan, DockerRunner(engine, project, user=USER), reporter, on_event=events.append,
                          raw_line=lambda _line: counts.append(len(containers(engine, project))) if not counts else None)
     finally:
+        gate.touch()
         thread.join(60)
     assert result.status == "followed" and result.exit_code == 0 and result.run_id == plan.run_id
     assert counts == [1]                                   # no second container was started
@@ -179,6 +181,7 @@ def test_requesting_a_gpu_without_the_nvidia_runtime_is_a_clear_error(engine, pr
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(engine, project, busybox_image,
                                                                              tmp_path):
     tag = f"flux-orch-test/trainrun-build:{uuid.uuid4().hex[:8]}"
@@ -200,6 +203,7 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
 
 
 @pytest.mark.docker
+@pytest.mark.slow
 def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
     reporter = RecordingReporter()
     runner = DockerRunner(engine, project, user=USER, reporter=reporter)

@@ -16,7 +16,7 @@ from orchestrator.train.outputs import check_resumable, latest_state
 from orchestrator.train.run import execute
 from orchestrator.train.runners import LocalRunner
 from tests.standin import make_local_trainer
-from tests.train_plans import make_plan
+from tests.train_plans import GateOpener, make_plan
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_a_trainer_ignoring_sigint_is_killed_after_the_grace_period(local):
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         execute(plan, runner, RecordingReporter(), raw_line=interrupt_at(r"^epoch 1/4"), grace=0.5)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30                       # a hang guard: hang-hard never exits by itself
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(int(manifest["trainer_id"]), 0)
@@ -201,20 +201,23 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     import threading
 
     make, runner = local
-    plan = make(environment={"STANDIN_STEP_SLEEP": "0.1"})
+    plan = make(environment={"STANDIN_WAIT_FOR": "go"})             # the trainer holds its first step
+    gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
     thread.start()
     try:
         record = plan.run_dir.parent / f".local-{plan.config_hash}.json"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not record.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         second = LocalRunner(runner.sd_scripts_dir, runner.python)       # another `train` process
-        reporter, events = RecordingReporter(), []
+        reporter, events = GateOpener(gate), []
         result = execute(plan, second, reporter, on_event=events.append)
     finally:
-        thread.join(30)
+        gate.parent.mkdir(parents=True, exist_ok=True)
+        gate.touch()
+        thread.join(60)
     assert result.status == "followed" and result.exit_code == 0
     assert "already running" in reporter.milestones[0]
     assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]

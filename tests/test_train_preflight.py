@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -92,17 +94,35 @@ def test_empty_dataset_would_exit_0_without_training(seed):
     assert any(c.name.startswith("dataset:") for c in errors)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+@contextmanager
+def read_only(folder):
+    """`folder` unwritable for this process: mode 0555, or for root (whom modes do not stop) a read-only bind mount."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    r = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"root cannot bind-mount here, so cannot make a read-only folder: {r.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True, capture_output=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 def test_cache_folders_must_be_writable(seed):
     folder = seed.flux_data / "tjtoy"
-    folder.chmod(0o555)
-    try:
+    assert "cache_dir" not in checks(seed)
+    with read_only(folder):
+        assert not os.access(folder, os.W_OK)
         c = checks(seed)["cache_dir"]
         assert c.status == "error" and "tjtoy" in c.message
         assert "cache_dir" not in checks(seed, sets=["cache_latents_to_disk=false",
                                                      "cache_text_encoder_outputs_to_disk=false"])
-    finally:
-        folder.chmod(0o755)
 
 
 def test_collision_with_an_existing_lora(seed):

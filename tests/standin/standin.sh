@@ -5,7 +5,8 @@
 # Misbehaves on demand: STANDIN_MODE env, a word containing `standin:MODE` in the argv, or
 # `standin:MODE` anywhere in the --dataset_config file. MODE: ok fail oom hostoom argparse config
 # nodata hang hang-hard (hang-hard ignores SIGINT; both hang at the first step of epoch STANDIN_HANG_EPOCH,
-# default 1). STANDIN_STEP_SLEEP=seconds slows each step.
+# default 1). STANDIN_STEP_SLEEP=seconds slows each step; STANDIN_WAIT_FOR=NAME holds the first step until
+# the file NAME exists in --output_dir.
 set -u
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') INFO     $*" >&2; }
 logerr() { echo "$(date '+%Y-%m-%d %H:%M:%S') ERROR    $*" >&2; }
@@ -182,6 +183,10 @@ hang() {
 }
 
 [ "$sample_first" = 1 ] && [ -n "$sample_prompts" ] && samples 0 0
+if [ -n "${STANDIN_WAIT_FOR:-}" ]; then  # a test's gate: no step before $output_dir/NAME exists (60 s at most)
+  n=0
+  while [ ! -e "$output_dir/$STANDIN_WAIT_FOR" ] && [ "$n" -lt 1200 ]; do sleep 0.05; n=$((n + 1)); done
+fi
 k=0
 step=$start_step
 e=$start_epoch
