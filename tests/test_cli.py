@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 
 import pytest
 
-from orchestrator.cli import COMMANDS, main, render_error
+from orchestrator.cli import COMMANDS, main, os_error, render_error
 from orchestrator.errors import ConfigError
 
 
@@ -97,3 +99,30 @@ def test_common_options_accepted_after_nested_subcommands(argv, tmp_path):
 
     args = build_parser().parse_args([*argv, "--project-dir", str(tmp_path), "-v"])
     assert args.project_dir == str(tmp_path) and args.verbose is True
+
+
+def test_file_system_errors_name_the_path_without_calling_it_a_bug(run_cli, project, tmp_path):
+    """An OSError with a path (disk full, read-only, a file where a folder belongs) is the user's
+    environment, not our bug: exit 1, the path, a hint, no traceback."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(photos / "a.png")
+    project.flux_data.rmdir()
+    project.flux_data.write_text("not a folder\n")
+    r = run_cli("dataset", "add", "toy", "--from", str(photos))
+    assert r.code == 1
+    assert f"error: {project.flux_data}: File exists" in r.err
+    assert "hint: something is already there" in r.err
+    assert "bug" not in r.err and "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("code, hint", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"),
+                                        (errno.EACCES, "permissions")])
+def test_os_error_hints(code, hint):
+    err = os_error(OSError(code, os.strerror(code), "/data/x.png"))
+    assert err is not None and err.exit_code == 1
+    assert err.message == f"/data/x.png: {os.strerror(code)}"
+    assert hint in (err.hint or "")
+    assert os_error(OSError(code, os.strerror(code))) is None  # no path: stays an unexpected error

@@ -10,6 +10,7 @@ so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
@@ -96,6 +97,32 @@ def render_error(err: OrchestratorError, stream: TextIO) -> None:
         stream.write(f"hint: {err.hint}\n")
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (or use a project/output folder on another disk) "
+                  "and run again",
+    errno.EDQUOT: "your disk quota is used up: free some space and run again",
+    errno.EROFS: "that file system is read-only: use a writable project folder (--project-dir) or output folder",
+    errno.EACCES: "check the owner and permissions of that path (`ls -ld PATH`), or use a folder you own",
+    errno.EPERM: "check the owner and permissions of that path (`ls -ld PATH`), or use a folder you own",
+    errno.EISDIR: "a folder is where a file is expected: give a file path, or move the folder away",
+    errno.ENOTDIR: "a file is where a folder is expected: check the path (--project-dir, --out, ...)",
+    errno.EEXIST: "something is already there: if it is a file where a folder belongs (or the other way "
+                  "round), move it away",
+    errno.ENOENT: "check the path; a file or folder may have been moved or deleted meanwhile",
+    errno.ENAMETOOLONG: "use a shorter path or name",
+}
+
+
+def os_error(e: OSError) -> OrchestratorError | None:
+    """A file-system failure (disk full, read-only, permission, path) as an error naming the path; None for
+    OSErrors without a path (sockets, ...), which stay unexpected."""
+    if e.filename is None or e.errno is None:
+        return None
+    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+    reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+    return OrchestratorError(f"{where}: {reason}", hint=_OS_HINTS.get(e.errno))
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run one command; returns the exit code (never raises for expected failures)."""
@@ -125,6 +152,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         err.write("\ninterrupted\n")
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:
+        if debug:
+            traceback.print_exc(file=err)
+        file_error = os_error(e)
+        if file_error is not None:  # the disk or a path failed us: not a bug, say which and what to do
+            render_error(file_error, err)
+            return file_error.exit_code
+        err.write(f"error: unexpected {type(e).__name__}: {e}\n")
+        err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
         return 1
     except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
         if debug:
