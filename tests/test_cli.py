@@ -126,3 +126,27 @@ def test_os_error_hints(code, hint):
     assert err.message == f"/data/x.png: {os.strerror(code)}"
     assert hint in (err.hint or "")
     assert os_error(OSError(code, os.strerror(code))) is None  # no path: stays an unexpected error
+
+
+@pytest.mark.parametrize("url, why", [("localhost:99999", "port must be a number from 1 to 65535"),
+                                      ("http://127.0.0.1:foo", "port must be a number"),
+                                      ("ftp://gpu2", "http:// or https://, not ftp://"),
+                                      ("http://:8188", "no host name")])
+@pytest.mark.parametrize("command", [("generate", "a fox"), ("workflow", "check", "base_flux.json"),
+                                     ("batch", "run", "jobs.yaml")])
+def test_bad_server_url_is_a_usage_error(run_cli, project, command, url, why):
+    (project.root / "jobs.yaml").write_text("jobs:\n  - prompt: a fox\n    lora: none\n")
+    run_cli("workflow", "init")
+    argv = [a if a != "jobs.yaml" else str(project.root / "jobs.yaml") for a in command]
+    r = run_cli(*argv, "--server", url)
+    assert r.code == 2, r.err
+    assert f"error: --server {url!r}: " in r.err and why in r.err
+    assert "bug" not in r.err
+
+
+def test_server_url_normalization():
+    from orchestrator.comfy.client import normalize_url
+
+    assert normalize_url(" gpu2:8188/ ") == "http://gpu2:8188"
+    assert normalize_url("https://box.example/comfy/") == "https://box.example/comfy"
+    assert normalize_url("[::1]:8188") == "http://[::1]:8188"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +136,14 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _normalize(url: str) -> str:
-    url = url.strip().rstrip("/")
-    return url if re.match(r"^https?://", url) else "http://" + url
-
-
 def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
     """--server URLs, else $COMFYUI_URL (comma-separated), else our running containers, else the default."""
+    from orchestrator.comfy.client import normalize_url
+
     given = args.server or [u for u in os.environ.get("COMFYUI_URL", "").split(",") if u.strip()]
     if given:
-        return list(dict.fromkeys(_normalize(u) for u in given))
+        source = "--server" if args.server else "$COMFYUI_URL"
+        return list(dict.fromkeys(normalize_url(u, source) for u in given))
     try:
         from orchestrator.comfy.server import discover_servers
         from orchestrator.engine import connect

@@ -127,14 +127,13 @@ def _discover(ctx: Context) -> str | None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.comfy.client import ComfyClient, normalize_url
     from orchestrator.errors import ComfyUnavailable
     from orchestrator.generate import generate
 
     req = build_request(args, ctx)
-    url = (args.server or os.environ.get("COMFYUI_URL") or DEFAULT_SERVER).rstrip("/")
-    if not re.match(r"^https?://", url):
-        url = "http://" + url
+    source = "--server" if args.server else "$COMFYUI_URL"
+    url = normalize_url(args.server or os.environ.get("COMFYUI_URL") or DEFAULT_SERVER, source)
     client = ComfyClient(url, timeout=args.timeout)
     try:
         try:

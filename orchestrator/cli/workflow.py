@@ -52,9 +52,9 @@ def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
 
 
 def _server_client(url: str) -> Any:
-    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.comfy.client import ComfyClient, normalize_url
 
-    return ComfyClient(url)
+    return ComfyClient(normalize_url(url))
 
 
 def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dict[str, Any], Any]:
