@@ -150,3 +150,21 @@ def test_server_url_normalization():
     assert normalize_url(" gpu2:8188/ ") == "http://gpu2:8188"
     assert normalize_url("https://box.example/comfy/") == "https://box.example/comfy"
     assert normalize_url("[::1]:8188") == "http://[::1]:8188"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("generate", "a fox", "--timeout", "0"), "argument --timeout: expected seconds above 0, got '0'"),
+    (("generate", "a fox", "--guidance", "nan"), "argument --guidance: expected a finite number, got 'nan'"),
+    (("generate", "a fox", "--lora", "x", "--strength", "inf"), "argument --strength: expected a finite number"),
+    (("batch", "run", "jobs.yaml", "--timeout", "-1"), "argument --timeout: expected seconds above 0, got '-1'"),
+    (("batch", "plan", "jobs.yaml", "--sample", "-1"), "argument --sample: expected a whole number >= 0"),
+    (("comfyui", "up", "--timeout", "0"), "argument --timeout: expected seconds above 0"),
+    (("comfyui", "logs", "--tail", "-1"), "argument --tail: expected a whole number >= 0"),
+    (("doctor", "--port", "99999"), "argument --port: expected a port from 1 to 65535, got '99999'"),
+    (("doctor", "--port", "x"), "argument --port: expected a whole number, got 'x'"),
+])
+def test_out_of_range_numbers_are_usage_errors(run_cli, argv, message):
+    r = run_cli(*argv)
+    assert r.code == 2, r.err
+    assert f"error: {message}" in r.err
+    assert "bug" not in r.err

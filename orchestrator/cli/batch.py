@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import OrchestratorError, UsageError
 
@@ -27,7 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_format_doc())
     p.add_argument("file", metavar="FILE", help="the YAML job file")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
-    p.add_argument("--sample", type=int, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
+    p.add_argument("--sample", type=argtypes.count, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
     p.add_argument("--json", action="store_true", help="print every job as JSON")
     p.set_defaults(handler=run_plan)
 
@@ -43,8 +44,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job (default: record it, go on)")
-    p.add_argument("--poll", type=float, default=0.2, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
+    p.add_argument("--poll", type=argtypes.seconds, default=0.2, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run_run)
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import UsageError
 
@@ -24,12 +25,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", metavar="NAME|none",
                         help="a LoRA file in models/loras (uses workflows/finetuned_flux.json); "
                              "default none (workflows/base_flux.json)")
-    parser.add_argument("--strength", type=float, metavar="S", help="LoRA strength for model and CLIP (default 1.0)")
+    parser.add_argument("--strength", type=argtypes.finite_float, metavar="S", help="LoRA strength for model and CLIP (default 1.0)")
     parser.add_argument("--seed", metavar="N|random", default="random",
                         help="seed of the first image (the next ones count up); default random")
     parser.add_argument("--steps", type=int, metavar="N", help="sampling steps (workflow default: 28)")
     parser.add_argument("--size", metavar="WxH", help="image size, multiples of 16 (default 1024x1024)")
-    parser.add_argument("--guidance", type=float, metavar="G", help="FLUX guidance (default 3.5)")
+    parser.add_argument("--guidance", type=argtypes.finite_float, metavar="G", help="FLUX guidance (default 3.5)")
     parser.add_argument("--sampler", metavar="S", help="sampler name (default dpmpp_2m)")
     parser.add_argument("--scheduler", metavar="S", help="scheduler name (default sgm_uniform)")
     parser.add_argument("--count", type=int, default=1, metavar="N", help="how many images (default 1)")
@@ -39,7 +40,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="folder for the images (default outputs/<date>/)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="change any input (node id, title or type); repeatable")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="SECONDS",
                         help="give up on a server that does not answer within SECONDS (default 30)")
     parser.add_argument("--up", action="store_true", help="start ComfyUI (`comfyui up`) when none is running")
     parser.set_defaults(handler=run)
