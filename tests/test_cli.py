@@ -168,3 +168,29 @@ def test_out_of_range_numbers_are_usage_errors(run_cli, argv, message):
     assert r.code == 2, r.err
     assert f"error: {message}" in r.err
     assert "bug" not in r.err
+
+
+@pytest.mark.parametrize("argv", [("dataset", "check"), ("train", "--plan"), ("doctor",), ("batch", "plan", "j.yaml")])
+def test_missing_project_dir_is_a_usage_error(run_cli, tmp_path, argv):
+    missing = tmp_path / "typo"
+    r = run_cli(*argv, project_dir=missing)
+    assert r.code == 2, r.err
+    assert f"error: the project folder {missing} does not exist" in r.err
+    assert not missing.exists()
+
+
+def test_project_dir_that_is_a_file_is_a_usage_error(run_cli, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    r = run_cli("download", "--dry-run", project_dir=f)
+    assert r.code == 2
+    assert "is a file, not a folder" in r.err
+
+
+@pytest.mark.parametrize("argv, made", [(("dataset", "init"), "flux_data/data.toml"),
+                                        (("workflow", "init"), "workflows/base_flux.json")])
+def test_init_commands_start_a_new_project_folder(run_cli, tmp_path, argv, made):
+    new = tmp_path / "new project"
+    r = run_cli(*argv, project_dir=new)
+    assert r.code == 0, r.err
+    assert (new / made).is_file()

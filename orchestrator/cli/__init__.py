@@ -15,6 +15,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from orchestrator import __version__
@@ -97,6 +98,18 @@ def render_error(err: OrchestratorError, stream: TextIO) -> None:
         stream.write(f"hint: {err.hint}\n")
 
 
+def check_project_dir(value: str, *, may_create: bool) -> None:
+    """UsageError when --project-dir is a file, or does not exist for a command that does not create it."""
+    root = Path(value).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--project-dir {value}: is a file, not a folder",
+                         hint="give the project folder (the one holding models/, flux_data/, workflows/)")
+    if not root.exists() and not may_create:
+        raise UsageError(f"the project folder {value} does not exist",
+                         hint="check --project-dir (default: the current folder); `download`, `dataset init` "
+                              "and `workflow init` start a new project there")
+
+
 _OS_HINTS = {
     errno.ENOSPC: "the disk is full: free some space (or use a project/output folder on another disk) "
                   "and run again",
@@ -138,6 +151,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         if handler is None:
             parser.print_help(out)
             return 0 if args.command is None else 2
+        check_project_dir(args.project_dir, may_create=bool(getattr(args, "creates_project", False)))
         ctx = Context.from_args(args, stdout=out, stderr=err)
         try:
             return int(handler(args, ctx) or 0)

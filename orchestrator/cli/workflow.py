@@ -37,6 +37,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                           description="Write base_flux.json and finetuned_flux.json into the project's "
                           "workflows/ folder when they are missing (--force: overwrite, losing your edits).")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(creates_project=True)
     parser.set_defaults(handler=run)
 
 
