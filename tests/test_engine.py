@@ -32,12 +32,13 @@ def test_run_kwargs_is_pure_and_complete(tmp_path):
 
 
 @pytest.mark.parametrize("value,expected", [("all", {"count": -1}), ("2", {"count": 2}),
-                                            ("0,3", {"device_ids": ["0", "3"]})])
+                                            ("0,3", {"device_ids": ["0", "3"]}),
+                                            ("GPU-1a2b", {"device_ids": ["GPU-1a2b"]})])
 def test_gpu_request(value, expected):
     assert eng.gpu_request(value) == expected
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "x", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "", "0,x", ",", "gpu0,gpu1"])
 def test_gpu_request_rejects_nonsense(value):
     with pytest.raises(ValueError):
         eng.gpu_request(value)
