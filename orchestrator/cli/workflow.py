@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
@@ -112,6 +112,8 @@ def _init(args: argparse.Namespace, ctx: Context) -> int:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.action == "init":
         return _init(args, ctx)
+    if getattr(args, "out", None) and Path(args.out).expanduser().is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give the file to write, e.g. --out {Path(args.out) / 'prompt.json'}")
     client = _server_client(args.server) if args.server else None
     try:
         return _convert_or_check(args, ctx, client)
