@@ -94,7 +94,11 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     workflow = Path(args.workflow).expanduser() if args.workflow else None
-    return GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=parse_seed(args.seed),
+    seed = parse_seed(args.seed)
+    if seed is not None and seed + args.count - 1 >= 2**64:
+        raise UsageError(f"--seed {seed} --count {args.count}: the images use seeds {seed}..{seed + args.count - 1}, "
+                         "past the largest seed 2^64-1", hint=f"use --seed {2**64 - args.count} or lower")
+    return GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=seed,
                            steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
                            sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
                            sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
