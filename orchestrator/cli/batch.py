@@ -60,7 +60,10 @@ def _load(args: argparse.Namespace, ctx: Context):
     from orchestrator.batch.jobs import load_job_file
 
     jf = load_job_file(Path(args.file))
-    out = Path(args.out).resolve() if args.out else _project_path(ctx, jf.out)
+    out = Path(args.out).expanduser().resolve() if args.out else _project_path(ctx, jf.out)
+    if out.exists() and not out.is_dir():
+        where = "--out" if args.out else f"{args.file}: out:"
+        raise UsageError(f"{where} {out} is a file, not a folder", hint="give a folder for the images")
     return jf, out
 
 
