@@ -66,7 +66,8 @@ def test_run_rejects_bad_depth(run_cli, project):
 def test_out_that_is_a_file_is_a_usage_error(run_cli, project, action):
     taken = project.root / "notes.txt"
     taken.write_text("mine\n")
-    r = run_cli("batch", action, str(write_jobs(project)), "--out", str(taken), "--server", "http://127.0.0.1:9")
+    server = ["--server", "http://127.0.0.1:9"] if action == "run" else []
+    r = run_cli("batch", action, str(write_jobs(project)), "--out", str(taken), *server)
     assert r.code == 2, r.err
     assert f"--out {taken} is a file, not a folder" in r.err
     assert taken.read_text() == "mine\n"
