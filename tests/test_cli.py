@@ -194,3 +194,10 @@ def test_init_commands_start_a_new_project_folder(run_cli, tmp_path, argv, made)
     r = run_cli(*argv, project_dir=new)
     assert r.code == 0, r.err
     assert (new / made).is_file()
+
+
+def test_unknown_option_points_at_the_commands_help(run_cli):
+    r = run_cli("generate", "a fox", "--sedd", "4")
+    assert r.code == 2
+    assert "error: unrecognized arguments: --sedd 4" in r.err
+    assert "hint: see `python -m orchestrator generate --help`" in r.err

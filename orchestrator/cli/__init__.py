@@ -145,7 +145,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     debug = "--debug" in args_list
     try:
         parser = build_parser()
-        args = parser.parse_args(args_list)
+        args, extra = parser.parse_known_args(args_list)
+        if extra:  # argparse would blame the top-level parser; point at the command's own --help
+            where = f"{PROG} {args.command}" if getattr(args, "command", None) else PROG
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
         debug = args.debug
         handler = getattr(args, "handler", None)
         if handler is None:
