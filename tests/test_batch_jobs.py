@@ -107,6 +107,14 @@ def test_structure_errors(tmp_path):
     assert "not found" in e.value.message
 
 
+def test_job_file_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_bytes(b"jobs:\n  - prompt: caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_job_file(path)
+    assert e.value.message == f"{path}:2: not UTF-8 text" and "UTF-8" in (e.value.hint or "")
+
+
 def test_name_templates(tmp_path):
     bad = errors(tmp_path, 'jobs:\n  - prompt: a\n    name: "x-{colour}"\n')
     assert bad[0].startswith("3: jobs[0].name: bad name template") and "fields:" in bad[0]

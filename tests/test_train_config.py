@@ -152,6 +152,14 @@ def test_missing_config_file(tmp_path):
         load_config(None, tmp_path / "nope.yaml")
 
 
+def test_config_file_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"network_dim: 16\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(None, path)
+    assert e.value.message == f"{path}:2: not UTF-8 text"
+
+
 def test_parse_yaml_lines():
     data, lines = parse_yaml("a: 1\n\n# c\nb: x\n", "t")
     assert data == {"a": 1, "b": "x"} and lines == {"a": 1, "b": 4}

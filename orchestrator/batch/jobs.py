@@ -109,8 +109,11 @@ def load_job_file(path: Path) -> JobFile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"job file {path} not found", hint="check the path; `batch plan --help` shows the format") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read job file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text", hint="save the job file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read job file {path}: {e.strerror or e}") from None
     try:
         data, lines = _parse_with_lines(text)
     except yaml.YAMLError as e:

@@ -77,8 +77,11 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
         except FileNotFoundError:
             raise ConfigError(f"config file {config_file} does not exist",
                               hint="give an existing YAML file to --config") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {config_file}: {e}") from None
+        except UnicodeDecodeError as e:
+            line = e.object[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{config_file}:{line}: not UTF-8 text", hint="save the config file as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e.strerror or e}") from None
         file_values, file_lines = parse_yaml(text, str(config_file))
         file_preset = file_values.pop("preset", None)
         if "extends" in file_values:

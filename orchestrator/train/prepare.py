@@ -120,6 +120,10 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
         return (ext, "")   # the samples:extension rule explains it
     try:
         return ext, path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"sample_prompts: {path}:{line} is not UTF-8 text",
+                          hint="save the prompts file as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"sample_prompts: cannot read {path}: {e.strerror or e}",
                           hint="give a prompts file that exists (relative to the project folder)") from None
