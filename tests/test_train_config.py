@@ -169,3 +169,10 @@ def test_schema_docs_are_one_liners():
     for f in FIELDS:
         assert f.doc and "\n" not in f.doc
     assert BY_NAME["network_dim"].flag == "--network_dim" and BY_NAME["sdpa"].flag is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_refused(value):
+    with pytest.raises(ConfigError) as e:
+        load_config("default", sets=[f"learning_rate={value}"])
+    assert "learning_rate: expected a finite number" in e.value.message

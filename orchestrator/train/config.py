@@ -8,6 +8,7 @@ Cross-option rules (what sd-scripts would refuse or ignore) live in `kohya.py`, 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,6 +236,8 @@ def coerce(f: Field, value: Any, where: str) -> Any:
             out_f = float(value)
         except ValueError:
             raise bad("a number") from None
+        if not math.isfinite(out_f):
+            raise bad("a finite number")
         return _check_min(f, out_f, where)
     if kind == INT_OR_FLOAT:
         return _int_or_float(f, value, where)
