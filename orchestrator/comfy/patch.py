@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -145,6 +146,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             return value
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
         return parsed if isinstance(parsed, (int, float, bool)) else value
     try:
         if isinstance(current, bool):
@@ -157,7 +160,11 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             try:
                 return int(value)
             except ValueError:
-                return float(value)
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ConfigError(f"{where}: {value!r} is not a finite number",
+                                      hint=f"the workflow's value is {current!r}") from None
+                return number
     except ValueError:
         kind = "true or false" if isinstance(current, bool) else "a number"
         raise ConfigError(f"{where}: {value!r} is not {kind}",
