@@ -82,6 +82,9 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
         raise UsageError(f"--count {args.count}: must be between 1 and 1000")
     if args.steps is not None and not 1 <= args.steps <= 10000:
         raise UsageError(f"--steps {args.steps}: must be between 1 and 10000")
+    if args.lora is not None and not args.lora.strip():
+        raise UsageError("--lora is empty: give a LoRA file in models/loras, or none",
+                         hint="e.g. --lora flux_dreambooth.safetensors")
     lora = None if args.lora is None or args.lora.strip().lower() == "none" else args.lora.strip()
     if lora and not Path(lora).suffix:
         lora += ".safetensors"
