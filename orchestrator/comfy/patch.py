@@ -139,6 +139,8 @@ def positive_text_nodes(prompt: Mapping[str, Any]) -> list[str]:
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Strings from the command line take the type of the value they replace (JSON when it was a link)."""
+    if isinstance(value, float) and not math.isfinite(value):  # e.g. `.nan` in a job file's set:
+        raise ConfigError(f"{where}: {value!r} is not a finite number", hint=f"the workflow's value is {current!r}")
     if not isinstance(value, str) or isinstance(current, str):
         return value
     if current is None or _is_link(current):
