@@ -128,11 +128,13 @@ _OS_HINTS = {
 
 def os_error(e: OSError) -> OrchestratorError | None:
     """A file-system failure (disk full, read-only, permission, path) as an error naming the path; None for
-    OSErrors without a path (sockets, ...), which stay unexpected."""
-    if e.filename is None or e.errno is None:
+    other OSErrors without a path (sockets, ...), which stay unexpected."""
+    if e.errno is None or (e.filename is None and e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
         return None
-    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
     reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+    if e.filename is None:  # a full or read-only disk is never our bug, even when the write does not say where
+        return OrchestratorError(reason, hint=_OS_HINTS.get(e.errno))
+    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
     return OrchestratorError(f"{where}: {reason}", hint=_OS_HINTS.get(e.errno))
 
 
