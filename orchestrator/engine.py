@@ -348,8 +348,10 @@ def _unavailable(e: Exception) -> DockerUnavailable:
             hint="start it: `sudo systemctl start docker` (or open Docker Desktop); "
                  "check DOCKER_HOST if you use a remote engine",
         )
-    return DockerUnavailable(f"cannot reach the Docker engine at {where}: {_short(text)}",
-                             hint="check that Docker is installed and running: `docker info`")
+    hint = "check that Docker is installed and running: `docker info`"
+    if os.environ.get("DOCKER_HOST"):
+        hint += f"; and that DOCKER_HOST={where} is right (unset it to use the local engine)"
+    return DockerUnavailable(f"cannot reach the Docker engine at {where}: {_short(text)}", hint=hint)
 
 
 def _translate(e: Exception, details: Sequence[str] = ()) -> DockerError:

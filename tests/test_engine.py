@@ -57,6 +57,14 @@ def test_unreachable_engine_is_a_clear_error(monkeypatch, tmp_path):
     assert "systemctl start docker" in e.value.hint
 
 
+def test_a_malformed_docker_host_is_named_in_the_hint(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:99999")
+    with pytest.raises(DockerUnavailable) as e:
+        eng.connect(timeout=2)
+    assert "tcp://127.0.0.1:99999" in e.value.message
+    assert "DOCKER_HOST=tcp://127.0.0.1:99999 is right" in (e.value.hint or "")
+
+
 @pytest.mark.docker
 def test_run_find_logs_stop_remove(engine, busybox_image, project):
     labels = {eng.LABEL_PROJECT: eng.project_id(project.root), eng.LABEL_ROLE: "probe"}
