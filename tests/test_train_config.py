@@ -176,3 +176,9 @@ def test_non_finite_floats_are_refused(value):
     with pytest.raises(ConfigError) as e:
         load_config("default", sets=[f"learning_rate={value}"])
     assert "learning_rate: expected a finite number" in e.value.message
+
+
+def test_output_name_with_the_extension_is_refused():
+    with pytest.raises(ConfigError) as e:
+        load_config("default", sets=["output_name=tjtoy.safetensors"])
+    assert "without .safetensors" in e.value.message and e.value.hint == "e.g. tjtoy"

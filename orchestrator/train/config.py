@@ -255,6 +255,8 @@ def coerce(f: Field, value: Any, where: str) -> Any:
         text = str(value)
         if f.name == "output_name" and not _NAME_RE.match(text):
             raise bad("a file stem of letters, digits, '.', '_' or '-'", hint="e.g. tjtoy_v2")
+        if f.name == "output_name" and text.lower().endswith(".safetensors"):
+            raise bad("the name without .safetensors (the trainer adds it)", hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
         if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
             raise bad("WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
         return text
