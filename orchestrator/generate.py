@@ -138,18 +138,19 @@ class _Progress:
     def __init__(self, reporter: Reporter, index: int, count: int, prompt: Mapping[str, Any]) -> None:
         self.reporter, self.index, self.count = reporter, index, count
         self.queued_line = f"image {index + 1}/{count}: queued"
+        self.fraction = index / count   # of all images; never moves back (VAE decode comes after the steps)
         self.names = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type", nid) for nid, n in prompt.items()}
 
     def __call__(self, event: ev.Event) -> None:
         head = f"image {self.index + 1}/{self.count}"
         if isinstance(event, ev.Progress) and event.max:
-            frac = (self.index + event.value / event.max) / self.count
-            self.reporter.update(f"{head} [{_bar(frac)}] step {event.value}/{event.max}")
+            self.fraction = max(self.fraction, (self.index + min(event.value / event.max, 1.0)) / self.count)
+            self.reporter.update(f"{head} [{_bar(self.fraction)}] step {event.value}/{event.max}")
         elif isinstance(event, ev.Executing) and event.node is not None:
             name = self.names.get(event.node, event.node)
-            self.reporter.update(f"{head} [{_bar(self.index / self.count)}] {name}")
+            self.reporter.update(f"{head} [{_bar(self.fraction)}] {name}")
         elif isinstance(event, ev.ExecutionStart):
-            self.reporter.update(f"{head} [{_bar(self.index / self.count)}] started")
+            self.reporter.update(f"{head} [{_bar(self.fraction)}] started")
 
 
 def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Reporter, *,

@@ -55,10 +55,12 @@ class StatusLine:
         self._min_interval = 1.0 / fps
         self._last_draw = 0.0
         self._shown = ""
+        self._latest = ""   # the newest text, also when the throttle skipped drawing it
 
     def update(self, text: str) -> None:
         if not self.tty:
             return
+        self._latest = text
         now = time.monotonic()
         if now - self._last_draw < self._min_interval:
             return
@@ -66,11 +68,12 @@ class StatusLine:
         self._draw(text)
 
     def milestone(self, text: str) -> None:
-        shown = self._shown
+        live = bool(self._shown)
         self._clear()
         self.stream.write(text + "\n")
-        if shown:
-            self._draw(shown)
+        if live:
+            self._draw(self._latest)   # not the last drawn text: it may be stale (e.g. the phase before)
+        self._last_draw = 0.0          # the update that usually follows a milestone is drawn at once
         self.stream.flush()
 
     def close(self) -> None:

@@ -260,8 +260,10 @@ class ComfyDouble:
             job = Job(number, prompt_id, prompt, extra, good, body.get("client_id"))
             self.pending.append(job)
             self.pending.sort(key=lambda j: j.number)
+            # ComfyUI's PromptQueue.put queues this status under its mutex, before the worker can pick
+            # the prompt up: sent outside the lock it raced the worker's own status + execution_start.
+            self.broadcast(self.status_message())
             self.wake.notify_all()
-        self.broadcast(self.status_message())
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": result}
 
     def delete_pending(self, ids: list[str] | None) -> None:

@@ -94,3 +94,14 @@ def test_index_lists_sheets_and_every_image_with_settings(tmp_path):
     assert "a tjtoy toy &lt;on&gt; a desk" in html and "<on>" not in html
     assert "boom &lt;oops&gt;" in html and "done on http://s1" in html
     assert html.count("<tr class=") == 12
+
+
+def test_sheet_subtitle_names_the_shared_strength_when_loras_vary(tmp_path):
+    from orchestrator.batch.sheets import sheet_subtitle
+
+    jf = sweep(tmp_path)
+    first = jf.jobs[0]
+    assert sheet_subtitle(first, vary_lora=False, vary_strength=True) == "512x768  steps 4  guidance -  LoRA toy"
+    assert sheet_subtitle(first, vary_lora=False, vary_strength=False).endswith("LoRA toy @ 0.6")
+    # rows are LoRA files at one strength: no dangling '@ 0.6' without a LoRA name before it
+    assert sheet_subtitle(first, vary_lora=True, vary_strength=False).endswith("guidance -  strength 0.6")

@@ -105,6 +105,11 @@ def test_no_server_says_how_to_start_one(run_cli, project):
     assert "Traceback" not in r.err and not project.outputs.exists()
 
 
+def test_a_missing_workflow_file_is_named_before_the_server_is_asked(run_cli, project):
+    r = run_cli("generate", "a castle", "--workflow", "my_graph.json", "--server", f"http://127.0.0.1:{free_port()}")
+    assert r.code == 2 and "my_graph.json does not exist" in r.err
+    assert "no ComfyUI server answers" not in r.err
+
 def test_missing_lora_is_named_with_the_available_ones(run_cli, project, double):
     r = run_cli("generate", "a fox", "--lora", "nope", "--server", double.url)
     assert r.code == 2
@@ -190,6 +195,10 @@ def test_progress_lines(project, double):
     assert "image 1/2 [" + "#" * 3 + "-" * 17 + "] step 1/3" in rec.updates     # 1/3 of the first of two
     assert "image 2/2 [" + "#" * 20 + "] step 3/3" in rec.updates
     assert len(rec.milestones) == 2 and rec.milestones[1].startswith("image 2/2 done in")
+    # after the last step, VAE decode and Save Image keep the bar where the steps left it
+    after = rec.updates[rec.updates.index("image 1/2 [" + "#" * 10 + "-" * 10 + "] step 3/3") + 1:]
+    first_after = next(u for u in after if "step" not in u)
+    assert first_after.startswith("image 1/2 [" + "#" * 10 + "-" * 10 + "] "), first_after
 
 
 def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, double):
@@ -201,3 +210,21 @@ def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, do
         str(project.workflows / "mine.json")
     r = run_cli("generate", "a fox", "--workflow", "nope.json", "--server", double.url)
     assert r.code == 2 and "error: workflow file nope.json does not exist" in r.err
+
+
+
+@pytest.mark.docker
+def test_without_server_the_projects_running_comfyui_comes_first(run_cli, project, engine, busybox_image,
+                                                                   monkeypatch):
+    from tests.comfy_standin import standin_image
+
+    monkeypatch.delenv("COMFYUI_URL", raising=False)
+    port = free_port()
+    r = run_cli("comfyui", "up", "--image", standin_image(engine, "ok", 0.0), "--no-build", "--gpus", "none",
+                "--port", str(port))
+    assert r.code == 0, r.err
+    r = run_cli("generate", "a fox")
+    # the stand-in answers /system_stats but is no full ComfyUI: what matters is which server was asked
+    # (before: 127.0.0.1:8188 first, whatever holds that port, and this project's server only if nothing did)
+    assert f"using this project's ComfyUI at http://127.0.0.1:{port}" in r.err
+    assert "127.0.0.1:8188" not in r.err and "Traceback" not in r.err

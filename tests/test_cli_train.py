@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,9 @@ def test_name_collision_refused_then_versioned(seed, run_cli, local):
     assert r.code == 2 and "would overwrite" in r.out and "--name flux_dreambooth_v2" in r.out
     r = run_cli("train", "--plan", *local, "--name", "flux_dreambooth_v2")
     assert r.code == 0
+    (seed.loras / "flux_dreambooth-000001.safetensors").write_bytes(b"and its epoch save")
+    r = run_cli("train", "--plan", *local, *SHORT)
+    assert r.code == 2 and "would overwrite them" in r.out and "would overwrite it " not in r.out
 
 
 def test_multi_gpu_rules_through_the_cli(seed, run_cli, local):
@@ -175,6 +179,17 @@ def test_resume_without_runs_is_a_clear_error(seed, run_cli, local):
     r = run_cli("train", "--resume", "runs/20260101-000000-x", *local)
     assert r.code == 2 and "unreadable" in r.err and "Traceback" not in r.err
 
+
+
+def test_resume_of_a_run_stopped_before_its_first_save_says_to_start_again(seed, run_cli, local):
+    r = run_cli("train", *local, *SHORT)
+    assert r.code == 0, r.err
+    run_dir = run_dirs(seed)[0]
+    for state in (run_dir / "output").glob("*-state"):   # as if Ctrl+C came before the first save
+        shutil.rmtree(state)
+    r = run_cli("train", "--resume", run_dir.name, *local)
+    assert r.code == 2 and "no saved state" in r.err
+    assert "stopped before its first save" in r.err and "train --name flux_dreambooth`" in r.err
 
 @pytest.mark.docker
 def test_plan_on_an_engine_without_nvidia_runtime(seed, run_cli, engine):

@@ -124,3 +124,16 @@ def test_server_that_does_not_answer_is_a_runtime_error(run_cli, project):
         port = s.getsockname()[1]
     r = run_cli("workflow", "check", "base_flux.json", "--server", f"http://127.0.0.1:{port}")
     assert r.code == 1 and f"127.0.0.1:{port}" in r.err and "Traceback" not in r.err
+
+
+def test_a_project_without_workflows_uses_the_shipped_ones_like_generate(run_cli, project):
+    assert not (project.workflows / "base_flux.json").exists()
+    r = run_cli("workflow", "convert", "base_flux.json")
+    assert r.code == 0, r.err
+    assert {n["class_type"] for n in json.loads(r.out).values()} >= {"SamplerCustomAdvanced", "SaveImage"}
+    assert "using the shipped one" in r.err and "workflow init" in r.err
+    r = run_cli("workflow", "check", "workflows/finetuned_flux.json")
+    assert r.code == 0 and r.out.startswith("ok: workflows/finetuned_flux.json"), r.err
+    r = run_cli("workflow", "check", "finetuned")                  # not one of ours: still an error
+    assert r.code == 2 and "does not exist" in r.err
+    assert not (project.workflows / "base_flux.json").exists()     # nothing written

@@ -86,6 +86,19 @@ def test_rejection_lines():
                                       "(list of length 44)"]
 
 
+
+def test_rejected_sampler_name_hint_does_not_blame_model_files():
+    body = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            "node_errors": {"11": {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                               "details": "sampler_name: 'bogus' not in ['euler']",
+                                               "extra_info": {"input_name": "sampler_name",
+                                                              "input_config": [["euler"], {}],
+                                                              "received_value": "bogus"}}],
+                                   "class_type": "KSamplerSelect"}}}
+    err = rejected_error("u", body)
+    assert "models/" not in err.hint and "download" not in err.hint
+    assert "available names" in err.hint
+
 def test_failure_message():
     err = failed_error("u", ev.ExecutionError(PID, "7", "SamplerCustomAdvanced", "CUDA out of memory. Tried...",
                                               "torch.OutOfMemoryError"))

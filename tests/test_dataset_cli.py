@@ -31,6 +31,13 @@ def test_init_creates_toml_with_every_folder(run_cli, project):
     assert r.code == 0 and "up to date" in r.out and "exists" in r.err
 
 
+def test_init_without_photos_says_where_they_go_not_to_check(run_cli, project):
+    r = run_cli("dataset", "init")
+    assert r.code == 0, r.err
+    assert "created flux_data/data.toml" in r.out
+    assert "flux_data/<concept>/" in r.err and "dataset add NAME --from DIR" in r.err
+    assert "next: python -m orchestrator dataset check" not in r.err   # it would only say: no subsets
+
 def test_sync_requires_a_toml(run_cli):
     r = run_cli("dataset", "sync")
     assert r.code == 2 and "dataset init" in r.err

@@ -54,6 +54,16 @@ def group_sheets(jobs: Sequence[Job]) -> list[tuple[str, list[Job]]]:
     return out
 
 
+def sheet_subtitle(first: Job, vary_lora: bool, vary_strength: bool) -> str:
+    """`1024x1024  steps 28  guidance 3.5  LoRA x @ 0.8`: the settings every cell of a sheet shares."""
+    subtitle = f"{first.size}  steps {first.steps or '-'}  guidance {first.guidance if first.guidance is not None else '-'}"
+    if not vary_lora:
+        subtitle += f"  LoRA {lora_label(first.lora)}"
+    if not vary_strength and first.lora is not None:
+        subtitle += f" @ {first.strength:g}" if not vary_lora else f"  strength {first.strength:g}"
+    return subtitle
+
+
 def _row_label(job: Job, vary_lora: bool, vary_strength: bool) -> str:
     if vary_lora and vary_strength:
         return f"{lora_label(job.lora)} @ {job.strength:g}"
@@ -95,11 +105,7 @@ def render_sheet(name: str, jobs: Sequence[Job], images: Mapping[str, Path], out
     row_labels = [_row_label(next(j for j in grid[i] if j), vary_lora, vary_strength) for i in range(len(rows))]
     col_labels = [f"seed {s}" for s in cols]
     title = first.prompt if len(first.prompt) <= 90 else first.prompt[:89] + "…"
-    subtitle = f"{first.size}  steps {first.steps or '-'}  guidance {first.guidance if first.guidance is not None else '-'}"
-    if not vary_lora:
-        subtitle += f"  LoRA {lora_label(first.lora)}"
-    if not vary_strength and first.lora is not None:
-        subtitle += f" @ {first.strength:g}"
+    subtitle = sheet_subtitle(first, vary_lora, vary_strength)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def text_size(text: str, f) -> tuple[int, int]:

@@ -104,6 +104,10 @@ def _print_sync(ctx: Context, result, *, dry_run: bool = False) -> None:
                      "(`dataset sync --prune` removes the subset)")
     if not result.changed:
         ctx.out(f"{toml} is up to date")
+    elif not dry_run and result.created and not result.added:   # a new data.toml with no concept yet
+        ctx.log("next: put 5-20 photos of each concept in flux_data/<concept>/ and run "
+                "`python -m orchestrator dataset sync`, or `python -m orchestrator dataset add NAME --from DIR "
+                "--trigger \"word class\"`")
     elif not dry_run:
         ctx.log("next: python -m orchestrator dataset check")
 

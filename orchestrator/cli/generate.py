@@ -36,7 +36,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=1, metavar="N", help="how many images (default 1)")
     parser.add_argument("--workflow", metavar="FILE", help="another workflow (UI or API format, or a ComfyUI PNG)")
     parser.add_argument("--server", metavar="URL",
-                        help=f"ComfyUI server (default $COMFYUI_URL or {DEFAULT_SERVER})")
+                        help=f"ComfyUI server (default $COMFYUI_URL, else this project's running ComfyUI, "
+                             f"else {DEFAULT_SERVER})")
     parser.add_argument("--out", metavar="DIR", help="folder for the images (default outputs/<date>/)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="change any input (node id, title or type); repeatable")
@@ -101,10 +102,15 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
     if seed is not None and seed + args.count - 1 >= 2**64:
         raise UsageError(f"--seed {seed} --count {args.count}: the images use seeds {seed}..{seed + args.count - 1}, "
                          "past the largest seed 2^64-1", hint=f"use --seed {2**64 - args.count} or lower")
-    return GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=seed,
-                           steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
-                           sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
-                           sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
+    req = GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=seed,
+                          steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
+                          sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
+                          sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
+    if workflow is not None:
+        from orchestrator.generate import choose_workflow
+
+        choose_workflow(req, ctx.layout)   # a missing or broken --workflow file is named before a server is asked
+    return req
 
 
 def _start_server(url: str, ctx: Context) -> str:
@@ -143,17 +149,21 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     source = "--server" if args.server else "$COMFYUI_URL"
     url = normalize_url(args.server or os.environ.get("COMFYUI_URL") or DEFAULT_SERVER, source)
     client = ComfyClient(url, timeout=args.timeout)
+    # no --server / $COMFYUI_URL: this project's running ComfyUI comes before whatever holds port 8188
+    found = None if args.server or os.environ.get("COMFYUI_URL") else _discover(ctx)
+    if found and found != url:
+        ctx.log(f"using this project's ComfyUI at {found}")
+        client.close()
+        url, client = found, ComfyClient(found, timeout=args.timeout)
     try:
         try:
             client.system_stats()
         except ComfyUnavailable as e:
-            found = None if args.server or os.environ.get("COMFYUI_URL") else _discover(ctx)
             if found:
-                ctx.log(f"no ComfyUI at {url}; using this project's server at {found}")
-                client.close()
-                url = found
-                client = ComfyClient(url, timeout=args.timeout)
-            elif not args.up:
+                raise ComfyUnavailable(e.message, hint="this project's ComfyUI container runs but does not answer "
+                                       "(still starting?): see `python -m orchestrator comfyui logs`",
+                                       details=e.details) from None
+            if not args.up:
                 raise ComfyUnavailable(e.message, hint="start one with `python -m orchestrator comfyui up` "
                                        "(or add --up here), or pass --server URL of a running one",
                                        details=e.details) from None

@@ -52,6 +52,17 @@ def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
     return path
 
 
+def _shipped(value: str) -> dict[str, Any] | None:
+    """Our workflow document for `base_flux(.json)` / `workflows/finetuned_flux.json` style names, else None."""
+    from orchestrator.comfy.builtin import builtin_workflows
+
+    given = Path(value)
+    name = given.name if given.name.endswith(".json") else f"{given.name}.json"
+    if str(given.parent) not in (".", "workflows"):
+        return None
+    return builtin_workflows().get(name)
+
+
 def _server_client(url: str) -> Any:
     from orchestrator.comfy.client import ComfyClient, normalize_url
 
@@ -63,7 +74,13 @@ def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dic
     from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
     from orchestrator.comfy.workflow import load_workflow, to_api_prompt
 
-    wf = load_workflow(resolve_workflow_path(args.file, ctx.layout.workflows))
+    path = resolve_workflow_path(args.file, ctx.layout.workflows)
+    shipped = _shipped(args.file) if not path.exists() else None
+    if shipped is not None:   # as generate does: our workflow when the project has no copy yet
+        ctx.log(f"{args.file}: not in {ctx.layout.workflows}: using the shipped one (`workflow init` writes it there)")
+        wf = load_workflow(shipped)
+    else:
+        wf = load_workflow(path)
     if client is not None:
         schema = schemas_from_object_info(client.object_info(), source=args.server)
     else:

@@ -123,7 +123,7 @@ class ComfyClient:
         if r.status_code == 404 and path in ("/system_stats", "/object_info", "/queue"):
             raise ComfyError(f"{self.url} does not look like ComfyUI: HTTP 404 for {method} {path}, a route "
                              "every ComfyUI server has", hint="check the server URL and port: another program "
-                             "answers there (ComfyUI's default is http://127.0.0.1:8188)")
+                             "answers there")
         if r.status_code not in ok:
             text = r.text.strip().splitlines()[:5]
             raise ComfyError(f"ComfyUI at {self.url} answered HTTP {r.status_code} to {method} {path}",

@@ -75,6 +75,13 @@ def node_error_lines(node_errors: Mapping[str, Any], prompt: Mapping[str, Any] |
     return lines
 
 
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+
+
+def _is_model_file(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES)
+
+
 def rejected_error(url: str, body: Any, prompt: Mapping[str, Any] | None = None) -> ComfyRejected:
     """A 400 answer to POST /prompt as ComfyRejected with one detail line per problem."""
     body = body if isinstance(body, Mapping) else {}
@@ -93,9 +100,13 @@ def rejected_error(url: str, body: Any, prompt: Mapping[str, Any] | None = None)
         return ComfyRejected(f"ComfyUI at {url} rejected the prompt: {err.get('message') or 'invalid prompt'}",
                              details=[str(err.get("details"))] if err.get("details") else [])
     hint = "fix these inputs in the workflow (open it in the browser) or with --set NODE.INPUT=VALUE"
-    if any(e.get("type") == "value_not_in_list" for v in node_errors.values() for e in v.get("errors", ())):
+    not_in_list = [e for v in node_errors.values() if isinstance(v, Mapping)
+                   for e in v.get("errors") or () if e.get("type") == "value_not_in_list"]
+    if any(_is_model_file((e.get("extra_info") or {}).get("received_value")) for e in not_in_list):
         hint = ("model files must be in the server's models/ folders (see `python -m orchestrator download`); "
                 "or pick one of the available names")
+    elif not_in_list:
+        hint = "pick one of the available names (in the workflow, or with --set NODE.INPUT=VALUE)"
     n = len(lines)
     return ComfyRejected(f"ComfyUI at {url} rejected the prompt: {n} problem{'s' if n != 1 else ''} "
                          f"in {len(node_errors)} node{'s' if len(node_errors) != 1 else ''}",

@@ -158,7 +158,7 @@ def collision_check(plan: TrainPlan) -> Check:
         taken.append(name)
     if taken:
         return Check("output_name", ERROR, f"models/loras already has {', '.join(taken)}: this run would "
-                     "overwrite it", f"choose another name: --name {plan.output_name}_v2 (or continue an "
+                     f"overwrite {'them' if len(taken) > 1 else 'it'}", f"choose another name: --name {plan.output_name}_v2 (or continue an "
                      "interrupted run of that name: `train --resume`)")
     if plan.resume_from is None and plan.run_dir.exists():
         return Check("output_name", ERROR, f"run folder {plan.run_dir.name} already exists", "wait a second and "

@@ -203,9 +203,11 @@ def _resume_config(layout: Layout, req: PlanRequest,
         raise ConfigError("--name cannot change when resuming", hint=f"the run's name is {values.get('output_name')}")
     state = latest_state(run)
     if state is None:
+        name = values.get("output_name") or "NAME"
+        again = f"start it again with `python -m orchestrator train --name {name}`"
         raise ConfigError(f"run {run.name} has no saved state to resume from",
-                          hint="runs save state only with save_state: true (the default preset does); "
-                               "start a new run")
+                          hint=f"it stopped before its first save: {again}" if values.get("save_state") else
+                          f"runs save state only with save_state: true (the default preset does); {again}")
     return config, state
 
 
