@@ -114,7 +114,11 @@ def gpu_request(gpus: str) -> dict[str, Any]:
     if gpus == "all":
         return {"count": -1}
     if "," in gpus or gpus.startswith("GPU-"):
-        return {"device_ids": [g.strip() for g in gpus.split(",") if g.strip()]}
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        bad = [g for g in ids if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+        if bad or not ids:
+            raise ValueError(f"invalid GPU selection {gpus!r}: ids are numbers like 0,1 (or GPU-<uuid>)")
+        return {"device_ids": ids}
     if gpus.isdigit() and int(gpus) > 0:
         return {"count": int(gpus)}
     raise ValueError(f"invalid GPU selection {gpus!r}: use 'all', a count like 2, or ids like 0,1")
@@ -344,8 +348,10 @@ def _unavailable(e: Exception) -> DockerUnavailable:
             hint="start it: `sudo systemctl start docker` (or open Docker Desktop); "
                  "check DOCKER_HOST if you use a remote engine",
         )
-    return DockerUnavailable(f"cannot reach the Docker engine at {where}: {_short(text)}",
-                             hint="check that Docker is installed and running: `docker info`")
+    hint = "check that Docker is installed and running: `docker info`"
+    if os.environ.get("DOCKER_HOST"):
+        hint += f"; and that DOCKER_HOST={where} is right (unset it to use the local engine)"
+    return DockerUnavailable(f"cannot reach the Docker engine at {where}: {_short(text)}", hint=hint)
 
 
 def _translate(e: Exception, details: Sequence[str] = ()) -> DockerError:

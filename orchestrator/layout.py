@@ -105,11 +105,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:  # a failed write (disk full)
+            raise OSError(e.errno, e.strerror, str(path)) from e                   # names the file it was for
         raise
 
 

@@ -62,6 +62,17 @@ def test_run_rejects_bad_depth(run_cli, project):
     assert r.code == 2 and "--depth 0" in r.err
 
 
+@pytest.mark.parametrize("action", ["plan", "run"])
+def test_out_that_is_a_file_is_a_usage_error(run_cli, project, action):
+    taken = project.root / "notes.txt"
+    taken.write_text("mine\n")
+    server = ["--server", "http://127.0.0.1:9"] if action == "run" else []
+    r = run_cli("batch", action, str(write_jobs(project)), "--out", str(taken), *server)
+    assert r.code == 2, r.err
+    assert f"--out {taken} is a file, not a folder" in r.err
+    assert taken.read_text() == "mine\n"
+
+
 def _watch(out: Path, actions: dict[int, object], stop) -> None:
     """Run actions[n]() once `n` images exist in `out` (a user's Ctrl+C, a server restart)."""
     import time

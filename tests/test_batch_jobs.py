@@ -107,6 +107,14 @@ def test_structure_errors(tmp_path):
     assert "not found" in e.value.message
 
 
+def test_job_file_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_bytes(b"jobs:\n  - prompt: caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_job_file(path)
+    assert e.value.message == f"{path}:2: not UTF-8 text" and "UTF-8" in (e.value.hint or "")
+
+
 def test_name_templates(tmp_path):
     bad = errors(tmp_path, 'jobs:\n  - prompt: a\n    name: "x-{colour}"\n')
     assert bad[0].startswith("3: jobs[0].name: bad name template") and "fields:" in bad[0]
@@ -119,3 +127,11 @@ def test_name_templates(tmp_path):
 def test_identical_jobs_are_made_once(tmp_path):
     jf = load(tmp_path, "jobs:\n  - {prompt: a, seed: 1}\n  - {prompt: a, seed: 1}\n")
     assert len(jf.jobs) == 1 and "identical to line 2" in jf.duplicates[0]
+
+
+def test_non_finite_numbers_and_seeds_past_2_64_are_problems(tmp_path):
+    found = errors(tmp_path, "jobs:\n  - prompt: a\n    lora: x.safetensors\n    strength: .nan\n    guidance: .inf\n")
+    assert any("strength: nan is not a number" in e for e in found), found
+    assert any("guidance: inf is not a number >= 0" in e for e in found), found
+    found = errors(tmp_path, f"jobs:\n  - prompt: a\n    seed: {2**64 - 2}\n    count: 3\n")
+    assert any("go past the largest seed 2^64-1" in e for e in found), found

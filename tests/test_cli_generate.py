@@ -137,6 +137,8 @@ def test_rejected_and_failed_prompts_are_rendered(run_cli, project, double):
     (["--count", "0"], "--count 0: must be between 1 and 1000"),
     (["--strength", "0.5"], "--strength needs --lora NAME"),
     (["--set", "nodot"], "--set 'nodot': expected NODE.INPUT=VALUE"),
+    (["--lora", " "], "--lora is empty"),
+    (["--seed", str(2**64 - 1), "--count", "2"], f"--seed {2**64 - 1} --count 2: the images use seeds"),
 ])
 def test_usage_errors(run_cli, argv, message):
     r = run_cli("generate", "a fox", *argv)

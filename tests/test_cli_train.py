@@ -102,6 +102,14 @@ def test_sample_prompts_from_a_file(seed, run_cli, local):
     assert r.code == 2 and "samples:extension" in [c["name"] for c in p["checks"] if c["status"] == "error"]
     r = run_cli("train", "--plan", *local, "--set", "sample_prompts=missing.txt")
     assert r.code == 2 and "cannot read" in r.err
+    (seed.root / "latin1.txt").write_bytes(b"a caf\xe9 toy\n")
+    r = run_cli("train", "--plan", *local, "--set", "sample_prompts=latin1.txt")
+    assert r.code == 2 and "latin1.txt:1 is not UTF-8 text" in r.err, r.err
+    (seed.root / "broken.toml").write_text('[[prompt]\nprompt = "a tjtoy toy"\n')
+    (seed.root / "broken.json").write_text('{"prompt": }\n')
+    for name, what in (("broken.toml", "not valid TOML"), ("broken.json", "broken.json:1: not valid JSON")):
+        r = run_cli("train", "--plan", *local, "--set", f"sample_prompts={name}")
+        assert r.code == 2 and what in r.err and "crash at its first sample" in r.err, r.err
 
 
 def test_config_file_in_project_is_used(seed, run_cli, local):

@@ -71,6 +71,14 @@ def test_usage_errors(run_cli, project):
     assert r.code == 2 and "NODE.INPUT=VALUE" in r.err
 
 
+def test_convert_out_that_is_a_folder_is_a_usage_error(run_cli, project, tmp_path):
+    write_builtin_workflows(project.workflows)
+    r = run_cli("workflow", "convert", "base_flux.json", "--out", str(tmp_path))
+    assert r.code == 2, r.err
+    assert f"--out {tmp_path} is a folder" in r.err
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_init_writes_missing_workflows_and_keeps_edited_ones(run_cli, project):
     r = run_cli("workflow", "init")
     assert r.code == 0 and r.out.split() == [str(project.workflows / "base_flux.json"),

@@ -306,3 +306,25 @@ def test_history_polling_callers_can_drain_and_forget(double, client):
     while client.connected:
         client.next_event(1.0)                           # the drop closes the socket quietly
     client.delete_pending(["nope"])
+
+
+def test_another_web_server_at_the_url_is_named_as_not_comfyui(tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with ComfyClient(f"http://127.0.0.1:{httpd.server_address[1]}", timeout=5) as client:
+            with pytest.raises(ComfyError) as e:
+                client.system_stats()
+        assert "does not look like ComfyUI: HTTP 404 for GET /system_stats" in e.value.message
+        assert "another program answers there" in (e.value.hint or "")
+        assert not any("DOCTYPE" in d for d in e.value.details)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -124,3 +124,12 @@ def test_health_probe_ignores_http_proxy_settings(project, run_cli, checkout, st
     monkeypatch.delenv("NO_PROXY", raising=False)
     r = up_local(run_cli, checkout, free_ports(), "--timeout", "20")
     assert r.code == 0, r.err
+
+
+def test_local_python_that_does_not_exist_is_a_usage_error(project, run_cli, checkout, tmp_path):
+    for python in (str(tmp_path / "no-venv" / "bin" / "python"), str(checkout / "main.py")):  # missing; not executable
+        r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", python,
+                    "--gpus", "none", "--port", str(free_ports()))
+        assert r.code == 2, r.err
+        assert f"error: --python {python}: no such program" in r.err
+    assert not localserver.pid_file(project).exists()

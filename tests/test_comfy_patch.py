@@ -155,6 +155,9 @@ def test_sets_errors():
     assert "has no input 'txt'" in e.value.message and "text" in e.value.hint
     with pytest.raises(ConfigError, match="is not a number"):
         patch_prompt(P, PromptParams(sets=(("BasicScheduler", "steps", "many"),)))
+    for value in ("nan", "inf", "-Infinity", float("nan")):  # json.dumps would send NaN, which is not JSON
+        with pytest.raises(ConfigError, match="is not a finite number"):
+            patch_prompt(P, PromptParams(sets=(("FluxGuidance", "guidance", value),)))
 
 
 def test_parse_set():

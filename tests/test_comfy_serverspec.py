@@ -94,6 +94,8 @@ def test_gpus_none_runs_on_cpu_without_device_requests(project):
     (ServerOptions(gpus="x"), "--gpus"),
     (ServerOptions(gpus="0"), "--gpus"),
     (ServerOptions(gpus="device="), "--gpus"),
+    (ServerOptions(gpus="device=x"), "--gpus"),
+    (ServerOptions(gpus="0,x"), "--gpus"),
     (ServerOptions(gpus="1,2,3", workers=2), "--workers 2 needs 2 GPU ids"),
     (ServerOptions(gpus="1", workers=2), "--workers 2 needs 2 GPU ids"),
 ])

@@ -105,6 +105,10 @@ def test_add_refuses_existing_concept_and_empty_source(run_cli, project, tmp_pat
     concept(src, 5, size=(64, 64))
     r = run_cli("dataset", "add", "toy", "--from", str(src))
     assert r.code == 2 and "already exists" in r.err
+    (project.flux_data / "notes").write_text("mine")
+    r = run_cli("dataset", "add", "notes", "--from", str(src))
+    assert r.code == 2 and "already exists and is a file" in r.err
+    assert (project.flux_data / "notes").read_text() == "mine"
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "x.jpg").write_text("no")

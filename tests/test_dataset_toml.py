@@ -37,6 +37,12 @@ def test_syntax_error_has_file_and_line(project, toy):
     assert p.severity == "error"
 
 
+def test_unclosed_value_at_the_end_is_explained(project, toy):
+    project.data_toml.write_text(project.data_toml.read_text() + 'extra = ["a"\n')
+    p = _only(check_dataset(project), "toml-syntax")
+    assert "ends in the middle of a value" in p.message and "\\x00" not in p.message
+
+
 def test_repeated_key_has_file_and_line(project, toy):
     write_toml(project, subset_extra="  num_repeats = 3\n")
     p = _only(check_dataset(project), "toml-syntax")

@@ -32,12 +32,13 @@ def test_run_kwargs_is_pure_and_complete(tmp_path):
 
 
 @pytest.mark.parametrize("value,expected", [("all", {"count": -1}), ("2", {"count": 2}),
-                                            ("0,3", {"device_ids": ["0", "3"]})])
+                                            ("0,3", {"device_ids": ["0", "3"]}),
+                                            ("GPU-1a2b", {"device_ids": ["GPU-1a2b"]})])
 def test_gpu_request(value, expected):
     assert eng.gpu_request(value) == expected
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "x", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "x", "", "0,x", ",", "gpu0,gpu1"])
 def test_gpu_request_rejects_nonsense(value):
     with pytest.raises(ValueError):
         eng.gpu_request(value)
@@ -54,6 +55,14 @@ def test_unreachable_engine_is_a_clear_error(monkeypatch, tmp_path):
         eng.connect(timeout=2)
     assert "not running" in e.value.message
     assert "systemctl start docker" in e.value.hint
+
+
+def test_a_malformed_docker_host_is_named_in_the_hint(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:99999")
+    with pytest.raises(DockerUnavailable) as e:
+        eng.connect(timeout=2)
+    assert "tcp://127.0.0.1:99999" in e.value.message
+    assert "DOCKER_HOST=tcp://127.0.0.1:99999 is right" in (e.value.hint or "")
 
 
 @pytest.mark.docker

@@ -152,6 +152,14 @@ def test_missing_config_file(tmp_path):
         load_config(None, tmp_path / "nope.yaml")
 
 
+def test_config_file_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_bytes(b"network_dim: 16\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(None, path)
+    assert e.value.message == f"{path}:2: not UTF-8 text"
+
+
 def test_parse_yaml_lines():
     data, lines = parse_yaml("a: 1\n\n# c\nb: x\n", "t")
     assert data == {"a": 1, "b": "x"} and lines == {"a": 1, "b": 4}
@@ -161,3 +169,16 @@ def test_schema_docs_are_one_liners():
     for f in FIELDS:
         assert f.doc and "\n" not in f.doc
     assert BY_NAME["network_dim"].flag == "--network_dim" and BY_NAME["sdpa"].flag is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_refused(value):
+    with pytest.raises(ConfigError) as e:
+        load_config("default", sets=[f"learning_rate={value}"])
+    assert "learning_rate: expected a finite number" in e.value.message
+
+
+def test_output_name_with_the_extension_is_refused():
+    with pytest.raises(ConfigError) as e:
+        load_config("default", sets=["output_name=tjtoy.safetensors"])
+    assert "without .safetensors" in e.value.message and e.value.hint == "e.g. tjtoy"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,11 @@ def load_job_file(path: Path) -> JobFile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"job file {path} not found", hint="check the path; `batch plan --help` shows the format") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read job file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text", hint="save the job file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read job file {path}: {e.strerror or e}") from None
     try:
         data, lines = _parse_with_lines(text)
     except yaml.YAMLError as e:
@@ -275,7 +279,8 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         return (isinstance(x, str) and bool(x.strip())), x
 
     def is_number(x):
-        return (isinstance(x, (int, float)) and not isinstance(x, bool)), (float(x) if isinstance(x, (int, float)) else x)
+        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        return ok, (float(x) if ok else x)
 
     def is_lora(x):
         if x is None or (isinstance(x, str) and x.strip().lower() == "none"):
@@ -301,7 +306,8 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         "size" in merged or "sizes" in merged) else [(1024, 1024)]
     seeds = _seeds(entry, merged, src, pb, p)
     steps = _typed(merged, "steps", int, src, pb, "a whole number of steps >= 1", lambda v: v >= 1)
-    guidance = _typed(merged, "guidance", (int, float), src, pb, "a number", lambda v: v >= 0)
+    guidance = _typed(merged, "guidance", (int, float), src, pb, "a number >= 0",
+                      lambda v: math.isfinite(v) and v >= 0)
     sampler = _typed(merged, "sampler", str, src, pb, "a sampler name")
     scheduler = _typed(merged, "scheduler", str, src, pb, "a scheduler name")
     workflow = _typed(merged, "workflow", str, src, pb, "a workflow file path")
@@ -369,6 +375,10 @@ def _seeds(entry: dict, merged: dict, src, pb: _Problems, p: tuple) -> list[int]
     count = merged.get("count", 1)
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         pb.add(src("count"), f"{count!r} is not a count (a whole number >= 1)")
+        return []
+    if base + count - 1 >= 2**64:
+        pb.add(src("count"), f"seeds {base}..{base + count - 1} go past the largest seed 2^64-1: "
+                             f"use a base seed of at most {2**64 - count}")
         return []
     return [base + i for i in range(count)]
 

@@ -10,10 +10,12 @@ so `--help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from orchestrator import __version__
@@ -96,6 +98,46 @@ def render_error(err: OrchestratorError, stream: TextIO) -> None:
         stream.write(f"hint: {err.hint}\n")
 
 
+def check_project_dir(value: str, *, may_create: bool) -> None:
+    """UsageError when --project-dir is a file, or does not exist for a command that does not create it."""
+    root = Path(value).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--project-dir {value}: is a file, not a folder",
+                         hint="give the project folder (the one holding models/, flux_data/, workflows/)")
+    if not root.exists() and not may_create:
+        raise UsageError(f"the project folder {value} does not exist",
+                         hint="check --project-dir (default: the current folder); `download`, `dataset init` "
+                              "and `workflow init` start a new project there")
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space (or use a project/output folder on another disk) "
+                  "and run again",
+    errno.EDQUOT: "your disk quota is used up: free some space and run again",
+    errno.EROFS: "that file system is read-only: use a writable project folder (--project-dir) or output folder",
+    errno.EACCES: "check the owner and permissions of that path (`ls -ld PATH`), or use a folder you own",
+    errno.EPERM: "check the owner and permissions of that path (`ls -ld PATH`), or use a folder you own",
+    errno.EISDIR: "a folder is where a file is expected: give a file path, or move the folder away",
+    errno.ENOTDIR: "a file is where a folder is expected: check the path (--project-dir, --out, ...)",
+    errno.EEXIST: "something is already there: if it is a file where a folder belongs (or the other way "
+                  "round), move it away",
+    errno.ENOENT: "check the path; a file or folder may have been moved or deleted meanwhile",
+    errno.ENAMETOOLONG: "use a shorter path or name",
+}
+
+
+def os_error(e: OSError) -> OrchestratorError | None:
+    """A file-system failure (disk full, read-only, permission, path) as an error naming the path; None for
+    other OSErrors without a path (sockets, ...), which stay unexpected."""
+    if e.errno is None or (e.filename is None and e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
+        return None
+    reason = e.strerror or errno.errorcode.get(e.errno, str(e.errno))
+    if e.filename is None:  # a full or read-only disk is never our bug, even when the write does not say where
+        return OrchestratorError(reason, hint=_OS_HINTS.get(e.errno))
+    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+    return OrchestratorError(f"{where}: {reason}", hint=_OS_HINTS.get(e.errno))
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run one command; returns the exit code (never raises for expected failures)."""
@@ -105,12 +147,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     debug = "--debug" in args_list
     try:
         parser = build_parser()
-        args = parser.parse_args(args_list)
+        args, extra = parser.parse_known_args(args_list)
+        if extra:  # argparse would blame the top-level parser; point at the command's own --help
+            where = f"{PROG} {args.command}" if getattr(args, "command", None) else PROG
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
         debug = args.debug
         handler = getattr(args, "handler", None)
         if handler is None:
             parser.print_help(out)
             return 0 if args.command is None else 2
+        check_project_dir(args.project_dir, may_create=bool(getattr(args, "creates_project", False)))
         ctx = Context.from_args(args, stdout=out, stderr=err)
         try:
             return int(handler(args, ctx) or 0)
@@ -125,6 +171,16 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         err.write("\ninterrupted\n")
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:
+        if debug:
+            traceback.print_exc(file=err)
+        file_error = os_error(e)
+        if file_error is not None:  # the disk or a path failed us: not a bug, say which and what to do
+            render_error(file_error, err)
+            return file_error.exit_code
+        err.write(f"error: unexpected {type(e).__name__}: {e}\n")
+        err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
         return 1
     except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
         if debug:

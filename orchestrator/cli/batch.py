@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import OrchestratorError, UsageError
 
@@ -28,7 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_format_doc())
     p.add_argument("file", metavar="FILE", help="the YAML job file")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
-    p.add_argument("--sample", type=int, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
+    p.add_argument("--sample", type=argtypes.count, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
     p.add_argument("--json", action="store_true", help="print every job as JSON")
     p.set_defaults(handler=run_plan)
 
@@ -44,8 +44,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job (default: record it, go on)")
-    p.add_argument("--poll", type=float, default=0.2, metavar="S", help=argparse.SUPPRESS)
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
+    p.add_argument("--poll", type=argtypes.seconds, default=0.2, metavar="S", help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run_run)
 
@@ -60,7 +60,10 @@ def _load(args: argparse.Namespace, ctx: Context):
     from orchestrator.batch.jobs import load_job_file
 
     jf = load_job_file(Path(args.file))
-    out = Path(args.out).resolve() if args.out else _project_path(ctx, jf.out)
+    out = Path(args.out).expanduser().resolve() if args.out else _project_path(ctx, jf.out)
+    if out.exists() and not out.is_dir():
+        where = "--out" if args.out else f"{args.file}: out:"
+        raise UsageError(f"{where} {out} is a file, not a folder", hint="give a folder for the images")
     return jf, out
 
 
@@ -137,16 +140,14 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _normalize(url: str) -> str:
-    url = url.strip().rstrip("/")
-    return url if re.match(r"^https?://", url) else "http://" + url
-
-
 def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
     """--server URLs, else $COMFYUI_URL (comma-separated), else our running containers, else the default."""
+    from orchestrator.comfy.client import normalize_url
+
     given = args.server or [u for u in os.environ.get("COMFYUI_URL", "").split(",") if u.strip()]
     if given:
-        return list(dict.fromkeys(_normalize(u) for u in given))
+        source = "--server" if args.server else "$COMFYUI_URL"
+        return list(dict.fromkeys(normalize_url(u, source) for u in given))
     try:
         from orchestrator.comfy.server import discover_servers
         from orchestrator.engine import connect

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import OrchestratorError, UsageError
 
@@ -43,7 +44,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "so anything else exposes it to your network)")
     p.add_argument("--gpus", default="all", help="'all' (default), ids like 0,1, a count, or 'none' (CPU only)")
     p.add_argument("--workers", type=int, default=1, help="one ComfyUI per GPU, on ports PORT, PORT+1, ...")
-    p.add_argument("--timeout", type=float, default=300.0,
+    p.add_argument("--timeout", type=argtypes.seconds, default=300.0,
                    help="seconds to wait for ComfyUI to answer (default 300)")
     p.add_argument("--foreground", action="store_true", help="stream the logs; Ctrl+C stops and removes ComfyUI")
     p.add_argument("--recreate", action="store_true", help="restart a running ComfyUI whose settings changed")
@@ -63,8 +64,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_status)
     p = sub.add_parser("logs", help="show ComfyUI's log ([comfy] prefix)")
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines (Ctrl+C ends)")
-    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    p.add_argument("--worker", type=int, metavar="I", help="only worker I (default: all)")
+    p.add_argument("--tail", type=argtypes.count, metavar="N", help="only the last N lines")
+    p.add_argument("--worker", type=argtypes.count, metavar="I", help="only worker I (default: all)")
     p.set_defaults(handler=run_logs)
 
 

@@ -24,7 +24,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("init", parents=common,
                        help="create flux_data/data.toml from the template and add every concept folder",
                        description="Create flux_data/data.toml (if missing) and add a subset per concept folder.")
-    p.set_defaults(handler=run_init)
+    p.set_defaults(handler=run_init, creates_project=True)
     p = sub.add_parser("sync", parents=common,
                        help="add subsets for new concept folders; report (or --prune) vanished ones",
                        description="Bring data.toml in step with the folders in flux_data/, keeping your edits.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 
 HELP = 'Check this machine: Python, Docker, NVIDIA runtime, GPUs, disk, models, port 8188'
@@ -18,7 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
     parser.add_argument("--variant", choices=("fp16", "fp8"), default=None,
                         help="which T5-XXL to expect (default: the one present, else fp16)")
-    parser.add_argument("--port", type=int, default=8188, help="the ComfyUI port to check (default: 8188)")
+    parser.add_argument("--port", type=argtypes.port, default=8188, help="the ComfyUI port to check (default: 8188)")
     parser.set_defaults(handler=run)
 
 

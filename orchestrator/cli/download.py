@@ -29,7 +29,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (parser.epilog or "") + (
         "\n\nFLUX.1-dev is gated: accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev,\n"
         "then `hf auth login` or `export HF_TOKEN=hf_...`. Interrupted downloads resume on the next run.")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, creates_project=True)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import UsageError
 
@@ -24,12 +25,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", metavar="NAME|none",
                         help="a LoRA file in models/loras (uses workflows/finetuned_flux.json); "
                              "default none (workflows/base_flux.json)")
-    parser.add_argument("--strength", type=float, metavar="S", help="LoRA strength for model and CLIP (default 1.0)")
+    parser.add_argument("--strength", type=argtypes.finite_float, metavar="S", help="LoRA strength for model and CLIP (default 1.0)")
     parser.add_argument("--seed", metavar="N|random", default="random",
                         help="seed of the first image (the next ones count up); default random")
     parser.add_argument("--steps", type=int, metavar="N", help="sampling steps (workflow default: 28)")
     parser.add_argument("--size", metavar="WxH", help="image size, multiples of 16 (default 1024x1024)")
-    parser.add_argument("--guidance", type=float, metavar="G", help="FLUX guidance (default 3.5)")
+    parser.add_argument("--guidance", type=argtypes.finite_float, metavar="G", help="FLUX guidance (default 3.5)")
     parser.add_argument("--sampler", metavar="S", help="sampler name (default dpmpp_2m)")
     parser.add_argument("--scheduler", metavar="S", help="scheduler name (default sgm_uniform)")
     parser.add_argument("--count", type=int, default=1, metavar="N", help="how many images (default 1)")
@@ -40,7 +41,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="folder for the images (default outputs/<date>/)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="change any input (node id, title or type); repeatable")
-    parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="SECONDS",
                         help="give up on a server that does not answer within SECONDS (default 30)")
     parser.add_argument("--up", action="store_true", help="start ComfyUI (`comfyui up`) when none is running")
     parser.set_defaults(handler=run)
@@ -82,6 +83,9 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
         raise UsageError(f"--count {args.count}: must be between 1 and 1000")
     if args.steps is not None and not 1 <= args.steps <= 10000:
         raise UsageError(f"--steps {args.steps}: must be between 1 and 10000")
+    if args.lora is not None and not args.lora.strip():
+        raise UsageError("--lora is empty: give a LoRA file in models/loras, or none",
+                         hint="e.g. --lora flux_dreambooth.safetensors")
     lora = None if args.lora is None or args.lora.strip().lower() == "none" else args.lora.strip()
     if lora and not Path(lora).suffix:
         lora += ".safetensors"
@@ -94,7 +98,11 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     workflow = Path(args.workflow).expanduser() if args.workflow else None
-    req = GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=parse_seed(args.seed),
+    seed = parse_seed(args.seed)
+    if seed is not None and seed + args.count - 1 >= 2**64:
+        raise UsageError(f"--seed {seed} --count {args.count}: the images use seeds {seed}..{seed + args.count - 1}, "
+                         "past the largest seed 2^64-1", hint=f"use --seed {2**64 - args.count} or lower")
+    req = GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=seed,
                           steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
                           sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
                           sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
@@ -133,14 +141,13 @@ def _discover(ctx: Context) -> str | None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.comfy.client import ComfyClient, normalize_url
     from orchestrator.errors import ComfyUnavailable
     from orchestrator.generate import generate
 
     req = build_request(args, ctx)
-    url = (args.server or os.environ.get("COMFYUI_URL") or DEFAULT_SERVER).rstrip("/")
-    if not re.match(r"^https?://", url):
-        url = "http://" + url
+    source = "--server" if args.server else "$COMFYUI_URL"
+    url = normalize_url(args.server or os.environ.get("COMFYUI_URL") or DEFAULT_SERVER, source)
     client = ComfyClient(url, timeout=args.timeout)
     # no --server / $COMFYUI_URL: this project's running ComfyUI comes before whatever holds port 8188
     found = None if args.server or os.environ.get("COMFYUI_URL") else _discover(ctx)

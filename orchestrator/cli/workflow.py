@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Context
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
@@ -37,6 +37,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                           description="Write base_flux.json and finetuned_flux.json into the project's "
                           "workflows/ folder when they are missing (--force: overwrite, losing your edits).")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(creates_project=True)
     parser.set_defaults(handler=run)
 
 
@@ -63,9 +64,9 @@ def _shipped(value: str) -> dict[str, Any] | None:
 
 
 def _server_client(url: str) -> Any:
-    from orchestrator.comfy.client import ComfyClient
+    from orchestrator.comfy.client import ComfyClient, normalize_url
 
-    return ComfyClient(url)
+    return ComfyClient(normalize_url(url))
 
 
 def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dict[str, Any], Any]:
@@ -128,6 +129,8 @@ def _init(args: argparse.Namespace, ctx: Context) -> int:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.action == "init":
         return _init(args, ctx)
+    if getattr(args, "out", None) and Path(args.out).expanduser().is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give the file to write, e.g. --out {Path(args.out) / 'prompt.json'}")
     client = _server_client(args.server) if args.server else None
     try:
         return _convert_or_check(args, ctx, client)

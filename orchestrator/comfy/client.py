@@ -27,7 +27,7 @@ from typing import Any
 from orchestrator.comfy import events as ev
 from orchestrator.comfy.jobs import JobResult, JobTracker
 from orchestrator.comfy.problems import missing_models_error, rejected_error
-from orchestrator.errors import ComfyError, ComfyUnavailable
+from orchestrator.errors import ComfyError, ComfyUnavailable, UsageError
 from orchestrator.layout import atomic_write_bytes
 
 DEFAULT_URL = "http://127.0.0.1:8188"
@@ -49,6 +49,29 @@ def _why(err: BaseException) -> str:
         if needle in text:
             return reason
     return f"{type(err).__name__}: {text[:200]}"
+
+
+def normalize_url(value: str, source: str = "--server") -> str:
+    """A user's server URL as http(s)://host[:port][/path] ('gpu2:8188' gets http://); UsageError naming
+    `source` for another scheme, no host or a bad port."""
+    from urllib.parse import urlsplit
+
+    url = value.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    example = "e.g. http://127.0.0.1:8188 or gpu-box:8188"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UsageError(f"{source} {value!r}: ComfyUI answers on http:// or https://, not {parts.scheme}://",
+                         hint=example)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or port == 0:
+        what = "no host name" if not parts.hostname else "the port must be a number from 1 to 65535"
+        raise UsageError(f"{source} {value!r}: not a server URL ({what})", hint=example)
+    return url
 
 
 def ws_url(url: str) -> str:
@@ -97,6 +120,10 @@ class ComfyClient:
                                         "logs`, or allow more time with --timeout") from None
         except requests.exceptions.RequestException as e:
             raise self._unavailable(f"{method} {path}", e) from None
+        if r.status_code == 404 and path in ("/system_stats", "/object_info", "/queue"):
+            raise ComfyError(f"{self.url} does not look like ComfyUI: HTTP 404 for {method} {path}, a route "
+                             "every ComfyUI server has", hint="check the server URL and port: another program "
+                             "answers there")
         if r.status_code not in ok:
             text = r.text.strip().splitlines()[:5]
             raise ComfyError(f"ComfyUI at {self.url} answered HTTP {r.status_code} to {method} {path}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
     if not (comfyui / "main.py").is_file():
         raise ConfigError(f"{comfyui} is not a ComfyUI checkout (no main.py)",
                           hint="pass the folder you cloned ComfyUI into: --comfyui ~/ComfyUI")
+    if python is not None and shutil.which(str(Path(python).expanduser())) is None:
+        raise UsageError(f"--python {python}: no such program (or it is not executable)",
+                         hint="give the Python of your ComfyUI environment, e.g. --python ~/ComfyUI/.venv/bin/python")
     current = running(layout)
     if current is not None:
         return current, False
@@ -131,7 +135,7 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
         custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
     _link_workflows(layout)
     atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
-    py = python or sys.executable
+    py = str(Path(python).expanduser()) if python else sys.executable
     argv = command(layout, comfyui, py, options)
     log = log_file(layout)
     with open(log, "ab") as out:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -138,6 +139,8 @@ def positive_text_nodes(prompt: Mapping[str, Any]) -> list[str]:
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Strings from the command line take the type of the value they replace (JSON when it was a link)."""
+    if isinstance(value, float) and not math.isfinite(value):  # e.g. `.nan` in a job file's set:
+        raise ConfigError(f"{where}: {value!r} is not a finite number", hint=f"the workflow's value is {current!r}")
     if not isinstance(value, str) or isinstance(current, str):
         return value
     if current is None or _is_link(current):
@@ -145,6 +148,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             return value
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
         return parsed if isinstance(parsed, (int, float, bool)) else value
     try:
         if isinstance(current, bool):
@@ -157,7 +162,11 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             try:
                 return int(value)
             except ValueError:
-                return float(value)
+                number = float(value)
+                if not math.isfinite(number):
+                    raise ConfigError(f"{where}: {value!r} is not a finite number",
+                                      hint=f"the workflow's value is {current!r}") from None
+                return number
     except ValueError:
         kind = "true or false" if isinstance(current, bool) else "a number"
         raise ConfigError(f"{where}: {value!r} is not {kind}",

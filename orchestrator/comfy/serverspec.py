@@ -78,7 +78,7 @@ class ServerOptions:
             ids = [g.strip() for g in value[len("device="):].split(",") if g.strip()]
             if not ids:
                 raise ValueError(f"invalid GPU selection {value!r}: no device ids after device=")
-            return ids
+            return list(gpu_request(",".join(ids) + ",")["device_ids"])
         if "," in value or value.startswith("GPU-"):
             return list(gpu_request(value)["device_ids"])
         return None

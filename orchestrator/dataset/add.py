@@ -46,6 +46,9 @@ def add_concept(layout: Layout, name: str, source: Path, *, trigger: str | None 
         if tf.error:
             raise DatasetError(f"{layout.data_toml}:{tf.error[1]}: TOML syntax error: {tf.error[0]}",
                                hint="fix data.toml first (`dataset check` shows the problem)")
+    if dest.exists() and not dest.is_dir():
+        raise DatasetError(f"{dest} already exists and is a file, not a concept folder",
+                           hint="pick another name, or move that file away")
     if dest.exists() and any(dest.iterdir()):
         raise DatasetError(f"{dest} already exists and is not empty",
                            hint="pick another name, or copy files into it yourself and run `dataset sync`")

@@ -125,6 +125,8 @@ def parse_toml(path: Path, text: str) -> TomlFile:
         doc = tomlkit.parse(text)
     except TOMLKitError as e:  # ParseError has line/col; KeyAlreadyPresent (a repeated key) has none
         msg = re.sub(r"\s+at line \d+ col \d+$", "", str(e))
+        if "'\\x00'" in msg:  # tomlkit's end-of-text marker
+            msg = "the file ends in the middle of a value (an unclosed [, { or quote?)"
         line = getattr(e, "line", None) or (index.duplicates[0][2] if index.duplicates else None)
         return TomlFile(path, text, None, {}, index, (msg, line))
     return TomlFile(path, text, doc, doc.unwrap(), index)

@@ -8,6 +8,7 @@ Cross-option rules (what sd-scripts would refuse or ignore) live in `kohya.py`, 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,8 +78,11 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
         except FileNotFoundError:
             raise ConfigError(f"config file {config_file} does not exist",
                               hint="give an existing YAML file to --config") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {config_file}: {e}") from None
+        except UnicodeDecodeError as e:
+            line = e.object[:e.start].count(b"\n") + 1
+            raise ConfigError(f"{config_file}:{line}: not UTF-8 text", hint="save the config file as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e.strerror or e}") from None
         file_values, file_lines = parse_yaml(text, str(config_file))
         file_preset = file_values.pop("preset", None)
         if "extends" in file_values:
@@ -232,6 +236,8 @@ def coerce(f: Field, value: Any, where: str) -> Any:
             out_f = float(value)
         except ValueError:
             raise bad("a number") from None
+        if not math.isfinite(out_f):
+            raise bad("a finite number")
         return _check_min(f, out_f, where)
     if kind == INT_OR_FLOAT:
         return _int_or_float(f, value, where)
@@ -249,6 +255,8 @@ def coerce(f: Field, value: Any, where: str) -> Any:
         text = str(value)
         if f.name == "output_name" and not _NAME_RE.match(text):
             raise bad("a file stem of letters, digits, '.', '_' or '-'", hint="e.g. tjtoy_v2")
+        if f.name == "output_name" and text.lower().endswith(".safetensors"):
+            raise bad("the name without .safetensors (the trainer adds it)", hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
         if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
             raise bad("WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
         return text

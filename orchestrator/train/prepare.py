@@ -119,10 +119,35 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
     if ext not in (".txt", ".toml", ".json"):
         return (ext, "")   # the samples:extension rule explains it
     try:
-        return ext, path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        _check_prompts_syntax(path, ext, text)
+        return ext, text
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ConfigError(f"sample_prompts: {path}:{line} is not UTF-8 text",
+                          hint="save the prompts file as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"sample_prompts: cannot read {path}: {e.strerror or e}",
                           hint="give a prompts file that exists (relative to the project folder)") from None
+
+
+def _check_prompts_syntax(path: Path, ext: str, text: str) -> None:
+    """ConfigError (with the line) for a .toml/.json prompts file sd-scripts could not parse: it would crash at
+    the first sampling point, after training for a while."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        if ext == ".toml":
+            tomlkit.parse(text)
+        elif ext == ".json":
+            json.loads(text)
+    except TOMLKitError as e:
+        raise ConfigError(f"sample_prompts: {path}: not valid TOML: {e}",
+                          hint="fix the file; the trainer would crash at its first sample") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"sample_prompts: {path}:{e.lineno}: not valid JSON: {e.msg}",
+                          hint="fix the file; the trainer would crash at its first sample") from None
 
 
 def find_run(layout: Layout, which: str) -> Path:

@@ -1,0 +1,47 @@
+"""argparse `type=` checks for numbers, so `--timeout 0` or `--port 99999` is a usage error (exit 2)
+naming the option, before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A float that is not nan or inf."""
+    return float(_number(text, float))
+
+
+def seconds(text: str) -> float:
+    """A duration above 0 (a timeout or poll interval)."""
+    value = float(_number(text, float))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    value = int(_number(text, int))
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
