@@ -51,8 +51,9 @@ class PromptBuilder:
             self._bases[workflow] = (prompt, wf.data if wf.kind == "ui" else None)
         return self._bases[workflow]
 
-    def build(self, job: Job) -> Payload:
-        """The patched prompt for one job; ConfigError when the workflow cannot take a setting."""
+    def build(self, job: Job, *, with_ui: bool = True) -> Payload:
+        """The patched prompt for one job; ConfigError when the workflow cannot take a setting.
+        `with_ui=False` skips copying the browser workflow (what `check` needs: it is per-job work)."""
         from orchestrator.comfy.patch import PromptParams, patch_prompt
 
         base, ui = self._base(job.workflow)
@@ -75,7 +76,7 @@ class PromptBuilder:
             prompt = patch_prompt(base, params)
         except ConfigError as e:
             raise ConfigError(f"job {job.name} (line {job.line}): {e.message}", hint=e.hint, details=e.details) from None
-        if ui is not None:  # the PNG's workflow reopens in the browser with this image's values
+        if ui is not None and with_ui:  # the PNG's workflow reopens in the browser with this image's values
             from orchestrator.comfy.uivalues import reflect_in_ui
 
             ui = reflect_in_ui(ui, base, prompt, self._schemas())
@@ -87,7 +88,7 @@ class PromptBuilder:
         seen: set[str] = set()
         for job in jobs:
             try:
-                self.build(job)
+                self.build(job, with_ui=False)
             except ConfigError as e:
                 line = e.message if not e.details else f"{e.message} ({'; '.join(e.details[:3])})"
                 if line not in seen:
