@@ -154,14 +154,21 @@ def _input_from_object_info(name: str, spec: Any, required: bool) -> InputSpec:
         type_ = str(kind)
     return InputSpec(
         name=name, type=type_, required=required, options=options,
-        default=opts.get("default"), min=opts.get("min"), max=opts.get("max"), step=opts.get("step"),
-        force_input=bool(opts.get("forceInput")),
-        control_after_generate=bool(opts.get("control_after_generate")),
-        image_upload=bool(opts.get("image_upload")),
-        dynamic_prompts=bool(opts.get("dynamicPrompts")),
-        multiline=bool(opts.get("multiline")),
-        advanced=bool(opts.get("advanced")),
+        **_widget_options(opts),
     )
+
+
+def _widget_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """InputSpec fields read the same way from object_info and from our shipped schema."""
+    return {
+        "default": opts.get("default"), "min": opts.get("min"), "max": opts.get("max"), "step": opts.get("step"),
+        "force_input": bool(opts.get("forceInput")),
+        "control_after_generate": bool(opts.get("control_after_generate")),
+        "image_upload": bool(opts.get("image_upload")),
+        "dynamic_prompts": bool(opts.get("dynamicPrompts")),
+        "multiline": bool(opts.get("multiline")),
+        "advanced": bool(opts.get("advanced")),
+    }
 
 
 def _node_from_object_info(name: str, info: Mapping[str, Any]) -> NodeSchema:
@@ -209,13 +216,7 @@ def _input_from_shipped(entry: list[Any], lists: Mapping[str, list[Any]]) -> Inp
     return InputSpec(
         name=name, type=type_, required=required,
         options=tuple(options) if options is not None else None, folder=folder,
-        default=opts.get("default"), min=opts.get("min"), max=opts.get("max"), step=opts.get("step"),
-        force_input=bool(opts.get("forceInput")),
-        control_after_generate=bool(opts.get("control_after_generate")),
-        image_upload=bool(opts.get("image_upload")),
-        dynamic_prompts=bool(opts.get("dynamicPrompts")),
-        multiline=bool(opts.get("multiline")),
-        advanced=bool(opts.get("advanced")),
+        **_widget_options(opts),
     )
 
 
