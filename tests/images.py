@@ -134,8 +134,3 @@ def remove_run_objects(engine: Engine, rid: str) -> list[str]:
     rest = run_objects(engine, rid)
     return [f"{kind[:-1]} {getattr(o, 'short_id', getattr(o, 'name', o))}" for kind, objs in rest.items() for o in objs]
 
-
-if __name__ == "__main__":  # `python -m tests.images`: build the base image (labelled with $FLUX_TEST_RUN_ID)
-    from orchestrator.engine import connect
-
-    print(ensure_busybox_image(connect()))
