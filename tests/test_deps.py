@@ -32,7 +32,17 @@ def _installed(cls, **kw):
             yield d
 
 
+_from_name = _md.Distribution.from_name.__func__
+
+
+def _named(cls, name):
+    if re.sub(r"[-_.]+", "-", name).lower() in _UNINSTALLED:
+        raise _md.PackageNotFoundError(name)
+    return _from_name(cls, name)
+
+
 _md.Distribution.discover = classmethod(_installed)
+_md.Distribution.from_name = classmethod(_named)  # Python 3.10 looks names up without discover()
 
 
 class _Blocker:
