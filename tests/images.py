@@ -101,36 +101,32 @@ def run_objects(engine: Engine, rid: str) -> dict[str, list[Any]]:
             "volumes": c.volumes.list(filters=filters), "networks": c.networks.list(filters=filters)}
 
 
-def remove_run_objects(engine: Engine, rid: str) -> list[str]:
-    """Remove everything labelled with test run `rid` (children before parents); returns what is left."""
+def _quietly(remove: Any) -> bool:
+    """Run one removal; True when the object is gone (removed now or already), False when the engine refused."""
     import docker.errors
 
+    try:
+        remove()
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError:
+        return False
+    return True
+
+
+def remove_run_objects(engine: Engine, rid: str) -> list[str]:
+    """Remove everything labelled with test run `rid` (children before parents); returns what is left."""
     found = run_objects(engine, rid)
     for container in found["containers"]:
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-    images = found["images"]
-    for _ in range(len(images) + 1):  # a parent goes only once its children are gone
-        left = []
-        for image in sorted(images, key=lambda i: i.attrs.get("Created", ""), reverse=True):
-            try:
-                engine.client.images.remove(image.id, force=True, noprune=False)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError:
-                left.append(image)
-        if not left or len(left) == len(images):
-            images = left
+        _quietly(lambda: container.remove(force=True, v=True))
+    images = sorted(found["images"], key=lambda i: i.attrs.get("Created", ""), reverse=True)  # newest first
+    while images:  # a parent goes only once its children are gone
+        left = [i for i in images if not _quietly(lambda: engine.client.images.remove(i.id, force=True))]
+        if len(left) == len(images):
             break
         images = left
-    for kind in ("volumes", "networks"):
-        for obj in found[kind]:
-            try:
-                obj.remove()
-            except docker.errors.NotFound:
-                pass
+    for obj in found["volumes"] + found["networks"]:
+        _quietly(obj.remove)
     rest = run_objects(engine, rid)
     return [f"{kind[:-1]} {getattr(o, 'short_id', getattr(o, 'name', o))}" for kind, objs in rest.items() for o in objs]
 
