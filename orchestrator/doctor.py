@@ -70,13 +70,14 @@ class Probes:
     disk_usage: Callable[[Any], Any] = shutil.disk_usage
     port_free: Callable[[str, int], bool] = port_is_free
     python: tuple[int, int, int] = tuple(sys.version_info[:3])  # type: ignore[assignment]
+    packages: Callable[[], list[Any]] = field(default=lambda: _package_statuses())   # -> [deps.PackageStatus]
     images: Callable[[], tuple[str, str]] = field(default=lambda: _image_tags())
 
 
 def run_checks(layout: Layout, probes: Probes, *, variant: str | None = None, port: int = COMFY_PORT,
                online: bool = False) -> list[Check]:
     """Every check, in the order a user fixes them."""
-    checks = [check_python(probes.python)]
+    checks = [check_python(probes.python), *check_packages(probes.packages())]
     engine, docker_check = _docker(probes)
     checks.append(docker_check)
     checks.append(check_nvidia_runtime(engine, toolkit=probes.which("nvidia-ctk") or
@@ -111,12 +112,39 @@ def check_python(version: tuple[int, int, int]) -> Check:
     return Check("python", FAIL, f"Python {text} is too old", "install Python 3.10 or newer")
 
 
+def _package_statuses() -> list[Any]:
+    from orchestrator.deps import check_packages as statuses
+
+    return statuses()
+
+
+def check_packages(statuses: list[Any]) -> list[Check]:
+    """One line for the Python packages when all are fine, else one per package that is not."""
+    bad = [s for s in statuses if s.problem]
+    if not bad:
+        return [Check("python packages", OK, f"{len(statuses)} dependencies installed within the tested ranges")]
+    return [Check(f"package {s.requirement.name}", FAIL if s.severity == "fail" else WARN,
+                  f"{s.requirement.name} {s.problem}", s.fix) for s in bad]
+
+
+def _import_failure(e: ImportError) -> Check | None:
+    from orchestrator.deps import missing_dependency
+
+    missing = missing_dependency(e)
+    return None if missing is None else Check("docker", FAIL, missing.message, missing.hint)
+
+
 def _docker(probes: Probes) -> tuple[Any | None, Check]:
     try:
         engine = probes.connect()
         info = engine.info()
     except OrchestratorError as e:
         return None, Check("docker", FAIL, e.message, e.hint)
+    except ImportError as e:  # docker-py missing: the packages line says how to install it
+        check = _import_failure(e)
+        if check is None:
+            raise
+        return None, check
     version = info.get("ServerVersion", "?")
     return engine, Check("docker", OK, f"engine {version} reachable ({info.get('OperatingSystem', '?')})")
 
@@ -227,7 +255,13 @@ def check_tokenizer(t: models.TokenizerStatus) -> Check:
 def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Check]:
     from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
 
-    hub = make_hub() if make_hub is not None else Hub.from_env()
+    try:
+        hub = make_hub() if make_hub is not None else Hub.from_env()
+    except ImportError as e:  # huggingface_hub missing: the packages line says how to install it
+        check = _import_failure(e)
+        if check is None:
+            raise
+        return [Check("hf token", FAIL, check.summary, check.fix)]
     card = model_card_url(models.FLUX_REPO)
     reach: list[Check] = []
     if online:

@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator import models
 from orchestrator.errors import DownloadError, UsageError
-from orchestrator.hub import EntryMissing, Hub, HubUnreachable, RemoteFile
+from orchestrator.hub import EntryMissing, Hub, HubUnreachable, RemoteFile, TransferInterrupted
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.progress import Reporter, format_bytes
 from orchestrator.transfer import HashingSink, Progress, verify_file
@@ -217,6 +217,7 @@ def check_disk_space(todo: Sequence[Inspection], disk_usage: DiskUsage = shutil.
 
 
 # -- one file ------------------------------------------------------------------------------------
+TRANSFER_TRIES = 3  # attempts per file when the connection drops mid-transfer
 def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, tag: str) -> FileResult:
     item, remote = ins.item, ins.remote
     assert remote is not None
@@ -235,12 +236,23 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
                            f"{format_bytes(remote.size)} from {remote.repo}")
     elif loud:
         reporter.milestone(f"{tag} downloading {target.name} ({format_bytes(remote.size)}) from {remote.repo}")
+    start = resume
     try:
-        sink = HashingSink(partial, remote, resume, Progress(reporter, tag, target.name, remote.size, resume))
-        try:
-            hub.fetch(remote, sink, resume_size=resume)
-        finally:
-            sink.close()
+        for attempt in range(1, TRANSFER_TRIES + 1):
+            sink = HashingSink(partial, remote, start, Progress(reporter, tag, target.name, remote.size, start))
+            try:
+                hub.fetch(remote, sink, resume_size=start)
+                break
+            except TransferInterrupted:
+                # huggingface_hub retries a dropped connection itself in some versions only: resume here,
+                # from the bytes on disk, so every supported version behaves alike
+                if attempt == TRANSFER_TRIES:
+                    raise
+                start = _size(partial) or 0
+                reporter.milestone(f"{tag} connection lost during {target.name}; resuming at "
+                                   f"{format_bytes(start)} (try {attempt + 1} of {TRANSFER_TRIES})")
+            finally:
+                sink.close()
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = _size(partial) or 0

@@ -319,9 +319,11 @@ def connect(timeout: float = 10.0) -> Engine:
     """Connect to the engine named by DOCKER_HOST (or the default socket) and check it answers."""
     try:
         import docker
-    except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise DockerUnavailable("the Python package 'docker' is not installed",
-                                hint="pip install -e .") from e
+    except ImportError as e:
+        from orchestrator.deps import missing_dependency
+
+        raise (missing_dependency(e) or DockerUnavailable(f"docker-py cannot be imported: {e}",
+                                                          hint="pip install -e .")) from e
     try:
         client = docker.from_env(timeout=int(timeout))
         client.ping()

@@ -6,6 +6,7 @@
     │   └── DatasetError                           exit 2: the dataset or data.toml is wrong
     ├── DockerError                                exit 1: the engine refused or failed
     │   └── DockerUnavailable                      exit 1: no engine reachable
+    ├── DependencyMissing                          exit 1: a Python package we need is not installed
     ├── DownloadError                              exit 1: the Hub or the disk failed us
     ├── TrainingFailed                             exit 1: the trainer exited badly (evidence: log tail)
     └── ComfyError                                 exit 1
@@ -52,6 +53,10 @@ class ConfigError(OrchestratorError):
 
 class DatasetError(ConfigError):
     """The dataset folders or data.toml would make the trainer fail or silently skip data."""
+
+
+class DependencyMissing(OrchestratorError):
+    """A Python package flux-orchestrator needs is not installed (or cannot be imported)."""
 
 
 class DockerError(OrchestratorError):

@@ -36,6 +36,10 @@ class HubUnreachable(DownloadError):
     """The Hub (or HF_ENDPOINT) could not be reached at all."""
 
 
+class TransferInterrupted(HubUnreachable):
+    """The connection dropped in the middle of a file: the bytes received are kept, a retry resumes."""
+
+
 class EntryMissing(DownloadError):
     """The repo exists but the file is not in it (404 EntryNotFound)."""
 
@@ -129,8 +133,8 @@ class Hub:
                 raise  # the local disk failed us: the caller knows which file and what to keep
             if type(e).__module__.startswith("huggingface_hub"):
                 raise self._translate(e, remote.repo, remote.filename) from None
-            raise DownloadError(f"the download of {remote.filename} from {remote.repo} was cut short: {e}",
-                                hint="run the same command again: it resumes where it stopped") from None
+            raise TransferInterrupted(f"the download of {remote.filename} from {remote.repo} was cut short: {e}",
+                                      hint="run the same command again: it resumes where it stopped") from None
         except Exception as e:
             raise self._translate(e, remote.repo, remote.filename, during_transfer=True) from None
 
@@ -205,8 +209,9 @@ class Hub:
         if _is_network_error(e):
             where = self.endpoint + (" (from HF_ENDPOINT)" if os.environ.get("HF_ENDPOINT") else "")
             if during_transfer:
-                return HubUnreachable(f"lost the connection while downloading {what}: {_short(e)}",
-                                      hint="run the same command again: it resumes from the bytes already on disk")
+                return TransferInterrupted(f"lost the connection while downloading {what}: {_short(e)}",
+                                           hint="run the same command again: it resumes from the bytes already "
+                                                "on disk")
             return HubUnreachable(f"cannot reach the Hugging Face Hub at {where}: {_short(e)}",
                                   hint="check your internet connection, proxy (HTTPS_PROXY) and HF_ENDPOINT, "
                                        "then run again")

@@ -6,6 +6,7 @@ the CLI builds a `StatusLine` for humans, tests pass a recording reporter.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -53,7 +54,7 @@ class StatusLine:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self._min_interval = 1.0 / fps
-        self._last_draw = 0.0
+        self._last_draw = -math.inf   # never: 0.0 would throttle the first draw on a machine up for < 1/fps s
         self._shown = ""
         self._latest = ""   # the newest text, also when the throttle skipped drawing it
 
@@ -73,7 +74,7 @@ class StatusLine:
         self.stream.write(text + "\n")
         if live:
             self._draw(self._latest)   # not the last drawn text: it may be stale (e.g. the phase before)
-        self._last_draw = 0.0          # the update that usually follows a milestone is drawn at once
+        self._last_draw = -math.inf    # the update that usually follows a milestone is drawn at once
         self.stream.flush()
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from orchestrator.engine import Engine
-from tests.images import build_on_busybox
+from tests.images import build_on_busybox, run_tag
 
 STANDIN_REPO = "flux-orch-test/comfyserver-standin"
 
@@ -61,7 +61,7 @@ wait $pid
 
 def standin_image(engine: Engine, mode: str = "ok", delay: float = 0.0) -> str:
     """Tag of a stand-in ComfyUI image in `mode` ('ok', 'never', 'crash') with a start-up delay."""
-    tag = f"{STANDIN_REPO}:{mode}-{str(delay).replace('.', '_')}"
+    tag = run_tag(STANDIN_REPO, f"{mode}-{str(delay).replace('.', '_')}")
     files = {"python": FAKE_PYTHON, "srv/system_stats": json.dumps(SYSTEM_STATS), "srv/queue": json.dumps(QUEUE)}
     tail = (
         "COPY python /usr/bin/python\n"

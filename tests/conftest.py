@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,42 @@ from orchestrator.cli import main
 from orchestrator.layout import Layout
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+_NOTES: list[str] = []
+_ENGINES: list = []  # the engine, once a test asked for it: the session's Docker objects are removed at the end
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("flux-orchestrator")
+    group.addoption("--keep-test-images", action="store_true", default=False,
+                    help="keep the Docker images and containers this test run built (removed at the end otherwise)")
+    group.addoption("--test-run-id", default=None, metavar="ID",
+                    help="label this run's Docker objects with ID instead of a fresh random one")
+
+
+def pytest_configure(config):
+    from tests.images import RUN_ID_ENV
+
+    # always a fresh id (a nested pytest must not inherit and then delete its parent's images)
+    os.environ[RUN_ID_ENV] = config.getoption("--test-run-id") or uuid.uuid4().hex[:10]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _ENGINES:
+        return
+    from tests.images import RUN_ID_ENV, TEST_RUN_LABEL, remove_run_objects
+
+    rid = os.environ[RUN_ID_ENV]
+    if session.config.getoption("--keep-test-images"):
+        _NOTES.append(f"kept this run's Docker test objects: docker images --filter label={TEST_RUN_LABEL}={rid}")
+        return
+    left = remove_run_objects(_ENGINES[0], rid)
+    if left:
+        _NOTES.append(f"warning: could not remove Docker test objects of run {rid}: {', '.join(left)}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    for note in _NOTES:
+        terminalreporter.write_line(note)
 
 
 @dataclass
@@ -60,9 +98,11 @@ def session_engine():
     from orchestrator.errors import DockerUnavailable
 
     try:
-        return connect()
+        engine = connect()
     except DockerUnavailable as e:
         pytest.fail(f"Docker tests need a running engine: {e.message} ({e.hint})")
+    _ENGINES.append(engine)
+    return engine
 
 
 @pytest.fixture

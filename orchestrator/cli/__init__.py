@@ -138,6 +138,15 @@ def os_error(e: OSError) -> OrchestratorError | None:
     return OrchestratorError(f"{where}: {reason}", hint=_OS_HINTS.get(e.errno))
 
 
+def _missing_dependency(e: Exception) -> OrchestratorError | None:
+    """The error naming the package and its install command when `e` is a failed import of a dependency."""
+    if not isinstance(e, ImportError):
+        return None
+    from orchestrator.deps import missing_dependency
+
+    return missing_dependency(e)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run one command; returns the exit code (never raises for expected failures)."""
@@ -185,6 +194,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
         if debug:
             traceback.print_exc(file=err)
+        missing = _missing_dependency(e)
+        if missing is not None:  # a package that is not installed is the set-up's problem, not a bug
+            render_error(missing, err)
+            return missing.exit_code
         err.write(f"error: unexpected {type(e).__name__}: {e}\n")
         err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
         return 1

@@ -7,7 +7,7 @@ import argparse
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 
-HELP = 'Check this machine: Python, Docker, NVIDIA runtime, GPUs, disk, models, port 8188'
+HELP = 'Check this machine: Python and its packages, Docker, NVIDIA runtime, GPUs, disk, models, port 8188'
 EXAMPLES = 'doctor\ndoctor --json\ndoctor --online'
 
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "info": "info"}

@@ -185,12 +185,12 @@ def host_path(plan: TrainPlan, trainer_path: str) -> Path:
 
 def dataset_fingerprint(plan: TrainPlan) -> dict[str, Any]:
     """SHA-256 over the names and contents of the dataset's images and captions (caches excluded)."""
-    import tomllib
+    from orchestrator.dataset.toml import parse_toml  # tomlkit: tomllib is not in Python 3.10
 
-    try:
-        data = tomllib.loads(plan.dataset_toml)
-    except tomllib.TOMLDecodeError:
+    parsed = parse_toml(Path("data.toml"), plan.dataset_toml)
+    if parsed.error is not None:
         return {"sha256": None, "images": 0, "error": "data.toml does not parse"}
+    data = parsed.data
     lines: list[str] = []
     images = 0
     for ds in data.get("datasets", []):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator.engine import Engine
 from orchestrator.train.runners import SD_SCRIPTS_COMMIT_LABEL
-from tests.images import build_on_busybox, busybox_binary
+from tests.images import build_on_busybox, busybox_binary, run_tag
 
 STANDIN_SCRIPT = Path(__file__).with_name("standin.sh")
 STANDIN_REPO = "flux-orch-test/trainrun-standin"
@@ -20,7 +20,7 @@ _SCRIPT_STUB = "# stand-in: the real flux_train_network.py is run by accelerate;
 def standin_tag() -> str:
     """Image tag of the current stand-in (changes with the script, so edits rebuild it)."""
     digest = hashlib.sha256(STANDIN_SCRIPT.read_bytes()).hexdigest()[:12]
-    return f"{STANDIN_REPO}:{digest}"
+    return run_tag(STANDIN_REPO, digest)
 
 
 def ensure_standin_trainer(engine: Engine) -> str:
