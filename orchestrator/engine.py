@@ -384,33 +384,49 @@ def quick_facts(image: str | None = None, timeout: float = 5.0) -> dict[str, Any
     """Engine facts for fast preflights without importing docker-py (~0.3 s of imports): two HTTP/1.0 GETs
     on the local unix socket. Returns {"runtimes": [...], "image_present": bool}, or None when DOCKER_HOST
     is not a unix socket (use `connect()` then). Raises DockerUnavailable."""
-    import socket
     import urllib.parse
 
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not host.startswith("unix://"):
         return None
-
-    def get(url: str) -> tuple[int, bytes]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(host[len("unix://"):])
-            s.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), body
-
     try:
-        status, body = get("/info")
+        status, body = _unix_get(host, "/info", timeout)
         if status != 200:
             raise DockerUnavailable(f"the Docker engine at {host} answered HTTP {status}",
                                     hint="check that Docker is installed and running: `docker info`")
         runtimes = sorted((json.loads(body).get("Runtimes") or {}).keys())
-        present = bool(image) and get(f"/images/{urllib.parse.quote(str(image), safe='')}/json")[0] == 200
+        present = bool(image) and _unix_get(host, f"/images/{urllib.parse.quote(str(image), safe='')}/json",
+                                            timeout)[0] == 200
     except DockerUnavailable:
         raise
     except (OSError, ValueError, IndexError) as e:
         raise _unavailable(e) from e
     return {"runtimes": runtimes, "image_present": present}
+
+
+def quick_info(timeout: float = 3.0) -> dict[str, Any] | None:
+    """The engine's /info over the local unix socket (stdlib only); None when there is no engine to ask."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        return None
+    try:
+        status, body = _unix_get(host, "/info", timeout)
+        info = json.loads(body) if status == 200 else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _unix_get(host: str, url: str, timeout: float) -> tuple[int, bytes]:
+    """One HTTP/1.0 GET on the engine's unix socket: (status, body)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(host[len("unix://"):])
+        s.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body

@@ -43,7 +43,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="host address to publish on (default 127.0.0.1; ComfyUI has NO authentication, "
                         "so anything else exposes it to your network)")
     p.add_argument("--gpus", default="all", help="'all' (default), ids like 0,1, a count, or 'none' (CPU only)")
-    p.add_argument("--workers", type=int, default=1, help="one ComfyUI per GPU, on ports PORT, PORT+1, ...")
+    p.add_argument("--workers", type=int, default=1,
+                   help="one ComfyUI per GPU (worker i: GPU i or the i-th of --gpus, port PORT+i); checked against "
+                        "the GPUs this host has")
     p.add_argument("--timeout", type=argtypes.seconds, default=300.0,
                    help="seconds to wait for ComfyUI to answer (default 300)")
     p.add_argument("--foreground", action="store_true", help="stream the logs; Ctrl+C stops and removes ComfyUI")
@@ -76,6 +78,7 @@ def run_up(args: argparse.Namespace, ctx: Context) -> int:
 
     options = ServerOptions(listen=args.listen, port=args.port, gpus=args.gpus, workers=args.workers)
     options.validate()
+    _check_gpus(options, local=args.runtime == "local")
     if options.exposed:
         _warn_exposed(ctx, options)
     _ensure_workflows(ctx)
@@ -123,23 +126,54 @@ def _up_local(args: argparse.Namespace, ctx: Context, options: Any) -> int:
                          hint="e.g. `comfyui up --runtime local --comfyui ~/ComfyUI --python ~/ComfyUI/venv/bin/python`")
     if args.image or args.rebuild or args.no_build or args.recreate:
         raise UsageError("--image, --rebuild, --no-build and --recreate apply to the docker runtime only")
-    srv, started = localserver.up(ctx.layout, options, Path(args.comfyui), python=args.python,
-                                  timeout=args.timeout, reporter=ctx.status)
-    ctx.log(f"ComfyUI (local, pid {srv.pid}) {'started' if started else 'already running'}: {srv.url}")
-    ctx.out(srv.url)
+    servers = localserver.up_workers(ctx.layout, options, Path(args.comfyui), python=args.python,
+                                     timeout=args.timeout, reporter=ctx.status)
+    for i, (srv, started) in enumerate(servers):
+        gpu = localserver.environment(options, i).get("CUDA_VISIBLE_DEVICES")
+        where = "CPU" if options.gpus == "none" else f"CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "all GPUs"
+        worker = f" worker {i}" if len(servers) > 1 else ""
+        ctx.log(f"ComfyUI{worker} (local, pid {srv.pid}, {where}) {'started' if started else 'already running'}: "
+                f"{srv.url}")
+    for srv, _ in servers:
+        ctx.out(srv.url)
     if not args.foreground:
         return 0
-    ctx.log("streaming the log; Ctrl+C stops ComfyUI")
+    if len(servers) > 1:
+        ctx.log("streaming worker 0's log (`comfyui logs --worker I` shows the others); Ctrl+C stops every worker")
+    else:
+        ctx.log("streaming the log; Ctrl+C stops ComfyUI")
     try:
         for line in localserver.log_lines(ctx.layout, follow=True):
             ctx.stderr.write(f"[comfy] {line}\n")
             ctx.stderr.flush()
     except KeyboardInterrupt:
         ctx.log("stopping ComfyUI ...")
-        localserver.down(ctx.layout)
+        localserver.down_all(ctx.layout)
         raise
-    localserver.down(ctx.layout)
+    localserver.down_all(ctx.layout)
     raise OrchestratorError("ComfyUI stopped by itself", hint="the log above says why")
+
+
+def _check_gpus(options: Any, *, local: bool) -> None:
+    """More workers (or GPUs) than this host has: a usage error before anything starts."""
+    import os
+
+    from orchestrator.gpuprobe import probe_gpus
+    from orchestrator.gpus import check_selection, fit_hint, parse_gpus, parse_visible
+
+    if options.gpus == "none":
+        return
+    selection = parse_gpus(options.gpus, default="all")
+    needed = options.workers if options.workers > 1 else None
+    if needed is None and selection.kind == "all":
+        return
+    inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES")) if local else None
+    inventory = probe_gpus()
+    problem = check_selection(selection, inventory, needed=needed, inherited=inherited)
+    if problem:
+        what = f"--workers {options.workers} (one GPU each)" if needed else f"--gpus {selection.text}"
+        raise UsageError(f"{what}: {problem.split(': ', 1)[-1]}", hint=fit_hint(selection, inventory, inherited)
+                         .replace("--gpus", "--workers" if needed else "--gpus"))
 
 
 def _ensure_workflows(ctx: Context) -> None:
@@ -183,14 +217,14 @@ def _prefix(index: int, count: int) -> str:
 def run_down(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.comfy import localserver, server
 
-    local = localserver.down(ctx.layout)
-    if local is not None:
+    locals_ = localserver.down_all(ctx.layout)
+    for local in locals_:
         ctx.out(f"stopped local ComfyUI (pid {local.pid}, {local.url})")
-    engine = _engine(optional=local is not None)
+    engine = _engine(optional=bool(locals_))
     gone = server.down(engine, ctx.layout) if engine is not None else []
     for s in gone:
         ctx.out(f"stopped and removed {s.name} ({s.url})")
-    if not gone and local is None:
+    if not gone and not locals_:
         ctx.log("ComfyUI was not running")
     return 0
 
@@ -200,13 +234,13 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.progress import format_duration
 
     rows: list[dict[str, Any]] = []
-    local = localserver.running(ctx.layout)
-    if local is not None:
-        rows.append({"worker": 0, "runtime": "local", "name": f"pid {local.pid}", "url": local.url,
+    local_workers = localserver.running_all(ctx.layout)
+    for index, local in local_workers:
+        rows.append({"worker": index, "runtime": "local", "name": f"pid {local.pid}", "url": local.url,
                      "state": "running", "gpu": "?", "uptime_s": local.uptime()})
     from orchestrator.comfy import server
 
-    engine = _engine(optional=local is not None)
+    engine = _engine(optional=bool(local_workers))
     for s in server.status(engine, ctx.layout) if engine is not None else []:
         rows.append({"worker": s.index, "runtime": "docker", "name": s.name, "url": s.url, "state": s.state,
                      "gpu": s.gpu, "uptime_s": s.uptime(), "exit_code": s.exit_code})
@@ -253,7 +287,7 @@ def run_logs(args: argparse.Namespace, ctx: Context) -> int:
                                                 worker=args.worker):
                 ctx.out(f"{_prefix(index, count)} {line}")
         elif local_log:
-            lines = localserver.log_lines(ctx.layout, follow=args.follow)
+            lines = localserver.log_lines(ctx.layout, follow=args.follow, index=args.worker or 0)
             if args.tail is not None and not args.follow:
                 lines = iter(list(lines)[-args.tail:] if args.tail else [])
             for line in lines:

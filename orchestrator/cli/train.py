@@ -33,8 +33,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; applied last)")
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
-                        help="GPUs: all, a count, or ids (one id: device=1); more than one trains data-parallel "
-                             "(default: 1; none: no GPU, for stand-in trainers)")
+                        help="GPUs: all, a count N (the first N), or ids like 0,1 / 2,3 (one id: device=1); more "
+                             "than one trains data-parallel, one process per GPU (default: 1; none: no GPU, for "
+                             "stand-in trainers)")
     parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
                         help="docker (default): the flux-train image; local: an sd-scripts checkout here")
     parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
@@ -48,8 +49,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    import os
     from datetime import datetime
 
+    from orchestrator.gpuprobe import probe_gpus
+    from orchestrator.gpus import GpuInventory, parse_visible
     from orchestrator.train import preflight
     from orchestrator.train.prepare import PlanRequest, plan_json, prepare
 
@@ -72,11 +76,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         from orchestrator.images import train_image
 
         image = args.image or train_image()
+    inventory = probe_gpus() if args.gpus != "none" else GpuInventory(None)
     try:
         prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
                            engine=(lambda: _probe(image, engine_box)) if image else None,
-                           visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
-                           latest_state=_latest_state())
+                           visible_gpus=inventory.count, memory=preflight.host_memory(),
+                           latest_state=_latest_state(), inventory=inventory,
+                           inherited_devices=parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES")))
     except OrchestratorError as e:
         if args.plan and args.json:   # scripts still get one JSON object; the error is also on stderr
             ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.progress import format_bytes, format_duration
-from orchestrator.train.prepare import estimate
+from orchestrator.train.prepare import estimate, gpu_plan
 
 _MARK = {"ok": "ok   ", "warn": "warn ", "error": "ERROR"}
 
@@ -60,6 +60,7 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
             f"  {s.epochs} epochs -> {s.total_steps} optimizer steps",
             f"  about {format_duration(estimate(p))} on one H100 at 1024 px (measured figures; memory presets and "
             "smaller GPUs take longer)"]
+    out += ["", *gpu_lines(p)]
     n = len(plan.expected_outputs)
     out += ["", f"LoRA: {lora.modules} modules, {lora.parameters / 1e6:.1f} M parameters in {lora.dtype} -> about "
             f"{format_bytes(lora.bytes)} per file, {n} file(s), {format_bytes(lora.bytes * n)} in all", "",
@@ -108,3 +109,30 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
         "ready: the same command without --plan starts it"
     out += ["", f"{errors} error(s), {warns} warning(s): {verdict}"]
     return "\n".join(out)
+
+
+def gpu_lines(p: Any) -> list[str]:
+    """The `gpus:` block of the plan: devices, accelerate's options, batch arithmetic, learning rate."""
+    g = gpu_plan(p)
+    n = g["processes"]
+    if g["requested"] == "none":
+        return ["gpus: none (CPU; only a stand-in trainer runs like this)"]
+    where = (f"GPU {', '.join(g['devices'])}" if g["devices"] else "every GPU (not counted here)")
+    found = (f"{g['available']} on this host, counted by {g['counted_by']}" if g["available"] is not None
+             else "this host's GPUs not counted")
+    out = [f"gpus: --gpus {g['requested']} -> {n} process{'es' if n != 1 else ''} on {where} ({found})"]
+    how = []
+    if g["container_gpus"] is not None:
+        how.append(f"container --gpus {g['container_gpus']} (seen inside as 0..{n - 1})")
+    if g["cuda_visible_devices"] is not None:
+        how.append(f"CUDA_VISIBLE_DEVICES={g['cuda_visible_devices']}")
+    if n > 1:
+        how.append(f"accelerate --multi_gpu --num_processes {n} --gpu_ids {g['gpu_ids']} --main_process_port "
+                   f"{g['main_process_port']} --mixed_precision {g['mixed_precision']}")
+    if how:
+        out.append("  " + "; ".join(how))
+    out.append(f"  batch {g['per_process_batch']} per process x accumulation {g['gradient_accumulation_steps']} x "
+               f"{n} GPU(s) = effective batch {g['effective_batch']}; {g['batches_per_process_per_epoch']} batches "
+               f"per process per epoch -> {g['steps_per_epoch']} optimizer steps per epoch")
+    out.append(f"  learning rate: {g['learning_rate']['note']}")
+    return out

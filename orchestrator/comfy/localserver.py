@@ -20,8 +20,8 @@ from pathlib import Path
 
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
-from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
+from orchestrator.gpus import parse_gpus, worker_layout
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
@@ -48,12 +48,25 @@ def state_dir(layout: Layout) -> Path:
     return layout.root / ".comfyui" / "local"
 
 
-def pid_file(layout: Layout) -> Path:
-    return state_dir(layout) / "comfyui.pid"
+def pid_file(layout: Layout, index: int = 0) -> Path:
+    """comfyui.pid for worker 0 (and a single server), comfyui-<i>.pid for worker i."""
+    return state_dir(layout) / ("comfyui.pid" if index == 0 else f"comfyui-{index}.pid")
 
 
-def log_file(layout: Layout) -> Path:
-    return state_dir(layout) / "comfyui.log"
+def log_file(layout: Layout, index: int = 0) -> Path:
+    return state_dir(layout) / ("comfyui.log" if index == 0 else f"comfyui-{index}.log")
+
+
+def _worker_indices(layout: Layout) -> list[int]:
+    """Indices of the workers that have a pid file (0 first)."""
+    found = []
+    for p in state_dir(layout).glob("comfyui*.pid"):
+        rest = p.stem[len("comfyui"):]
+        if rest == "":
+            found.append(0)
+        elif rest.startswith("-") and rest[1:].isdigit():
+            found.append(int(rest[1:]))
+    return sorted(found)
 
 
 def model_paths_yaml(layout: Layout) -> str:
@@ -64,31 +77,41 @@ def model_paths_yaml(layout: Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def command(layout: Layout, comfyui: Path, python: str, options: ServerOptions) -> list[str]:
-    """main.py's argv for the local runtime (pure)."""
+def command(layout: Layout, comfyui: Path, python: str, options: ServerOptions, index: int = 0) -> list[str]:
+    """main.py's argv for the local runtime (pure). Worker i listens on port+i with a temp folder (ComfyUI
+    empties it at start) and a database of its own (two processes migrating one sqlite file at start race)."""
     d = state_dir(layout)
-    argv = [python, str(comfyui / "main.py"), "--listen", options.listen, "--port", str(options.port),
+    temp, db = (d / "temp", d / "user" / "comfyui.db") if index == 0 else \
+        (d / f"temp-{index}", d / "user" / f"comfyui-{index}.db")
+    argv = [python, str(comfyui / "main.py"), "--listen", options.listen, "--port", str(options.port + index),
             "--output-directory", str(layout.comfy_outputs), "--input-directory", str(layout.inputs),
-            "--temp-directory", str(d / "temp"), "--user-directory", str(d / "user"),
+            "--temp-directory", str(temp), "--user-directory", str(d / "user"),
             "--extra-model-paths-config", str(d / "extra_model_paths.yaml"),
-            "--database-url", f"sqlite:///{d / 'user' / 'comfyui.db'}", "--disable-auto-launch"]
+            "--database-url", f"sqlite:///{db}", "--disable-auto-launch"]
     if options.gpus == "none":
         argv.append("--cpu")
     return argv + list(options.extra_args)
 
 
-def environment(options: ServerOptions) -> dict[str, str]:
-    """Extra environment of the local process: which GPUs it may see."""
+def environment(options: ServerOptions, index: int = 0) -> dict[str, str]:
+    """Extra environment of worker `index`: which GPUs it may see (gpus.worker_layout: one GPU per worker)."""
     env = {"PYTHONUNBUFFERED": "1"}
-    if options.gpus not in ("all", "none"):
-        ids = options.gpu_ids() or [str(i) for i in range(int(gpu_request(options.gpus)["count"]))]
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+    if options.gpus == "none":
+        return env
+    worker = worker_layout(parse_gpus(options.gpus, default="all"), options.workers, options.port)[index]
+    if worker.cuda_visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = worker.cuda_visible_devices
     return env
 
 
-def running(layout: Layout) -> LocalServer | None:
-    """The recorded local server when its process is still alive (a stale pid file is removed)."""
-    p = pid_file(layout)
+def running_all(layout: Layout) -> list[tuple[int, LocalServer]]:
+    """(index, server) of every recorded worker whose process is alive."""
+    return [(i, srv) for i in _worker_indices(layout) if (srv := running(layout, i)) is not None]
+
+
+def running(layout: Layout, index: int = 0) -> LocalServer | None:
+    """The recorded local server (worker `index`) when its process is still alive (a stale pid file is removed)."""
+    p = pid_file(layout, index)
     try:
         data = json.loads(p.read_text())
         server = LocalServer(**{**data, "argv": tuple(data["argv"])})
@@ -106,10 +129,18 @@ def running(layout: Layout) -> LocalServer | None:
 def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
        timeout: float = 180.0, reporter: Reporter | None = None) -> tuple[LocalServer, bool]:
     """Start main.py from `comfyui` in the background unless it already runs; wait for /system_stats.
-    Returns (server, started_now)."""
-    options.validate()
+    Returns (server, started_now). Several workers: `up_workers`."""
     if options.workers != 1:
-        raise UsageError("--workers needs the docker runtime", hint="drop --runtime local, or --workers")
+        raise UsageError("several local workers: use localserver.up_workers")
+    [(server, started)] = up_workers(layout, options, comfyui, python=python, timeout=timeout, reporter=reporter)
+    return server, started
+
+
+def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
+               timeout: float = 180.0, reporter: Reporter | None = None) -> list[tuple[LocalServer, bool]]:
+    """Start every worker that is not running (worker i on port+i with its own GPU), then wait for all of them.
+    Returns (server, started_now) per worker. If one fails to come up, the ones started now are stopped."""
+    options.validate()
     comfyui = comfyui.expanduser().resolve()
     if not (comfyui / "main.py").is_file():
         raise ConfigError(f"{comfyui} is not a ComfyUI checkout (no main.py)",
@@ -117,68 +148,89 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
     if python is not None and shutil.which(str(Path(python).expanduser())) is None:
         raise UsageError(f"--python {python}: no such program (or it is not executable)",
                          hint="give the Python of your ComfyUI environment, e.g. --python ~/ComfyUI/.venv/bin/python")
-    current = running(layout)
-    if current is not None:
-        return current, False
-    url = server_url(options.listen, options.port)
-    if health.port_in_use(options.listen, options.port):
-        raise OrchestratorError(
-            f"port {options.port} on {options.listen} is already in use by another program, "
-            "so ComfyUI cannot listen there",
-            hint=f"choose another port with `comfyui up --port {options.port + 1}`, or stop what holds it: "
-                 f"`ss -ltnp 'sport = :{options.port}'`")
+    current = {i: running(layout, i) for i in range(options.workers)}
+    for i in range(options.workers):
+        port = options.port + i
+        if current[i] is None and health.port_in_use(options.listen, port):
+            raise OrchestratorError(
+                f"port {port} on {options.listen} is already in use by another program, "
+                f"so ComfyUI{f' worker {i}' if options.workers > 1 else ''} cannot listen there",
+                hint=f"choose another port with `comfyui up --port {options.port + options.workers}`, or stop what "
+                     f"holds it: `ss -ltnp 'sport = :{port}'`")
+    if all(srv is not None for srv in current.values()):
+        return [(srv, False) for srv in current.values() if srv is not None]
     d = state_dir(layout)
     custom_nodes = comfyui / "custom_nodes"
-    layout.ensure_dirs(d / "temp", d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
+    layout.ensure_dirs(*(d / ("temp" if i == 0 else f"temp-{i}") for i in range(options.workers)),
+                       d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
                        *layout.model_dirs().values())
     if not custom_nodes.is_dir():
         custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
     _link_workflows(layout)
     atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
     py = str(Path(python).expanduser()) if python else sys.executable
-    argv = command(layout, comfyui, py, options)
-    log = log_file(layout)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment(options)}, start_new_session=True)
-    server = LocalServer(proc.pid, url, str(comfyui), py, tuple(argv), time.time(), str(log))
-    atomic_write_text(pid_file(layout), json.dumps(asdict(server), indent=2))
-    if reporter is not None:
-        reporter.milestone(f"started ComfyUI from {comfyui} (pid {proc.pid}); waiting for {url}")
+    started: dict[int, tuple[LocalServer, subprocess.Popen[bytes]]] = {}
+    for i in range(options.workers):
+        if current[i] is not None:
+            continue
+        argv = command(layout, comfyui, py, options, i)
+        log = log_file(layout, i)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **environment(options, i)}, start_new_session=True)
+        server = LocalServer(proc.pid, server_url(options.listen, options.port + i), str(comfyui), py, tuple(argv),
+                             time.time(), str(log))
+        atomic_write_text(pid_file(layout, i), json.dumps(asdict(server), indent=2))
+        started[i] = (server, proc)
+        if reporter is not None:
+            gpu = environment(options, i).get("CUDA_VISIBLE_DEVICES")
+            reporter.milestone(f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
+                               f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
+                               f"waiting for {server.url}")
     try:
-        health.wait_until_ready(url, timeout=timeout, alive=lambda: proc.poll() is None,
-                                evidence=lambda: tail(layout, 30), what="ComfyUI (local)")
+        for i, (server, proc) in started.items():
+            health.wait_until_ready(server.url, timeout=timeout, alive=lambda p=proc: p.poll() is None,
+                                    evidence=lambda i=i: tail(layout, 30, i),
+                                    what="ComfyUI (local)" if options.workers == 1 else f"ComfyUI worker {i} (local)")
     except BaseException:
-        _terminate(proc.pid, grace=5)
-        pid_file(layout).unlink(missing_ok=True)
+        for i, (server, _) in started.items():
+            _terminate(server.pid, grace=5)
+            pid_file(layout, i).unlink(missing_ok=True)
         raise
-    return server, True
+    return [(current[i] or started[i][0], i in started) for i in range(options.workers)]  # type: ignore[misc]
 
 
 def down(layout: Layout, *, grace: float = 20.0) -> LocalServer | None:
-    """Stop the local server (SIGINT to its process group, then SIGKILL after `grace`)."""
-    server = running(layout)
-    if server is None:
-        return None
-    _terminate(server.pid, grace=grace)
-    pid_file(layout).unlink(missing_ok=True)
-    return server
+    """Stop every local worker (SIGINT to its process group, then SIGKILL after `grace`); worker 0's record
+    (the single server's) or the first one stopped is returned. `down_all` returns them all."""
+    gone = down_all(layout, grace=grace)
+    return gone[0] if gone else None
 
 
-def tail(layout: Layout, n: int = 30) -> list[str]:
-    """The last `n` non-empty lines of the local server's log."""
+def down_all(layout: Layout, *, grace: float = 20.0) -> list[LocalServer]:
+    """Stop every local worker; the records of those that were running, in index order."""
+    gone = []
+    for i, server in running_all(layout):
+        _terminate(server.pid, grace=grace)
+        pid_file(layout, i).unlink(missing_ok=True)
+        gone.append(server)
+    return gone
+
+
+def tail(layout: Layout, n: int = 30, index: int = 0) -> list[str]:
+    """The last `n` non-empty lines of the local server's (worker `index`'s) log."""
     try:
-        data = log_file(layout).read_bytes()[-64 * 1024:]
+        data = log_file(layout, index).read_bytes()[-64 * 1024:]
     except FileNotFoundError:
         return []
     lines = data.decode("utf-8", "replace").replace("\r", "\n").splitlines()
     return [line for line in lines if line.strip()][-n:]
 
 
-def log_lines(layout: Layout, *, follow: bool = False, poll: float = 0.2) -> Iterator[str]:
-    """The log's lines; with follow, keep reading while the server runs."""
+def log_lines(layout: Layout, *, follow: bool = False, poll: float = 0.2, index: int = 0) -> Iterator[str]:
+    """The log's lines (worker `index`); with follow, keep reading while the server runs."""
     try:
-        f = open(log_file(layout), "rb")
+        f = open(log_file(layout, index), "rb")
     except FileNotFoundError:
         return
     with f:
@@ -190,7 +242,7 @@ def log_lines(layout: Layout, *, follow: bool = False, poll: float = 0.2) -> Ite
                 *lines, pending = pending.split(b"\n")
                 yield from (line.decode("utf-8", "replace").rstrip("\r") for line in lines)
                 continue
-            if not follow or running(layout) is None:
+            if not follow or running(layout, index) is None:
                 break
             time.sleep(poll)
         if pending:

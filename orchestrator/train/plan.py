@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import gpus
 from orchestrator.engine import Mount, config_hash
 from orchestrator.errors import UsageError
 from orchestrator.layout import Layout
@@ -55,6 +56,9 @@ class TrainPlan:
     expected_outputs: tuple[str, ...]  # LoRA file names in output_dir: epoch saves then the final one
     resume_from: str | None = None   # trainer-side path of the state dir passed to --resume
     files: Mapping[str, str] = field(default_factory=dict)  # other inputs to write into run_dir (name -> text)
+    gpu_selection: str = "1"         # --gpus as given (normalised: all | none | N | 0,1 | device=1)
+    devices: tuple[str, ...] | None = ()  # host GPUs the trainer uses (None: `all` on an uncounted host)
+    main_process_port: int | None = None  # accelerate's rendezvous port (several processes only)
 
     def argv(self) -> list[str]:
         """The full trainer command line."""
@@ -63,40 +67,47 @@ class TrainPlan:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """`--gpus` parsed: what the container gets and how many trainer processes run."""
+    """`--gpus` resolved for training: what the container gets and how many trainer processes run."""
 
-    spec: str | None        # engine value: "all" | "2" | "0,1" | None
+    spec: str | None                    # engine value: "all" | "2" | "0,1" | "1," | None (no GPU)
     processes: int
-    ids: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()           # as the user named them (ids only)
+    devices: tuple[str, ...] | None = ()  # host devices (CUDA_VISIBLE_DEVICES names); None: `all`, uncounted
+    selection: gpus.GpuSelection = gpus.GpuSelection(gpus.COUNT, 1)
 
 
-def parse_gpus(value: str | None, visible: int | None) -> GpuRequest:
-    """`all` (every GPU, one process each), `N` (a count), `0,1` / `device=1` (ids), `none` (no GPU:
-    stand-in trainers only); default one GPU."""
-    if value is None:
-        return GpuRequest("1", 1)
-    text = value.strip()
-    if text == "none":
-        return GpuRequest(None, 1)
-    if text.startswith("device="):
-        text = text[len("device="):] + ","
-    if text == "all":
-        return GpuRequest("all", max(1, visible or 1))
-    if text.isdigit() and int(text) >= 1:
-        return GpuRequest(text, int(text))
-    ids = tuple(p.strip() for p in text.split(",") if p.strip())
-    if "," in text and ids and all(i.isdigit() or i.startswith("GPU-") for i in ids):
-        return GpuRequest(",".join(ids) + ("," if len(ids) == 1 else ""), len(ids), ids)
-    raise UsageError(f"--gpus {value!r}: expected all, a count like 2, or ids like 0,1 (one id: device=1)")
+def parse_gpus(value: str | None, visible: int | None, inherited: tuple[str, ...] | None = None) -> GpuRequest:
+    """`all` (every GPU, one process each), `N` (the first N), `0,1` / `device=1` (ids), `none` (no GPU:
+    stand-in trainers only); default one GPU. `inherited` is the caller's CUDA_VISIBLE_DEVICES (local runs)."""
+    sel = gpus.parse_gpus(value)
+    devices = sel.devices(visible, inherited)
+    return GpuRequest(sel.engine_value(), sel.processes(visible, inherited), sel.ids, devices, sel)
+
+
+def gpu_launch(req: GpuRequest, *, docker: bool, run_id: str) -> tuple[str | None, int | None, str | None]:
+    """(accelerate --gpu_ids, --main_process_port, the trainer's CUDA_VISIBLE_DEVICES) for a request.
+    In a container the engine exposes only the chosen GPUs, renumbered 0..N-1; a local process gets the host
+    ids in CUDA_VISIBLE_DEVICES and the same ids in --gpu_ids (accelerate copies --gpu_ids into
+    CUDA_VISIBLE_DEVICES, so any other value would pick other GPUs)."""
+    if req.selection.kind == gpus.NONE:
+        return None, None, None if docker else ""
+    visible = None
+    if not docker and req.selection.kind != gpus.ALL and req.devices is not None:
+        visible = ",".join(req.devices)
+    if req.processes <= 1:
+        return None, None, visible
+    ids = ",".join(str(i) for i in range(req.processes)) if docker else ",".join(req.devices or ())
+    return ids, gpus.main_process_port(run_id, shared_host=not docker), visible
 
 
 def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport", now: datetime,
                runtime: str = "docker", gpus: str | None = None, name: str | None = None,
                resume: Path | None = None, image: str | None = None, sd_scripts: Path | None = None,
                visible_gpus: int | None = None, prompts_file: tuple[str, str] | None = None,
-               ) -> tuple[TrainPlan, arith.Steps]:
+               inherited_devices: tuple[str, ...] | None = None) -> tuple[TrainPlan, arith.Steps]:
     """The plan and its step arithmetic. `resume` is a host state dir of an earlier run (its run folder
-    is reused); `prompts_file` is (extension, text) of a user prompts file."""
+    is reused); `prompts_file` is (extension, text) of a user prompts file; `inherited_devices` is the
+    caller's CUDA_VISIBLE_DEVICES (a local trainer chooses its GPUs among them)."""
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r}: choose docker or local")
     if name is not None:
@@ -104,7 +115,7 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         from orchestrator.train.schema import BY_NAME
 
         config = config.replace({"output_name": coerce(BY_NAME["output_name"], name, "--name")}, "--name")
-    gpu = parse_gpus(gpus, visible_gpus)
+    gpu = parse_gpus(gpus, visible_gpus, inherited_devices if runtime == "local" else None)
     bs = int(config.get("train_batch_size") or 1)
     train_subsets = [s for s in dataset.subsets if not s.is_reg and not getattr(s, "skipped", None)]
     steps = arith.compute_steps(config.values, image_steps=sum(s.images * s.num_repeats for s in train_subsets),
@@ -177,7 +188,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         sample_prompts=f"{run_c}/{prompts_name}" if prompts_name else None,
         logging_dir=f"{run_c}/{logging_dir}" if logging_dir else None, resume=state_c)
     trainer_args = kohya.trainer_args(values, paths)
-    launcher = kohya.launcher_args(values, gpu.processes)
+    gpu_ids, port, cuda_visible = gpu_launch(gpu, docker=docker, run_id=run_dir.name)
+    launcher = kohya.launcher_args(values, gpu.processes, gpu_ids=gpu_ids, main_process_port=port)
 
     environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     if docker:
@@ -188,11 +200,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
                                                                layout.tokenizers)],
                   Mount(run_dir, C_RUN, read_only=False),
                   *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()], *extra_mounts]
-    elif gpu.spec is None:
-        environment["CUDA_VISIBLE_DEVICES"] = ""
-    elif gpu.spec != "all":
-        environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.ids) if gpu.ids else ",".join(
-            str(i) for i in range(gpu.processes))
+    elif cuda_visible is not None:
+        environment["CUDA_VISIBLE_DEVICES"] = cuda_visible
 
     plain = config.as_dict()
     hashed = {"config": plain, "trainer_args": [a for a in trainer_args if a != state_c and a != "--resume"],
@@ -204,7 +213,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         mounts=tuple(mounts), environment=environment, gpus=gpu.spec if docker else None, config=plain,
         config_hash=config_hash(hashed), epochs=steps.epochs, total_steps=steps.total_steps,
         steps_per_epoch=steps.steps_per_epoch, expected_outputs=arith.expected_outputs(values, steps.epochs),
-        resume_from=state_c, files=plan_files)
+        resume_from=state_c, files=plan_files, gpu_selection=gpu.selection.text,
+        devices=gpu.devices if gpu.devices is not None else None, main_process_port=port)
     return plan, steps
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.gpus import ALL, NONE, GpuInventory, check_selection, fit_hint, parse_gpus
 from orchestrator.layout import Layout
 from orchestrator.models import local_status, model_set, read_manifest
 from orchestrator.progress import format_bytes
@@ -41,14 +42,6 @@ class EngineFacts:
     hint: str | None = None
 
 
-def count_gpus() -> int | None:
-    """NVIDIA GPUs the driver exposes on this host (None when unknown: no driver, not Linux)."""
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return None
-
-
 def host_memory() -> int | None:
     """Total host RAM in bytes (None when unknown)."""
     try:
@@ -64,7 +57,9 @@ def host_memory() -> int | None:
 def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, processes: int,
               visible_gpus: int | None, engine: Callable[[], EngineFacts] | None = None,
               python: str | None = None, disk_free: Callable[[Path], int] | None = None,
-              memory: int | None = None) -> list[Check]:
+              memory: int | None = None, inventory: GpuInventory | None = None,
+              inherited: tuple[str, ...] | None = None, port_free: Callable[[int], bool] | None = None,
+              ) -> list[Check]:
     """All checks, passing ones included (status ok), in the order a person reads them."""
     values = plan.config
     checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset),
@@ -73,7 +68,10 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
     checks += problems or [Check("arguments", OK, "sd-scripts arguments pass every rule")]
     checks.append(collision_check(plan))
     checks.append(disk_check(plan, layout, dataset, disk_free or (lambda p: shutil.disk_usage(p).free)))
-    checks += gpu_checks(plan, processes, visible_gpus, memory)
+    checks += gpu_checks(plan, processes, inventory or GpuInventory(visible_gpus, "driver"), memory,
+                         inherited=inherited if plan.runtime == "local" else None)
+    if plan.main_process_port is not None and plan.runtime == "local":
+        checks.append(port_check(plan.main_process_port, port_free or _port_free))
     if plan.runtime == "docker":
         checks += docker_checks(plan, engine)
     else:
@@ -215,20 +213,29 @@ def _same_fs(a: Path, b: Path) -> bool:
         return True
 
 
-def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int | None) -> list[Check]:
+def gpu_checks(plan: TrainPlan, processes: int, inventory: GpuInventory, memory: int | None, *,
+               inherited: tuple[str, ...] | None = None) -> list[Check]:
     """GPUs requested vs available, and host RAM for several processes."""
     out = []
-    if plan.gpus is None and plan.runtime == "docker" or plan.environment.get("CUDA_VISIBLE_DEVICES") == "":
+    selection = parse_gpus(plan.gpu_selection)
+    if selection.kind == NONE:
         return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
-    ids = [g for g in (plan.gpus or "").split(",") if g.strip().isdigit()] if plan.gpus and "," in plan.gpus else []
-    if visible is None:
-        out.append(Check("gpus", WARN, "cannot count the NVIDIA GPUs on this host (no driver visible here)",
-                         "`nvidia-smi` shows them; the run fails at start if there is none"))
-    elif processes > visible or any(int(i) >= visible for i in ids):
-        out.append(Check("gpus", ERROR, f"{processes} GPU(s) requested ({plan.gpus}), {visible} available",
-                         f"use --gpus {visible} or fewer"))
+    problem = check_selection(selection, inventory, needed=processes if selection.kind != ALL else None,
+                              inherited=inherited)
+    if problem:
+        out.append(Check("gpus", ERROR, problem, fit_hint(selection, inventory, inherited)))
+    elif inventory.count is None and inherited is None:
+        out.append(Check("gpus", WARN, "cannot count the NVIDIA GPUs on this host (no NVML, no nvidia-smi, none "
+                         "in the Docker engine's info)" + (": --gpus all starts ONE process" if selection.kind == ALL
+                                                           else ""),
+                         "`nvidia-smi` shows them; give a count like --gpus 2; the run fails at start if there is "
+                         "none"))
     else:
-        out.append(Check("gpus", OK, f"{processes} of {visible} GPU(s)"))
+        pool = len(inherited) if inherited is not None else inventory.count
+        which = f" (GPU {', '.join(plan.devices)})" if plan.devices else ""
+        out.append(Check("gpus", OK, f"{processes} of {pool} GPU(s){which}"
+                         + (f", allowed by CUDA_VISIBLE_DEVICES={','.join(inherited)}" if inherited is not None else
+                            f", counted by {inventory.source}")))
     if processes > 1:
         out.append(Check("multi_gpu", WARN, f"{processes} processes each load the whole model: ~"
                          f"{format_bytes(processes * HOST_RAM_PER_PROCESS)} of host RAM at start; every GPU needs "
@@ -238,6 +245,26 @@ def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int
                              f"(~{format_bytes(HOST_RAM_PER_PROCESS)} each): the OOM killer would end the run",
                              "use fewer GPUs"))
     return out
+
+
+def port_check(port: int, port_free: Callable[[int], bool]) -> Check:
+    """accelerate's rendezvous port is free on this host (a busy one makes the processes wait, then fail)."""
+    if port_free(port):
+        return Check("main_process_port", OK, f"port {port} is free for accelerate's process group")
+    return Check("main_process_port", ERROR, f"port {port} (accelerate --main_process_port) is in use on this host",
+                 "another multi-GPU run holds it: wait for it, or start this run again (a new run id picks "
+                 "another port)")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> list[Check]:

@@ -16,11 +16,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.gpus import GpuInventory, lr_scaling
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
 from orchestrator.train.config import TrainConfig, coerce, load_config
-from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus
+from orchestrator.train.plan import TrainPlan, build_plan
 from orchestrator.train.schema import BY_NAME
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Prepared:
     checks: tuple[Check, ...]
     lora: arith.LoraSize
     processes: int
+    inventory: GpuInventory = GpuInventory(None)
 
     @property
     def ok(self) -> bool:
@@ -66,9 +68,12 @@ class Prepared:
 def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | None,
             engine: Callable[[], preflight.EngineFacts] | None, visible_gpus: int | None,
             disk_free: Callable[[Path], int] | None = None, memory: int | None = None,
-            latest_state: Callable[[Path], Path | None] | None = None) -> Prepared:
+            latest_state: Callable[[Path], Path | None] | None = None,
+            inventory: GpuInventory | None = None, inherited_devices: tuple[str, ...] | None = None,
+            port_free: Callable[[int], bool] | None = None) -> Prepared:
     """Resolve config and dataset, build the plan, run every preflight check. Raises ConfigError for a
-    config that cannot be read; everything else is a check."""
+    config that cannot be read; everything else is a check. `inventory` (what gpuprobe counted) names the
+    source in the GPU check; `inherited_devices` is this process's CUDA_VISIBLE_DEVICES."""
     from orchestrator.dataset import check_dataset
 
     engine = _in_background(engine) if engine is not None else None   # the engine answers while we read
@@ -86,17 +91,20 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
     prompts_file = read_prompts_file(layout, config.get("sample_prompts"))
     plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=req.runtime, gpus=req.gpus,
                              name=req.name, resume=state, image=image, sd_scripts=req.sd_scripts,
-                             visible_gpus=visible_gpus, prompts_file=prompts_file)
-    processes = parse_gpus(req.gpus, visible_gpus).processes
+                             visible_gpus=visible_gpus, prompts_file=prompts_file,
+                             inherited_devices=inherited_devices)
+    processes = steps.processes
     if state is not None:
         _check_same_dataset(plan, steps)
     checks = preflight.preflight(plan, layout, dataset, processes=processes, visible_gpus=visible_gpus,
-                                 engine=engine, python=req.python, disk_free=disk_free, memory=memory)
+                                 engine=engine, python=req.python, disk_free=disk_free, memory=memory,
+                                 inventory=inventory, inherited=inherited_devices, port_free=port_free)
     sources = {k: f"auto ({src})" if config.get(k) == "auto" else src for k, src in config.sources.items()}
     if req.name:
         sources["output_name"] = "--name"
     resolved = TrainConfig(config.preset, MappingProxyType(dict(plan.config)), MappingProxyType(sources))
-    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes)
+    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes,
+                    inventory or GpuInventory(visible_gpus, "driver" if visible_gpus is not None else "unknown"))
 
 
 def _in_background(probe: Callable[[], preflight.EngineFacts]) -> Callable[[], preflight.EngineFacts]:
@@ -271,6 +279,33 @@ def estimate(p: Prepared) -> float:
                                        sample_events=events, prompts=prompts)
 
 
+def gpu_plan(p: Prepared) -> dict[str, Any]:
+    """The GPU side of a plan: which devices, processes, accelerate's options, batch arithmetic, learning rate."""
+    plan, s = p.plan, p.steps
+    words = list(plan.launcher_args)
+
+    def opt(flag: str) -> str | None:
+        return words[words.index(flag) + 1] if flag in words else None
+
+    lr = lr_scaling(plan.config.get("optimizer_type"), plan.config.get("learning_rate"), s.processes,
+                    s.accumulation, s.batch_size)
+    return {
+        "requested": plan.gpu_selection, "processes": s.processes,
+        "devices": list(plan.devices) if plan.devices is not None else None,
+        "cuda_visible_devices": plan.environment.get("CUDA_VISIBLE_DEVICES"),
+        "container_gpus": plan.gpus if plan.runtime == "docker" else None,
+        "available": p.inventory.count, "counted_by": p.inventory.source, "names": list(p.inventory.names),
+        "multi_gpu": "--multi_gpu" in words, "gpu_ids": opt("--gpu_ids"),
+        "main_process_port": plan.main_process_port, "mixed_precision": opt("--mixed_precision"),
+        "per_process_batch": s.batch_size, "gradient_accumulation_steps": s.accumulation,
+        "effective_batch": s.effective_batch,
+        "batches_per_process_per_epoch": -(-s.batches_per_epoch // s.processes) if s.batches_per_epoch else 0,
+        "steps_per_epoch": s.steps_per_epoch,
+        "learning_rate": {"value": lr.learning_rate, "scaling": lr.rule, "applied": False,
+                          "suggested": lr.suggested, "note": lr.note},
+    }
+
+
 def plan_json(p: Prepared) -> dict[str, Any]:
     """The plan as one JSON object (`train --plan --json`, and runs/<id>/plan.json)."""
     plan = p.plan
@@ -292,6 +327,7 @@ def plan_json(p: Prepared) -> dict[str, Any]:
                   "batch_size": s.batch_size, "processes": s.processes, "gradient_accumulation_steps": s.accumulation,
                   "steps_per_epoch": s.steps_per_epoch, "epochs": s.epochs, "total_steps": s.total_steps,
                   "effective_batch": s.effective_batch},
+        "gpus": gpu_plan(p),
         "lora": {"modules": p.lora.modules, "parameters": p.lora.parameters, "dtype": p.lora.dtype,
                  "bytes": p.lora.bytes},
         "estimate_h100_seconds": round(estimate(p)),
