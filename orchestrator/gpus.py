@@ -15,81 +15,110 @@ from dataclasses import dataclass
 from orchestrator.errors import UsageError
 
 NONE, ALL, COUNT, IDS = "none", "all", "count", "ids"
-GRAMMAR_HINT = ("--gpus all, a count like --gpus 2 (the first two GPUs), ids like --gpus 0,1 or --gpus 2,3, "
-                "--gpus device=1 (GPU 1 alone), or --gpus none")
+HINT = ("e.g. --gpus all, --gpus 0,1, --gpus device=0 (GPU 0 alone), a count like --gpus 2 (the first two), "
+        "or --gpus none (no GPU)")
 ACCELERATE_PORT = 29500           # accelerate's default --main_process_port
 LOCAL_PORT_RANGE = 1000           # local runs pick a port in 29500..30499 from their run id
+_ID_PREFIXES = ("GPU-", "MIG-")
 
 
 @dataclass(frozen=True)
 class GpuSelection:
-    """`--gpus` parsed: no GPU, every GPU, the first N, or named devices."""
+    """A parsed `--gpus` value: exactly one of all / none / count (the first N) / ids."""
 
-    kind: str                      # none | all | count | ids
-    count: int | None = None       # devices selected; None for all (known once the host is counted)
-    ids: tuple[str, ...] = ()      # for ids: as the user wrote them (indices or GPU-<uuid>)
+    all: bool = False
+    none: bool = False
+    count: int | None = None
+    ids: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """none | all | count | ids."""
+        return NONE if self.none else ALL if self.all else COUNT if self.count is not None else IDS
 
     @property
     def text(self) -> str:
         """The selection in `--gpus` grammar (a lone id as device=N)."""
-        if self.kind == IDS:
+        if self.ids:
             return ",".join(self.ids) if len(self.ids) > 1 else f"device={self.ids[0]}"
-        return str(self.count) if self.kind == COUNT else self.kind
+        return str(self.count) if self.count is not None else self.kind
 
+    @property
     def engine_value(self) -> str | None:
-        """Docker's --gpus value: None (no GPU), 'all', '2' (a count), '0,1' or '3,' (ids; a lone id keeps
-        its comma so the engine reads it as a device, not a count)."""
-        if self.kind == NONE:
+        """The selection in the engine's grammar: 'all', '2', '0,1', '3,' (a lone id keeps its comma, so the
+        engine reads it as a device, not a count); None for none."""
+        if self.none:
             return None
-        if self.kind == IDS:
-            return ",".join(self.ids) + ("," if len(self.ids) == 1 else "")
-        return ALL if self.kind == ALL else str(self.count)
+        if self.all:
+            return ALL
+        if self.count is not None:
+            return str(self.count)
+        return ",".join(self.ids) + ("," if len(self.ids) == 1 else "")
 
-    def devices(self, available: int | None, inherited: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
+    def device_request(self) -> dict[str, object]:
+        """Docker DeviceRequest fields: count -1 (all), count N, or device_ids."""
+        if self.all:
+            return {"count": -1}
+        if self.count is not None:
+            return {"count": self.count}
+        if self.ids:
+            return {"device_ids": list(self.ids)}
+        raise ValueError("--gpus none requests no device")
+
+    def devices(self, visible: int | None, inherited: tuple[str, ...] | None = None) -> tuple[str, ...] | None:
         """The host devices this selects (as CUDA_VISIBLE_DEVICES names them). `inherited` is the caller's own
         CUDA_VISIBLE_DEVICES (a scheduler's allocation): counts and `all` choose from it. None when unknown
         (`all` on a host whose GPUs cannot be counted)."""
-        if self.kind == NONE:
+        if self.none:
             return ()
-        if self.kind == IDS:
+        if self.ids:
             return self.ids
         pool = inherited if inherited is not None else (
-            tuple(str(i) for i in range(available)) if available is not None else None)
-        if self.kind == ALL:
+            tuple(str(i) for i in range(visible)) if visible is not None else None)
+        if self.all:
             return pool
         n = int(self.count or 0)
         if pool is None:
             return tuple(str(i) for i in range(n))
         return pool[:n] if n <= len(pool) else pool + tuple(str(i) for i in range(len(pool), n))
 
-    def processes(self, available: int | None, inherited: tuple[str, ...] | None = None) -> int:
-        """Data-parallel trainer processes: one per selected GPU (1 when none, or `all` on an uncounted host)."""
-        devices = self.devices(available, inherited)
+    def processes(self, visible: int | None, inherited: tuple[str, ...] | None = None) -> int:
+        """Data-parallel trainer processes: one per selected GPU (1 for none, or `all` on an uncounted host)."""
+        devices = self.devices(visible, inherited)
         return max(1, len(devices)) if devices is not None else 1
 
 
-def parse_gpus(value: str | None, *, default: str = "1", option: str = "--gpus") -> GpuSelection:
-    """Parse `--gpus`; UsageError naming the option for anything else."""
+def parse_gpus(value: str | None, *, default: str = "1") -> GpuSelection:
+    """Parse a `--gpus` value (None: `default`); ValueError saying what is accepted for anything else."""
     text = (default if value is None else value).strip()
-    if text in (NONE, ALL):
-        return GpuSelection(text, 0 if text == NONE else None)
-    single = text.startswith("device=")
-    body = text[len("device="):] if single else text
-    if not single and body.isdigit():
-        if int(body) < 1:
-            raise UsageError(f"{option} {value!r}: a count must be at least 1", hint=f"use {GRAMMAR_HINT}")
-        return GpuSelection(COUNT, int(body))
-    listed = single or "," in body or body.startswith("GPU-")
-    ids = tuple(p.strip() for p in (body[:-1] if body.endswith(",") else body).split(","))   # '3,': the engine's lone id
-    if listed and ids and all(_is_id(i) for i in ids):
-        if len(set(ids)) != len(ids):
-            raise UsageError(f"{option} {value!r} names a GPU twice", hint="list each id once, e.g. --gpus 0,1")
-        return GpuSelection(IDS, len(ids), ids)
-    raise UsageError(f"{option} {value!r}: not a GPU selection", hint=f"use {GRAMMAR_HINT}")
+    if text == ALL:
+        return GpuSelection(all=True)
+    if text == NONE:
+        return GpuSelection(none=True)
+    if text.isdigit():
+        if int(text) < 1:
+            raise ValueError(f"invalid GPU selection {text!r}: a count is at least 1 (no GPU: none)")
+        return GpuSelection(count=int(text))
+    device = text.startswith("device=")
+    body = text[len("device="):] if device else text
+    if not (device or "," in body or body.startswith(_ID_PREFIXES)):
+        raise ValueError(f"invalid GPU selection {text!r}: use 'all', a count like 2, ids like 0,1 "
+                         "(one id: device=1), or 'none'")
+    ids = tuple(g.strip() for g in body.split(",") if g.strip())   # '3,' is the engine's lone id
+    bad = [g for g in ids if not (g.isdigit() or (g.startswith(_ID_PREFIXES) and len(g) > 4))]
+    if not ids or bad:
+        raise ValueError(f"invalid GPU selection {text!r}: ids are numbers like 0,1 (or GPU-<uuid>)")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"invalid GPU selection {text!r}: a GPU is named twice (one process per GPU)")
+    return GpuSelection(ids=ids)
 
 
-def _is_id(text: str) -> bool:
-    return text.isdigit() or (text.startswith("GPU-") and len(text) > 4)
+def parse_option(value: str | None, *, option: str = "--gpus", default: str = "1") -> GpuSelection:
+    """parse_gpus for a command-line option: UsageError naming the option and the accepted forms."""
+    try:
+        return parse_gpus(value, default=default)
+    except ValueError as e:
+        raise UsageError(f"{option} {value!r}: {str(e).split(': ', 1)[-1]}", hint=HINT) from None
 
 
 def parse_visible(env_value: str | None) -> tuple[str, ...] | None:
@@ -120,7 +149,7 @@ def check_selection(selection: GpuSelection, inventory: GpuInventory, *, needed:
                     inherited: tuple[str, ...] | None = None, option: str = "--gpus") -> str | None:
     """Why the selection cannot work on this host (None when it can, or when the host cannot be counted).
     `needed` is how many GPUs the command needs (processes, workers)."""
-    if selection.kind == NONE:
+    if selection.none:
         return None
     pool = len(inherited) if inherited is not None else inventory.count
     where = (f"CUDA_VISIBLE_DEVICES={','.join(inherited)!r} allows {len(inherited)}" if inherited is not None else
@@ -129,10 +158,10 @@ def check_selection(selection: GpuSelection, inventory: GpuInventory, *, needed:
         return None
     if pool == 0:
         return f"{option} {selection.text}: this host has no GPU ({where})"
-    want = needed if needed is not None else (selection.count if selection.kind != ALL else None)
+    want = needed if needed is not None else (None if selection.all else len(selection.ids) or selection.count)
     if want is not None and want > pool:
         return f"{option} {selection.text}: {want} GPU(s) needed, {where}"
-    if selection.kind == IDS and inherited is None:
+    if selection.ids and inherited is None:
         bad = [i for i in selection.ids if i.isdigit() and int(i) >= pool]
         if bad:
             return (f"{option} {selection.text}: no GPU {', '.join(bad)} on this host ({where}; ids are "
@@ -147,7 +176,7 @@ def fit_hint(selection: GpuSelection, inventory: GpuInventory, inherited: tuple[
         if inherited is not None:
             return "CUDA_VISIBLE_DEVICES is empty in this shell: unset it (or list GPUs in it), or use --gpus none"
         return "check the driver with `nvidia-smi`, or use --gpus none (CPU; stand-ins only)"
-    if selection.kind == IDS:
+    if selection.ids:
         return f"use ids between 0 and {pool - 1} (`nvidia-smi -L` lists them), or a count like --gpus {pool}"
     return f"use --gpus {pool} or fewer (`nvidia-smi -L` lists the GPUs)"
 
@@ -166,23 +195,49 @@ def worker_layout(selection: GpuSelection, workers: int, port: int) -> list[Work
     """One worker per GPU when workers > 1 (GPU i on port+i); one worker on the whole selection otherwise."""
     if workers < 1:
         raise UsageError(f"--workers {workers} must be at least 1")
-    if selection.kind == NONE:
+    if selection.none:
         return [Worker(i, port + i, None, "") for i in range(workers)]
     if workers == 1:
-        if selection.kind == ALL:
+        if selection.all:
             return [Worker(0, port, ALL, None)]
-        devices = selection.devices(None)
-        joined = ",".join(devices or ())
-        return [Worker(0, port, joined if selection.kind == IDS else str(selection.count), joined)]
-    if selection.kind == ALL:
-        devices: tuple[str, ...] | None = tuple(str(i) for i in range(workers))
-    else:
-        devices = selection.devices(None)
+        joined = ",".join(selection.devices(None) or ())
+        return [Worker(0, port, joined if selection.ids else str(selection.count), joined)]
+    devices = tuple(str(i) for i in range(workers)) if selection.all else selection.devices(None)
     if devices is None or len(devices) != workers:
         raise UsageError(f"--workers {workers} needs {workers} GPUs (one each), got --gpus {selection.text}",
                          hint=f"leave --gpus out to use GPUs 0..{workers - 1}, or list {workers} ids like "
                               f"--gpus {','.join(str(i) for i in range(0, 2 * workers, 2))}")
     return [Worker(i, port + i, d, d) for i, d in enumerate(devices)]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How the trainer processes get their GPUs: accelerate's options and the environment."""
+
+    processes: int
+    devices: tuple[str, ...] | None          # host GPUs (None: `all` on an uncounted host)
+    gpu_ids: str | None                      # accelerate --gpu_ids (several processes only)
+    main_process_port: int | None            # accelerate --main_process_port (several processes only)
+    cuda_visible_devices: str | None         # the trainer's CUDA_VISIBLE_DEVICES (None: leave it as is)
+
+
+def trainer_launch(selection: GpuSelection, *, container: bool, run_id: str, visible: int | None,
+                   inherited: tuple[str, ...] | None = None) -> Launch:
+    """GPUs of a training run. In a container the engine exposes only the chosen GPUs, renumbered 0..N-1; a
+    local process gets the host ids in CUDA_VISIBLE_DEVICES and the same ids in --gpu_ids (accelerate copies
+    --gpu_ids into CUDA_VISIBLE_DEVICES, so any other value would pick other GPUs)."""
+    inherited = None if container else inherited
+    devices = selection.devices(visible, inherited)
+    processes = selection.processes(visible, inherited)
+    if selection.none:
+        return Launch(1, (), None, None, None if container else "")
+    env = None
+    if not container and not selection.all and devices is not None:
+        env = ",".join(devices)
+    if processes <= 1:
+        return Launch(processes, devices, None, None, env)
+    ids = ",".join(str(i) for i in range(processes)) if container else ",".join(devices or ())
+    return Launch(processes, devices, ids, main_process_port(run_id, shared_host=not container), env)
 
 
 def main_process_port(key: str, *, shared_host: bool) -> int:

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.errors import UsageError
 from orchestrator.gpuprobe import from_docker_info, from_nvidia_smi, parse_smi, probe_gpus
 from orchestrator.gpus import (GpuInventory, GpuSelection, check_selection, fit_hint, lr_scaling, main_process_port,
-                               parse_gpus, parse_visible, worker_layout)
+                               parse_gpus, parse_option, parse_visible, trainer_launch, worker_layout)
 from tests.gpu_fakes import fake_nvidia_smi
 
 H200 = GpuInventory(2, "nvml", ("NVIDIA H200", "NVIDIA H200"))
@@ -16,30 +16,33 @@ H200 = GpuInventory(2, "nvml", ("NVIDIA H200", "NVIDIA H200"))
 
 @pytest.mark.parametrize("text, kind, count, ids, engine", [
     ("all", "all", None, (), "all"),
-    ("none", "none", 0, (), None),
+    ("none", "none", None, (), None),
     ("2", "count", 2, (), "2"),
-    ("0,1", "ids", 2, ("0", "1"), "0,1"),
-    (" 2, 3 ", "ids", 2, ("2", "3"), "2,3"),
-    ("device=1", "ids", 1, ("1",), "1,"),
-    ("device=0,2", "ids", 2, ("0", "2"), "0,2"),
-    ("1,", "ids", 1, ("1",), "1,"),
-    ("GPU-8f2a", "ids", 1, ("GPU-8f2a",), "GPU-8f2a,"),
+    ("0,1", "ids", None, ("0", "1"), "0,1"),
+    (" 2, 3 ", "ids", None, ("2", "3"), "2,3"),
+    ("device=1", "ids", None, ("1",), "1,"),
+    ("device=0,2", "ids", None, ("0", "2"), "0,2"),
+    ("1,", "ids", None, ("1",), "1,"),
+    ("GPU-8f2a", "ids", None, ("GPU-8f2a",), "GPU-8f2a,"),
+    ("MIG-5c1e,MIG-77aa", "ids", None, ("MIG-5c1e", "MIG-77aa"), "MIG-5c1e,MIG-77aa"),
 ])
 def test_grammar(text, kind, count, ids, engine):
     sel = parse_gpus(text)
-    assert (sel.kind, sel.count, sel.ids, sel.engine_value()) == (kind, count, ids, engine)
+    assert (sel.kind, sel.count, sel.ids, sel.engine_value) == (kind, count, ids, engine)
     assert parse_gpus(sel.text) == sel            # the normalised text parses back to the same selection
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "", "two", "0,x", "0,0", "device=", "1.5"])
+@pytest.mark.parametrize("bad", ["0", "-1", "", "two", "0,x", "0,0", "device=", "1.5", "GPU-"])
 def test_bad_selections_name_the_option(bad):
+    with pytest.raises(ValueError, match="invalid GPU selection"):
+        parse_gpus(bad)
     with pytest.raises(UsageError) as e:
-        parse_gpus(bad, option="--gpus")
-    assert e.value.message.startswith(f"--gpus {bad!r}") and "--gpus" in (e.value.hint or "")
+        parse_option(bad, option="--gpus")
+    assert e.value.message.startswith(f"--gpus {bad!r}: ") and "--gpus" in (e.value.hint or "")
 
 
 def test_default_is_one_gpu_for_training():
-    assert parse_gpus(None) == GpuSelection("count", 1)
+    assert parse_gpus(None) == GpuSelection(count=1)
     assert parse_gpus(None, default="all").kind == "all"
 
 
@@ -88,6 +91,21 @@ def test_worker_layout_one_gpu_each():
     assert [w.cuda_visible_devices for w in worker_layout(parse_gpus("none"), 2, 8188)] == ["", ""]
     with pytest.raises(UsageError, match="--workers 2 needs 2 GPUs"):
         worker_layout(parse_gpus("0,1,2"), 2, 8188)
+
+
+def test_trainer_launch():
+    two = trainer_launch(parse_gpus("2,3"), container=True, run_id="r", visible=4)
+    assert (two.processes, two.devices, two.gpu_ids, two.main_process_port, two.cuda_visible_devices) == \
+        (2, ("2", "3"), "0,1", 29500, None)                      # inside the container: 0..N-1, own network
+    two = trainer_launch(parse_gpus("2,3"), container=False, run_id="r", visible=4)
+    assert (two.gpu_ids, two.cuda_visible_devices) == ("2,3", "2,3")    # the host ids, the same in both
+    assert two.main_process_port == main_process_port("r", shared_host=True)
+    one = trainer_launch(parse_gpus(None), container=False, run_id="r", visible=4, inherited=("6", "7"))
+    assert (one.processes, one.gpu_ids, one.main_process_port, one.cuda_visible_devices) == (1, None, None, "6")
+    cpu = trainer_launch(parse_gpus("none"), container=False, run_id="r", visible=4)
+    assert cpu.cuda_visible_devices == "" and cpu.processes == 1
+    every = trainer_launch(parse_gpus("all"), container=False, run_id="r", visible=None)
+    assert every.processes == 1 and every.devices is None and every.cuda_visible_devices is None
 
 
 def test_rendezvous_port():

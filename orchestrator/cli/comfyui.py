@@ -165,7 +165,7 @@ def _check_gpus(options: Any, *, local: bool) -> None:
         return
     selection = parse_gpus(options.gpus, default="all")
     needed = options.workers if options.workers > 1 else None
-    if needed is None and selection.kind == "all":
+    if needed is None and selection.all:
         return
     inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES")) if local else None
     inventory = probe_gpus()

@@ -98,7 +98,7 @@ def environment(options: ServerOptions, index: int = 0) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
     if options.gpus == "none":
         return env
-    worker = worker_layout(parse_gpus(options.gpus, default="all"), options.workers, options.port)[index]
+    worker = worker_layout(parse_gpus(options.gpus), options.workers, options.port)[index]
     if worker.cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = worker.cuda_visible_devices
     return env

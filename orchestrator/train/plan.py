@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import gpus
+from orchestrator.gpus import GpuSelection, parse_option, trainer_launch
 from orchestrator.engine import Mount, config_hash
 from orchestrator.errors import UsageError
 from orchestrator.layout import Layout
@@ -67,37 +67,19 @@ class TrainPlan:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """`--gpus` resolved for training: what the container gets and how many trainer processes run."""
+    """`--gpus` parsed for training: what the container gets and how many trainer processes run."""
 
-    spec: str | None                    # engine value: "all" | "2" | "0,1" | "1," | None (no GPU)
+    spec: str | None        # engine value: "all" | "2" | "0,1" | "1," | None (no GPU)
     processes: int
-    ids: tuple[str, ...] = ()           # as the user named them (ids only)
-    devices: tuple[str, ...] | None = ()  # host devices (CUDA_VISIBLE_DEVICES names); None: `all`, uncounted
-    selection: gpus.GpuSelection = gpus.GpuSelection(gpus.COUNT, 1)
+    ids: tuple[str, ...] = ()
+    selection: GpuSelection = GpuSelection(count=1)
 
 
 def parse_gpus(value: str | None, visible: int | None, inherited: tuple[str, ...] | None = None) -> GpuRequest:
     """`all` (every GPU, one process each), `N` (the first N), `0,1` / `device=1` (ids), `none` (no GPU:
-    stand-in trainers only); default one GPU. `inherited` is the caller's CUDA_VISIBLE_DEVICES (local runs)."""
-    sel = gpus.parse_gpus(value)
-    devices = sel.devices(visible, inherited)
-    return GpuRequest(sel.engine_value(), sel.processes(visible, inherited), sel.ids, devices, sel)
-
-
-def gpu_launch(req: GpuRequest, *, docker: bool, run_id: str) -> tuple[str | None, int | None, str | None]:
-    """(accelerate --gpu_ids, --main_process_port, the trainer's CUDA_VISIBLE_DEVICES) for a request.
-    In a container the engine exposes only the chosen GPUs, renumbered 0..N-1; a local process gets the host
-    ids in CUDA_VISIBLE_DEVICES and the same ids in --gpu_ids (accelerate copies --gpu_ids into
-    CUDA_VISIBLE_DEVICES, so any other value would pick other GPUs)."""
-    if req.selection.kind == gpus.NONE:
-        return None, None, None if docker else ""
-    visible = None
-    if not docker and req.selection.kind != gpus.ALL and req.devices is not None:
-        visible = ",".join(req.devices)
-    if req.processes <= 1:
-        return None, None, visible
-    ids = ",".join(str(i) for i in range(req.processes)) if docker else ",".join(req.devices or ())
-    return ids, gpus.main_process_port(run_id, shared_host=not docker), visible
+    stand-in trainers only); default one GPU. The grammar is orchestrator.gpus'."""
+    sel = parse_option(value)
+    return GpuRequest(sel.engine_value, sel.processes(visible, inherited), sel.ids, sel)
 
 
 def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport", now: datetime,
@@ -130,6 +112,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
     else:
         run_dir = layout.runs / f"{now:%Y%m%d-%H%M%S}-{output_name}"
     docker = runtime == "docker"
+    launch = trainer_launch(gpu.selection, container=docker, run_id=run_dir.name, visible=visible_gpus,
+                            inherited=inherited_devices)
     run_c = C_RUN if docker else str(run_dir)
     workdir = WORKDIR if docker else str(sd_scripts or "")
     mounts: list[Mount] = []
@@ -188,8 +172,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         sample_prompts=f"{run_c}/{prompts_name}" if prompts_name else None,
         logging_dir=f"{run_c}/{logging_dir}" if logging_dir else None, resume=state_c)
     trainer_args = kohya.trainer_args(values, paths)
-    gpu_ids, port, cuda_visible = gpu_launch(gpu, docker=docker, run_id=run_dir.name)
-    launcher = kohya.launcher_args(values, gpu.processes, gpu_ids=gpu_ids, main_process_port=port)
+    launcher = kohya.launcher_args(values, gpu.processes, gpu_ids=launch.gpu_ids,
+                                   main_process_port=launch.main_process_port)
 
     environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     if docker:
@@ -200,8 +184,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
                                                                layout.tokenizers)],
                   Mount(run_dir, C_RUN, read_only=False),
                   *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()], *extra_mounts]
-    elif cuda_visible is not None:
-        environment["CUDA_VISIBLE_DEVICES"] = cuda_visible
+    elif launch.cuda_visible_devices is not None:
+        environment["CUDA_VISIBLE_DEVICES"] = launch.cuda_visible_devices
 
     plain = config.as_dict()
     hashed = {"config": plain, "trainer_args": [a for a in trainer_args if a != state_c and a != "--resume"],
@@ -213,8 +197,8 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
         mounts=tuple(mounts), environment=environment, gpus=gpu.spec if docker else None, config=plain,
         config_hash=config_hash(hashed), epochs=steps.epochs, total_steps=steps.total_steps,
         steps_per_epoch=steps.steps_per_epoch, expected_outputs=arith.expected_outputs(values, steps.epochs),
-        resume_from=state_c, files=plan_files, gpu_selection=gpu.selection.text,
-        devices=gpu.devices if gpu.devices is not None else None, main_process_port=port)
+        resume_from=state_c, files=plan_files, gpu_selection=gpu.selection.text, devices=launch.devices,
+        main_process_port=launch.main_process_port)
     return plan, steps
 
 

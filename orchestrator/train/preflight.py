@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.gpus import ALL, NONE, GpuInventory, check_selection, fit_hint, parse_gpus
+from orchestrator.gpus import GpuInventory, check_selection, fit_hint, parse_gpus
 from orchestrator.layout import Layout
 from orchestrator.models import local_status, model_set, read_manifest
 from orchestrator.progress import format_bytes
@@ -218,15 +218,15 @@ def gpu_checks(plan: TrainPlan, processes: int, inventory: GpuInventory, memory:
     """GPUs requested vs available, and host RAM for several processes."""
     out = []
     selection = parse_gpus(plan.gpu_selection)
-    if selection.kind == NONE:
+    if selection.none:
         return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
-    problem = check_selection(selection, inventory, needed=processes if selection.kind != ALL else None,
+    problem = check_selection(selection, inventory, needed=None if selection.all else processes,
                               inherited=inherited)
     if problem:
         out.append(Check("gpus", ERROR, problem, fit_hint(selection, inventory, inherited)))
     elif inventory.count is None and inherited is None:
         out.append(Check("gpus", WARN, "cannot count the NVIDIA GPUs on this host (no NVML, no nvidia-smi, none "
-                         "in the Docker engine's info)" + (": --gpus all starts ONE process" if selection.kind == ALL
+                         "in the Docker engine's info)" + (": --gpus all starts ONE process" if selection.all
                                                            else ""),
                          "`nvidia-smi` shows them; give a count like --gpus 2; the run fails at start if there is "
                          "none"))
