@@ -39,7 +39,8 @@ TARGET_TRAIN, TARGET_BATCH = 1.8, 1.9
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project-dir", type=Path, required=True)
     p.add_argument("--phase", choices=("all", "train", "comfy"), default="all")
     p.add_argument("--runtime", choices=("docker", "local"), default="docker")
@@ -140,8 +141,9 @@ def train_commands(args: argparse.Namespace) -> dict[int, list[str]]:
     out = {}
     for n in (1, 2):
         sets = [f"max_train_epochs={args.epochs}", f"gradient_accumulation_steps={3 - n}", *args.sets]
-        out[n] = orc(args, "train", "--preset", args.preset, "--gpus", str(n), "--name", f"bench_mgpu{n}_{int(time.time())}",
-                     *local, *[w for s in sets for w in ("--set", s)])
+        name = f"bench_mgpu{n}_{int(time.time())}"
+        out[n] = orc(args, "train", "--preset", args.preset, "--gpus", str(n), "--name", name, *local,
+                     *[w for s in sets for w in ("--set", s)])
     return out
 
 

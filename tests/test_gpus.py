@@ -130,8 +130,7 @@ def test_nvidia_smi_output_and_docker_info():
     inv = parse_smi("0, NVIDIA H200, 143771\n1, NVIDIA H200, 143771\n")
     assert (inv.count, inv.source, inv.names, inv.memory_mib) == (2, "nvidia-smi", ("NVIDIA H200",) * 2, (143771,) * 2)
     assert parse_smi("").count == 0
-    cdi = {"DiscoveredDevices": [{"Source": "cdi", "ID": "nvidia.com/gpu=0"}, {"Source": "cdi", "ID": "nvidia.com/gpu=1"},
-                                 {"Source": "cdi", "ID": "nvidia.com/gpu=all"}]}
+    cdi = {"DiscoveredDevices": [{"Source": "cdi", "ID": f"nvidia.com/gpu={i}"} for i in ("0", "1", "all")]}
     assert from_docker_info(cdi) == GpuInventory(2, "docker")
     swarm = {"GenericResources": [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 4}}]}
     assert from_docker_info(swarm) == GpuInventory(4, "docker")

@@ -157,8 +157,9 @@ def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> 
 
         runner = LocalRunner(Path(plan.workdir), args.python or "python3")
     s = prepared.steps
+    on = f", {s.processes} GPUs data-parallel ({', '.join(plan.devices or ('all',))})" if s.processes > 1 else ""
     ctx.log(f"run {plan.run_id}: {s.epochs} epochs, {s.total_steps} steps, {len(plan.expected_outputs)} LoRA file(s)"
-            + (f", resuming from {Path(str(plan.resume_from)).name}" if plan.resume_from else ""))
+            + on + (f", resuming from {Path(str(plan.resume_from)).name}" if plan.resume_from else ""))
     created = not plan.run_dir.exists()
     if runner.find_running(plan) is None:   # else execute() follows the running one: write nothing new
         write_inputs(prepared)

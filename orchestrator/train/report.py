@@ -146,7 +146,8 @@ _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:98
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse}td,th{padding:3px 10px;
 border-bottom:1px solid #e2e8f0;text-align:left;vertical-align:top}th{color:#4a5568;font-weight:600}
 svg text{font-size:11px;fill:#4a5568}.grid{stroke:#edf2f7}.muted{color:#718096}figure{display:inline-block;
-margin:4px}img{max-width:220px;max-height:220px;width:auto;height:auto;border:1px solid #e2e8f0}figcaption{font-size:11px;color:#718096;
+margin:4px}img{max-width:220px;max-height:220px;width:auto;height:auto;border:1px solid #e2e8f0}
+figcaption{font-size:11px;color:#718096;
 max-width:220px;overflow-wrap:anywhere}pre{background:#f7fafc;padding:8px;overflow-x:auto;font-size:12px}"""
 
 
