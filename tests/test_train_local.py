@@ -64,7 +64,8 @@ def test_a_local_run_leaves_loras_manifest_log_and_report(local, project):
     page = (run / "report.html").read_text()
     d = re.search(r'<path class="loss" d="([^"]+)"', page).group(1)
     assert len(re.findall(r"[ML]", d)) == 12            # one point per optimizer step
-    assert page.count("data:image/png;base64,") == 4    # 2 prompts x epochs 2 and 4
+    assert len(re.findall(r"data:image/(?:webp|jpeg);base64,", page)) == 4    # thumbnails: 2 prompts x epochs 2, 4
+    assert page.count('<a href="output/sample/') == 4                          # each links to its full image
     assert "<h3>epoch 2</h3>" in page and "<h3>epoch 4</h3>" in page
 
     text = "\n".join(reporter.milestones)
