@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -187,17 +188,24 @@ def run_train(args: argparse.Namespace, n: int, cmd: list[str], sampler: Sampler
     seen: list[str] = []
     parser = LogParser()
     log: Path | None = None
+    final = args.project_dir / "models" / "loras" / f"{cmd[cmd.index('--name') + 1]}.safetensors"
+    lora_at: float | None = None
+    def new_log() -> Path | None:
+        fresh = sorted(p for p in set(runs.glob("*")) - before if not p.name.startswith(".")) if runs.exists() else []
+        return fresh[-1] / "train.log" if fresh else None
+
     while proc.poll() is None and time.time() - t0 < args.timeout:
-        if log is None:
-            fresh = sorted(set(runs.glob("*")) - before) if runs.exists() else []
-            log = fresh[-1] / "train.log" if fresh else None
+        log = log or new_log()
         if log is not None:
             steps_timeline(log, seen, timeline, parser)
+        if lora_at is None and final.exists():
+            lora_at = time.time()
         time.sleep(0.25)
     if proc.poll() is None:
         proc.terminate()
     out, err = proc.communicate(timeout=60)
     t1 = time.time()
+    log = log or new_log()
     if log is not None:
         steps_timeline(log, seen, timeline, parser)
     lora = Path(out.strip().splitlines()[-1]) if proc.returncode == 0 and out.strip() else None
@@ -205,7 +213,8 @@ def run_train(args: argparse.Namespace, n: int, cmd: list[str], sampler: Sampler
     steady = 1 / statistics.median(intervals) if intervals else None
     first, last = (timeline[0], timeline[-1]) if timeline else (None, None)
     return {"gpus": n, "command": cmd[3:], "exit_code": proc.returncode, "lora": str(lora) if lora else None,
-            "time_to_lora_s": round(t1 - t0, 1) if lora and lora.exists() else None,
+            "time_to_lora_s": round((lora_at or t1) - t0, 1) if lora and lora.exists() else None,
+            "command_wall_s": round(t1 - t0, 1),
             "time_to_first_step_s": round(first[0] - t0, 1) if first else None,
             "optimizer_steps": last[1] if last else 0,
             "steady_steps_per_s": round(steady, 4) if steady else None,
@@ -241,17 +250,19 @@ def run_comfy(args: argparse.Namespace, workers: int, sampler: Sampler) -> dict[
         b = subprocess.run(orc(args, "batch", "run", str(jobs), "--json", *servers), capture_output=True, text=True,
                            timeout=args.timeout)
         wall = time.time() - t
-        try:
-            summary = json.loads(b.stdout)
-        except ValueError:
-            summary = {}
-        made = int(summary.get("done") or 0)
-        result.update(batch_exit_code=b.returncode, images=made, failed=summary.get("failed"),
-                      batch_wall_s=round(wall, 1), images_per_min=round(made / wall * 60, 2) if wall > 0 else None,
-                      per_server=summary.get("servers"), gpu=sampler.busy(t, t + wall),
-                      batch_stderr_tail=b.stderr.strip().splitlines()[-6:])
+    except subprocess.TimeoutExpired as e:
+        result["error"] = f"timed out after {e.timeout:.0f} s: {' '.join(str(w) for w in e.cmd[3:])}"
+        return result
     finally:
         subprocess.run(orc(args, "comfyui", "down"), capture_output=True, text=True, timeout=120)
+    try:
+        summary = json.loads(b.stdout)
+    except ValueError:
+        summary = {}
+    made = int(summary.get("done") or 0)
+    result.update(batch_exit_code=b.returncode, images=made, failed=summary.get("failed"), batch_wall_s=round(wall, 1),
+                  images_per_min=round(made / wall * 60, 2) if wall > 0 else None, per_server=summary.get("servers"),
+                  gpu=sampler.busy(t, t + wall), batch_stderr_tail=b.stderr.strip().splitlines()[-6:])
     return result
 
 
@@ -290,8 +301,10 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or None
-    result.update(gpu=inv.names[0] if inv.names else None, gpus=inv.count, counted_by=inv.source,
-                  product_commit=commit, runtime=args.runtime)
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                         text=True).stdout.split() if shutil.which("nvidia-smi") else []
+    result.update(gpu=inv.names[0] if inv.names else None, gpus=inv.count, gpu_names=list(inv.names),
+                  driver=smi[0] if smi else None, counted_by=inv.source, product_commit=commit, runtime=args.runtime)
     with Sampler() as sampler:
         if "train" in phases:
             runs = {n: run_train(args, n, cmd, sampler) for n, cmd in train_commands(args).items()}
