@@ -176,6 +176,8 @@ def fit_hint(selection: GpuSelection, inventory: GpuInventory, inherited: tuple[
         if inherited is not None:
             return "CUDA_VISIBLE_DEVICES is empty in this shell: unset it (or list GPUs in it), or use --gpus none"
         return "check the driver with `nvidia-smi`, or use --gpus none (CPU; stand-ins only)"
+    if selection.ids and pool == 1:
+        return "this host has one GPU: --gpus device=0 (`nvidia-smi -L` lists it)"
     if selection.ids:
         return f"use ids between 0 and {pool - 1} (`nvidia-smi -L` lists them), or a count like --gpus {pool}"
     return f"use --gpus {pool} or fewer (`nvidia-smi -L` lists the GPUs)"

@@ -173,6 +173,11 @@ def test_more_workers_than_gpus_is_a_usage_error(project, run_cli, checkout, sto
     assert r.code == 2 and "error: --workers 2 (one GPU each): 2 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err
     assert "use --workers 1 or fewer" in r.err
     assert localserver.running_all(project) == [] and not localserver.pid_file(project).exists()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")   # refused before the engine is asked
+    r = run_cli("comfyui", "up", "--workers", "3", "--port", str(free_ports(3)))
+    assert r.code == 2 and "--workers 3 (one GPU each): 3 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err
+    r = run_cli("comfyui", "up", "--gpus", "0,1", "--port", str(free_ports()))
+    assert r.code == 2 and "--gpus 0,1: 2 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err and "device=0" in r.err
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")   # a scheduler that gave this job no GPU
     r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
                 "--gpus", "device=0", "--port", str(free_ports()))
