@@ -118,7 +118,8 @@ def parse_option(value: str | None, *, option: str = "--gpus", default: str = "1
     try:
         return parse_gpus(value, default=default)
     except ValueError as e:
-        raise UsageError(f"{option} {value!r}: {str(e).split(': ', 1)[-1]}", hint=HINT) from None
+        raise UsageError(f"{option} {value!r} is not a GPU selection: {str(e).split(': ', 1)[-1]}",
+                         hint=HINT) from None
 
 
 def parse_visible(env_value: str | None) -> tuple[str, ...] | None:

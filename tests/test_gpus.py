@@ -38,7 +38,7 @@ def test_bad_selections_name_the_option(bad):
         parse_gpus(bad)
     with pytest.raises(UsageError) as e:
         parse_option(bad, option="--gpus")
-    assert e.value.message.startswith(f"--gpus {bad!r}: ") and "--gpus" in (e.value.hint or "")
+    assert e.value.message.startswith(f"--gpus {bad!r} is not a GPU selection: ") and "--gpus" in (e.value.hint or "")
 
 
 def test_default_is_one_gpu_for_training():

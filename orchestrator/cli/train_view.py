@@ -123,7 +123,7 @@ def gpu_lines(p: Any) -> list[str]:
     out = [f"gpus: --gpus {g['requested']} -> {n} process{'es' if n != 1 else ''} on {where} ({found})"]
     how = []
     if g["container_gpus"] is not None:
-        how.append(f"container --gpus {g['container_gpus']} (seen inside as 0..{n - 1})")
+        how.append(f"container --gpus {g['container_gpus']} (seen inside as GPU {'0' if n == 1 else f'0..{n - 1}'})")
     if g["cuda_visible_devices"] is not None:
         how.append(f"CUDA_VISIBLE_DEVICES={g['cuda_visible_devices']}")
     if n > 1:
