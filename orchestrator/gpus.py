@@ -194,8 +194,10 @@ class Worker:
     cuda_visible_devices: str | None  # what the local process gets (None: leave the environment as is)
 
 
-def worker_layout(selection: GpuSelection, workers: int, port: int) -> list[Worker]:
-    """One worker per GPU when workers > 1 (GPU i on port+i); one worker on the whole selection otherwise."""
+def worker_layout(selection: GpuSelection, workers: int, port: int,
+                  inherited: tuple[str, ...] | None = None) -> list[Worker]:
+    """One worker per GPU when workers > 1 (GPU i on port+i); one worker on the whole selection otherwise.
+    `inherited` (local processes: the caller's CUDA_VISIBLE_DEVICES) is the pool `all` and counts choose from."""
     if workers < 1:
         raise UsageError(f"--workers {workers} must be at least 1")
     if selection.none:
@@ -203,9 +205,12 @@ def worker_layout(selection: GpuSelection, workers: int, port: int) -> list[Work
     if workers == 1:
         if selection.all:
             return [Worker(0, port, ALL, None)]
-        joined = ",".join(selection.devices(None) or ())
+        joined = ",".join(selection.devices(None, inherited) or ())
         return [Worker(0, port, joined if selection.ids else str(selection.count), joined)]
-    devices = tuple(str(i) for i in range(workers)) if selection.all else selection.devices(None)
+    if selection.all:
+        devices = inherited[:workers] if inherited is not None else tuple(str(i) for i in range(workers))
+    else:
+        devices = selection.devices(None, inherited)
     if devices is None or len(devices) != workers:
         raise UsageError(f"--workers {workers} needs {workers} GPUs (one each), got --gpus {selection.text}",
                          hint=f"leave --gpus out to use GPUs 0..{workers - 1}, or list {workers} ids like "

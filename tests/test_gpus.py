@@ -89,6 +89,10 @@ def test_worker_layout_one_gpu_each():
     [one] = worker_layout(parse_gpus("0,1"), 1, 8188)
     assert (one.device, one.cuda_visible_devices) == ("0,1", "0,1")
     assert [w.cuda_visible_devices for w in worker_layout(parse_gpus("none"), 2, 8188)] == ["", ""]
+    mine = ("4", "5", "6")                                       # CUDA_VISIBLE_DEVICES=4,5,6 (a local process)
+    assert [w.device for w in worker_layout(parse_gpus("all"), 2, 8188, mine)] == ["4", "5"]
+    assert [w.device for w in worker_layout(parse_gpus("3"), 3, 8188, mine)] == ["4", "5", "6"]
+    assert worker_layout(parse_gpus("all"), 1, 8188, mine)[0].cuda_visible_devices is None   # inherits them all
     with pytest.raises(UsageError, match="--workers 2 needs 2 GPUs"):
         worker_layout(parse_gpus("0,1,2"), 2, 8188)
 

@@ -119,7 +119,10 @@ def run_up(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _up_local(args: argparse.Namespace, ctx: Context, options: Any) -> int:
+    import os
+
     from orchestrator.comfy import localserver
+    from orchestrator.gpus import parse_visible
 
     if not args.comfyui:
         raise UsageError("--runtime local needs --comfyui DIR (your ComfyUI checkout)",
@@ -128,8 +131,9 @@ def _up_local(args: argparse.Namespace, ctx: Context, options: Any) -> int:
         raise UsageError("--image, --rebuild, --no-build and --recreate apply to the docker runtime only")
     servers = localserver.up_workers(ctx.layout, options, Path(args.comfyui), python=args.python,
                                      timeout=args.timeout, reporter=ctx.status)
+    inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
     for i, (srv, started) in enumerate(servers):
-        gpu = localserver.environment(options, i).get("CUDA_VISIBLE_DEVICES")
+        gpu = localserver.environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
         where = "CPU" if options.gpus == "none" else f"CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "all GPUs"
         worker = f" worker {i}" if len(servers) > 1 else ""
         ctx.log(f"ComfyUI{worker} (local, pid {srv.pid}, {where}) {'started' if started else 'already running'}: "

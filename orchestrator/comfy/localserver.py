@@ -21,7 +21,7 @@ from pathlib import Path
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
-from orchestrator.gpus import parse_gpus, worker_layout
+from orchestrator.gpus import parse_gpus, parse_visible, worker_layout
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
@@ -93,12 +93,13 @@ def command(layout: Layout, comfyui: Path, python: str, options: ServerOptions, 
     return argv + list(options.extra_args)
 
 
-def environment(options: ServerOptions, index: int = 0) -> dict[str, str]:
-    """Extra environment of worker `index`: which GPUs it may see (gpus.worker_layout: one GPU per worker)."""
+def environment(options: ServerOptions, index: int = 0, inherited: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Extra environment of worker `index`: which GPUs it may see (gpus.worker_layout: one GPU per worker, chosen
+    among `inherited`, the caller's CUDA_VISIBLE_DEVICES, when it is set)."""
     env = {"PYTHONUNBUFFERED": "1"}
     if options.gpus == "none":
         return env
-    worker = worker_layout(parse_gpus(options.gpus), options.workers, options.port)[index]
+    worker = worker_layout(parse_gpus(options.gpus), options.workers, options.port, inherited)[index]
     if worker.cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = worker.cuda_visible_devices
     return env
@@ -170,6 +171,7 @@ def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python:
     atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
     py = str(Path(python).expanduser()) if python else sys.executable
     started: dict[int, tuple[LocalServer, subprocess.Popen[bytes]]] = {}
+    inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
     for i in range(options.workers):
         if current[i] is not None:
             continue
@@ -177,13 +179,13 @@ def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python:
         log = log_file(layout, i)
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **environment(options, i)}, start_new_session=True)
+                                    env={**os.environ, **environment(options, i, inherited)}, start_new_session=True)
         server = LocalServer(proc.pid, server_url(options.listen, options.port + i), str(comfyui), py, tuple(argv),
                              time.time(), str(log))
         atomic_write_text(pid_file(layout, i), json.dumps(asdict(server), indent=2))
         started[i] = (server, proc)
         if reporter is not None:
-            gpu = environment(options, i).get("CUDA_VISIBLE_DEVICES")
+            gpu = environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
             reporter.milestone(f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
                                f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
                                f"waiting for {server.url}")
