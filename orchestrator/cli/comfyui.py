@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING
+
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.cli.table import render_table
-from orchestrator.comfy import serve
 from orchestrator.comfy.serverspec import ServerOptions
 from orchestrator.errors import OrchestratorError
 from orchestrator.progress import format_duration
 from orchestrator.runtimes import REGISTRY
 from orchestrator.runtimes.base import RuntimeEnv, ServerRuntime
+
+if TYPE_CHECKING:
+    from orchestrator.comfy import serve as serve_module
+
+
+def _serve() -> "serve_module":
+    """The use cases, imported on first use: they load the workflow and health modules, kept off `--help`."""
+    from orchestrator.comfy import serve
+
+    return serve
 
 HELP = "Run ComfyUI in a container with our workflows (up, down, status, logs)"
 EXAMPLES = """comfyui up
@@ -75,9 +86,9 @@ def run_up(args: argparse.Namespace, ctx: Context) -> int:
     options.validate()
     if options.exposed:
         _warn_exposed(ctx, options)
-    up = serve.UpOptions(server=options, runtime=args.runtime, settings=argtypes.runtime_settings(args, "server"),
+    up = _serve().UpOptions(server=options, runtime=args.runtime, settings=argtypes.runtime_settings(args, "server"),
                          timeout=args.timeout, recreate=args.recreate)
-    outcome = serve.up(_env(ctx), up)
+    outcome = _serve().up(_env(ctx), up)
     for path in outcome.workflows_written:
         ctx.log(f"wrote {path.relative_to(ctx.layout.root)} (one of our workflows)")
     result = outcome.result
@@ -129,7 +140,7 @@ def _env(ctx: Context) -> RuntimeEnv:
 # -- down / status / logs ----------------------------------------------------------------------
 
 def run_down(args: argparse.Namespace, ctx: Context) -> int:
-    gone = serve.down(_env(ctx))
+    gone = _serve().down(_env(ctx))
     for s in gone:
         ctx.out(f"stopped {s.runtime} ComfyUI {s.name} ({s.url})")
     if not gone:
@@ -138,7 +149,7 @@ def run_down(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
-    rows = serve.status(_env(ctx))
+    rows = _serve().status(_env(ctx))
     if args.json:
         ctx.out_json([r.as_dict() for r in rows])
         return 0
@@ -159,7 +170,7 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
-    found = serve.logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker)
+    found = _serve().logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker)
     try:
         for line in found.lines:
             ctx.out(f"{_prefix(line.worker, found.servers)} {line.text}")

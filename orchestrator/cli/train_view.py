@@ -76,15 +76,14 @@ def render_plan(p: Any, root: Path, *, verbose: bool = False) -> str:
     if plan.config.get("cache_latents_to_disk") or plan.config.get("cache_text_encoder_outputs_to_disk"):
         out.append("  next to each image: <name>_<W>x<H>_flux.npz / <name>_flux_te.npz caches")
     out.append("")
-    if plan.runtime == "docker":
-        from orchestrator.engine import invoking_user
-
-        out += [f"container: image {plan.image}, GPUs {plan.gpus}, user {invoking_user()}, workdir {plan.workdir}",
-                "  mounts:"]
+    where = p.runtime.describe(plan)
+    if where is not None:
+        out += [f"container: image {where['image']}, GPUs {where['gpus']}, user {where['user']}, "
+                f"workdir {where['workdir']}", "  mounts:"]
         for m in plan.mounts:
             out.append(f"    {m.source} -> {m.target} ({'ro' if m.read_only else 'rw'})")
     else:
-        out.append(f"local process in {plan.workdir}")
+        out.append(f"{plan.runtime} process in {plan.workdir}")
     out.append("  environment: " + " ".join(f"{k}={v}" for k, v in plan.environment.items()))
     out += ["", "command:", "  " + command_lines(plan.argv(), plan.script), "", "checks:"]
     total: dict[tuple[str, str], int] = {}

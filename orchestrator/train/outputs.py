@@ -168,19 +168,17 @@ def dir_size(path: Path) -> int:
 
 
 def host_path(plan: TrainPlan, trainer_path: str) -> Path:
-    """Map a path as the trainer sees it to the host (through the mounts for docker, the workdir for local)."""
-    if plan.runtime == "docker":
-        p = PurePosixPath(trainer_path if trainer_path.startswith("/") else f"{plan.workdir}/{trainer_path}")
-        best = None
-        for m in plan.mounts:
-            target = PurePosixPath(m.target)
-            if (p == target or target in p.parents) and (best is None or len(m.target) > len(best.target)):
-                best = m
-        if best is not None:
-            return Path(best.source) / p.relative_to(best.target)
-        return Path(str(p))
-    p2 = Path(trainer_path)
-    return p2 if p2.is_absolute() else Path(plan.workdir) / p2
+    """Map a path as the trainer sees it to the host: relative ones are under the workdir, then through
+    the plan's mounts (longest target first); a path no mount covers is already a host path."""
+    p = PurePosixPath(trainer_path if trainer_path.startswith("/") else f"{plan.workdir}/{trainer_path}")
+    best = None
+    for m in plan.mounts:
+        target = PurePosixPath(m.target)
+        if (p == target or target in p.parents) and (best is None or len(m.target) > len(best.target)):
+            best = m
+    if best is not None:
+        return Path(best.source) / p.relative_to(best.target)
+    return Path(str(p))
 
 
 def dataset_fingerprint(plan: TrainPlan) -> dict[str, Any]:

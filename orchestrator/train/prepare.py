@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.dataset import check_dataset
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
@@ -25,6 +26,7 @@ from orchestrator.train.schema import BY_NAME
 
 if TYPE_CHECKING:
     from orchestrator.dataset import DatasetReport
+    from orchestrator.runtimes.base import TrainRuntime
 
 PLAN_FILE = "plan.json"
 TRAINER_FLAGS = ("cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs",
@@ -40,9 +42,6 @@ class PlanRequest:
     sets: tuple[str, ...] = ()
     name: str | None = None
     gpus: str | None = None
-    runtime: str = "docker"
-    sd_scripts: Path | None = None
-    python: str | None = None
     resume: str | None = None        # None: a new run; "": the newest run; else a run id or folder
 
 
@@ -57,21 +56,21 @@ class Prepared:
     checks: tuple[Check, ...]
     lora: arith.LoraSize
     processes: int
+    runtime: "TrainRuntime"
 
     @property
     def ok(self) -> bool:
         return not any(c.status == "error" for c in self.checks)
 
 
-def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | None,
-            engine: Callable[[], preflight.EngineFacts] | None, visible_gpus: int | None,
+def prepare(layout: Layout, req: PlanRequest, *, runtime: "TrainRuntime", now: datetime,
+            probe: Callable[[], Any] | None, visible_gpus: int | None,
             disk_free: Callable[[Path], int] | None = None, memory: int | None = None,
             latest_state: Callable[[Path], Path | None] | None = None) -> Prepared:
-    """Resolve config and dataset, build the plan, run every preflight check. Raises ConfigError for a
-    config that cannot be read; everything else is a check."""
-    from orchestrator.dataset import check_dataset
-
-    engine = _in_background(engine) if engine is not None else None   # the engine answers while we read
+    """Resolve config and dataset, build the plan for `runtime`, run every preflight check (`probe`: the
+    runtime's backend probe, run in the background meanwhile). Raises ConfigError for a config that
+    cannot be read; everything else is a check."""
+    probe = _in_background(probe) if probe is not None else None   # the backend answers while we read
     state: Path | None = None
     if req.resume is not None:
         config, state = _resume_config(layout, req, latest_state or newest_state)
@@ -84,22 +83,22 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
     flags["masked_loss"] = False
     dataset = check_dataset(layout, trainer_flags=flags)
     prompts_file = read_prompts_file(layout, config.get("sample_prompts"))
-    plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=req.runtime, gpus=req.gpus,
-                             name=req.name, resume=state, image=image, sd_scripts=req.sd_scripts,
-                             visible_gpus=visible_gpus, prompts_file=prompts_file)
+    plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=runtime, gpus=req.gpus,
+                             name=req.name, resume=state, visible_gpus=visible_gpus, prompts_file=prompts_file)
     processes = parse_gpus(req.gpus, visible_gpus).processes
     if state is not None:
         _check_same_dataset(plan, steps)
     checks = preflight.preflight(plan, layout, dataset, processes=processes, visible_gpus=visible_gpus,
-                                 engine=engine, python=req.python, disk_free=disk_free, memory=memory)
+                                 runtime=runtime, probe=probe, disk_free=disk_free, memory=memory)
     sources = {k: f"auto ({src})" if config.get(k) == "auto" else src for k, src in config.sources.items()}
     if req.name:
         sources["output_name"] = "--name"
     resolved = TrainConfig(config.preset, MappingProxyType(dict(plan.config)), MappingProxyType(sources))
-    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes)
+    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes,
+                    runtime)
 
 
-def _in_background(probe: Callable[[], preflight.EngineFacts]) -> Callable[[], preflight.EngineFacts]:
+def _in_background(probe: Callable[[], Any]) -> Callable[[], Any]:
     """Start `probe` in a thread now; the returned callable waits for its answer."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -274,13 +273,7 @@ def estimate(p: Prepared) -> float:
 def plan_json(p: Prepared) -> dict[str, Any]:
     """The plan as one JSON object (`train --plan --json`, and runs/<id>/plan.json)."""
     plan = p.plan
-    container = None
-    if plan.runtime == "docker":
-        from orchestrator.engine import invoking_user
-
-        container = {"image": plan.image, "gpus": plan.gpus, "user": invoking_user(), "workdir": plan.workdir,
-                     "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only}
-                                for m in plan.mounts], "environment": dict(plan.environment)}
+    container = p.runtime.describe(plan)
     s = p.steps
     return {
         "ok": p.ok, "run_id": plan.run_id, "run_dir": str(plan.run_dir), "preset": p.config.preset,
