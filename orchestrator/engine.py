@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import DockerError, DockerUnavailable
+from orchestrator.gpus import parse_gpus
 
 LABEL_PREFIX = "io.flux-orchestrator."
 LABEL_ROLE = LABEL_PREFIX + "role"          # "train" | "comfyui" | ...
@@ -110,18 +111,9 @@ class ContainerSpec:
 
 def gpu_request(gpus: str) -> dict[str, Any]:
     """`--gpus` value -> DeviceRequest fields: 'all' -> count -1, '2' -> count 2, '0,1' -> device ids."""
-    gpus = gpus.strip()
-    if gpus == "all":
-        return {"count": -1}
-    if "," in gpus or gpus.startswith("GPU-"):
-        ids = [g.strip() for g in gpus.split(",") if g.strip()]
-        bad = [g for g in ids if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
-        if bad or not ids:
-            raise ValueError(f"invalid GPU selection {gpus!r}: ids are numbers like 0,1 (or GPU-<uuid>)")
-        return {"device_ids": ids}
-    if gpus.isdigit() and int(gpus) > 0:
-        return {"count": int(gpus)}
-    raise ValueError(f"invalid GPU selection {gpus!r}: use 'all', a count like 2, or ids like 0,1")
+    if gpus.strip() == "none":
+        raise ValueError("invalid GPU selection 'none' for a device request (leave gpus out instead)")
+    return parse_gpus(gpus).device_request()
 
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
