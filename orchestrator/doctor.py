@@ -132,7 +132,7 @@ def _has_nvidia(engine: Any | None) -> bool | None:
 
 def check_nvidia_runtime(engine: Any | None, *, toolkit: str | None = None) -> Check:
     """`toolkit`: path of the NVIDIA Container Toolkit on this host, when installed."""
-    from orchestrator.engine import NVIDIA_HINT
+    from orchestrator.containers import NVIDIA_HINT
 
     if engine is None:
         return Check("nvidia runtime", INFO, "not checked: Docker is not reachable")

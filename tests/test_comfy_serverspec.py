@@ -13,7 +13,7 @@ from orchestrator import images
 from orchestrator.comfy import serverspec
 from orchestrator.runtimes import local_comfyui as localserver
 from orchestrator.comfy.serverspec import ServerOptions
-from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, Mount, project_id
+from orchestrator.containers import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, Mount, project_id
 from orchestrator.errors import UsageError
 
 IMAGE = "flux-comfyui:test"

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, invoking_user, project_id
+from orchestrator.containers import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, invoking_user, project_id
 from orchestrator.errors import DockerError, TrainingFailed
 from orchestrator.progress import RecordingReporter
 from orchestrator.train import logparse as lp
@@ -56,7 +56,8 @@ def test_a_docker_run_uses_mounts_user_labels_and_links_the_loras(engine, projec
     def raw_line(line: str) -> None:
         if not seen:
             (c,) = containers(engine, project, all=False)
-            seen.update(labels=c.labels, host=c.attrs["HostConfig"], config=c.attrs["Config"])
+            attrs = engine.client.containers.get(c.id).attrs   # what the engine itself recorded
+            seen.update(labels=c.labels, host=attrs["HostConfig"], config=attrs["Config"])
 
     events = []
     result = execute(plan, runner, reporter, raw_line=raw_line, on_event=events.append)

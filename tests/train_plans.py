@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.engine import Mount
+from orchestrator.containers import Mount
 from orchestrator.layout import Layout
 from orchestrator.progress import RecordingReporter
 from orchestrator.runtimes.base import RuntimeEnv

@@ -1,6 +1,6 @@
 """The ComfyUI server plan, pure: options -> container specs (mounts, ports, GPUs, labels, command).
 
-Nothing here touches Docker or the disk; `orchestrator.comfy.server` runs what this describes.
+Nothing here touches Docker or the disk; `orchestrator.runtimes.docker_comfyui` runs what this describes.
 Container layout (see Dockerfile.inference): ComfyUI in /opt/ComfyUI, started with
 `--base-directory /comfy`, so models, user data, outputs and inputs are mounts under /comfy.
 """
@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.engine import LABEL_CONFIG, LABEL_PREFIX, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, Mount, \
-    config_hash, project_id
+from orchestrator.containers import (LABEL_CONFIG, LABEL_PREFIX, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, Mount,
+                                     config_hash, project_id)
 from orchestrator.errors import UsageError
 from orchestrator.gpus import HINT as GPU_HINT
 from orchestrator.gpus import parse_gpus

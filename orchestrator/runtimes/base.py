@@ -42,7 +42,7 @@ from orchestrator.errors import RuntimeUnavailable, UsageError
 
 if TYPE_CHECKING:  # only for annotations: importing a runtime interface stays free of the plan's modules
     from orchestrator.comfy.serverspec import ServerOptions
-    from orchestrator.engine import Mount
+    from orchestrator.containers import Mount
     from orchestrator.gpus import GpuSelection
     from orchestrator.layout import Layout
     from orchestrator.progress import Reporter

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
-from orchestrator.engine import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, NVIDIA_HINT, BuildLine,
-                                 ContainerSpec, Engine, Mount, connect, invoking_user, project_id, quick_facts)
+from orchestrator.containers import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, NVIDIA_HINT, BuildLine,
+                                     Container, ContainerSpec, Mount, invoking_user, project_id)
+from orchestrator.engine import Engine, connect, quick_facts
 from orchestrator.errors import DockerError, UsageError
 from orchestrator.gpus import GpuSelection
 from orchestrator.images import SOURCE_ROOT, TRAIN_DOCKERFILE, TRAIN_REPO, train_image
@@ -43,20 +44,18 @@ C_HOME = "/tmp/home"   # writable for any uid; keeps caches out of the image and
 class DockerHandle:
     """A training container."""
 
-    def __init__(self, engine: Engine, container: Any, *, sd_scripts_commit: str | None) -> None:
+    def __init__(self, engine: Engine, container: Container, *, sd_scripts_commit: str | None) -> None:
         self.engine = engine
         self.container = container
         self.id = container.id
-        labels = (container.labels or {}) if hasattr(container, "labels") else {}
-        self.run_id = labels.get(LABEL_RUN)
-        self.image_id = (getattr(container, "attrs", {}) or {}).get("Image")
+        self.run_id = container.labels.get(LABEL_RUN)
+        self.image_id = container.image_id
         self.sd_scripts_commit = sd_scripts_commit
-        self.name = getattr(container, "name", self.id[:12])
+        self.name = container.name
 
     def logs(self) -> Iterator[str]:
         """The container's output from its start (stdout and stderr), split on \\r and \\n."""
-        stream = self.engine.logs(self.container, follow=True)
-        return split_lines(stream)  # type: ignore[arg-type]
+        return split_lines(self.engine.logs(self.container, follow=True))
 
     def wait(self) -> int:
         """The container's exit code."""
@@ -299,7 +298,7 @@ class DockerTrainer:
                                     "a low hard limit); training without it, host-to-GPU copies may be slower")
             spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
             container = self.engine.run(spec)
-        container.reload()
+        container = self.engine.inspect(container) or container
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)
 
     def _replace_stale(self, plan: TrainPlan, spec: ContainerSpec) -> None:
@@ -307,8 +306,7 @@ class DockerTrainer:
         stale = self.engine.get(spec.name) if spec.name else None
         if stale is None:
             return
-        stale.reload()
-        if stale.status == "running":
+        if stale.state == "running":
             raise DockerError(f"run {plan.run_id} is already running in container {spec.name}",
                               hint=f"stop it with `docker stop {spec.name}`, or wait for it")
         self.engine.remove(stale)

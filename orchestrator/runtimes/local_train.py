@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from orchestrator.engine import Mount
+from orchestrator.containers import Mount
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.gpus import GpuSelection
 from orchestrator.layout import Layout, atomic_write_text

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import gpus
 from orchestrator.dataset.trainer import trainer_toml as trainer_side_toml
-from orchestrator.engine import Mount, config_hash
+from orchestrator.containers import Mount, config_hash
 from orchestrator.errors import DatasetError, UsageError
 from orchestrator.gpus import GpuSelection
 from orchestrator.layout import Layout
