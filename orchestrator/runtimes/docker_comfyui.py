@@ -170,8 +170,20 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
     plans = plan(layout, options, tag, user or invoking_user())
     existing = {state_of(c).index: c for c in containers(engine, layout)}
     _check_config(existing, plans, recreate)
+    to_start = _clear_outdated(engine, existing, plans, reporter)
+    for p in to_start:
+        _check_port(engine, options.listen, p.host_port)
+    prepare_dirs(layout, user or invoking_user())
+    started = _start(engine, to_start, options.listen, timeout, reporter)
+    servers = tuple(state_of(c) for c in containers(engine, layout))
+    return UpResult(servers, tuple(p.index for p in started), tag)
 
+
+def _clear_outdated(engine: Engine, existing: dict[int, Container], plans: list[WorkerPlan],
+                    reporter: Reporter) -> list[WorkerPlan]:
+    """Remove stopped containers, ones with other settings and extra workers; return the plans to start."""
     to_start: list[WorkerPlan] = []
+    existing = dict(existing)
     for p in plans:
         c = existing.pop(p.index, None)
         if c is not None:
@@ -190,11 +202,12 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
         reporter.milestone(f"removing extra worker {c.name}")
         engine.stop(c, grace=20)
         engine.remove(c)
+    return to_start
 
-    for p in to_start:
-        _check_port(engine, options.listen, p.host_port)
-    prepare_dirs(layout, user or invoking_user())
 
+def _start(engine: Engine, to_start: list[WorkerPlan], listen: str, timeout: float,
+           reporter: Reporter) -> list[WorkerPlan]:
+    """Start the containers, then wait until each answers; on any failure (Ctrl+C included) remove them all."""
     started: list[tuple[WorkerPlan, Container]] = []
     try:
         for p in to_start:
@@ -204,7 +217,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 started.append((p, engine.run(p.spec)))
             except DockerError as e:
                 if "port" in e.message and "in use" in e.message:
-                    raise _port_error(engine, options.listen, p.host_port, e.message) from e
+                    raise _port_error(engine, listen, p.host_port, e.message) from e
                 raise
         for p, c in started:
             _wait_ready(engine, p, c, timeout, reporter)
@@ -217,8 +230,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 engine.stop(c, grace=5)
                 engine.remove(c)
         raise
-    servers = tuple(state_of(c) for c in containers(engine, layout))
-    return UpResult(servers, tuple(p.index for p, _ in started), tag)
+    return [p for p, _ in started]
 
 
 def prepare_dirs(layout: Layout, user: str) -> list[Path]:
