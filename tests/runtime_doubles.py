@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 from tests.comfy_double import ComfyDouble
 
 
@@ -19,9 +19,6 @@ class DoubleServer:
     """`ServerRuntime` backed by ComfyUI doubles, one per worker (state lives in the object: one process)."""
 
     name: ClassVar[str] = "double"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("models", "model lists of the double, {folder: [file, ...]}", metavar="JSON"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

@@ -18,12 +18,15 @@ How to implement a third runtime (say `ray`):
    reached at all (the commands that look at every runtime, e.g. `comfyui status` and `down`, skip an
    unreachable one when another answered), `OrchestratorError` for other failures (exit 1). Never print:
    report progress through `env.reporter`.
-3. Declare the runtime-specific options as `SETTINGS: tuple[RuntimeSetting, ...]` on the class. The CLI
-   turns each into a flag (`--address`), refuses it with another runtime, and passes the parsed values in
-   `settings` (a missing option is absent or None). Options shared with other runtimes (`--python`)
-   are declared by each runtime that uses them.
-4. Add one line to `REGISTRY` in `orchestrator/runtimes/__init__.py`. Nothing else changes: the CLI's
-   `--runtime` choices, the help and the use cases come from the registry.
+3. Add one `Entry` to `REGISTRY` in `orchestrator/runtimes/__init__.py`: the name, a help line, the
+   "module:Class" of each implementation, and the runtime-specific options as
+   `server_settings=(RuntimeSetting("address", ...),)` / `train_settings=...`. The CLI turns each option
+   into a flag (`--address`), refuses it with another runtime, and passes the parsed values in `settings`
+   (a missing option is absent or None). An option shared with other runtimes (`--python`) is declared
+   by each runtime that uses it. Nothing else changes: the CLI's `--runtime` choices, the help and the
+   use cases come from the registry.
+4. Keep the module's imports light enough for a command that uses it; the registry imports it only
+   when the runtime is used (or listed by `comfyui status | logs | down`).
 5. Paths: the product works with host paths (`Layout`). Whatever the server or trainer sees (a container
    mount, a path on another node, a shared file system) is the runtime's business: translate at the
    boundary (`TrainRuntime.files`, `TrainRuntime.outputs`), never assume the file system is shared.
@@ -128,7 +131,6 @@ class ServerRuntime(Protocol):
     cluster), so a later process finds the servers again: no state is kept in the object."""
 
     name: ClassVar[str]                       # the registry name
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]]
 
     def up(self, request: ServerRequest) -> ServerUp:
         """Start the servers unless they already run with the same settings; return once each started
@@ -206,8 +208,7 @@ class TrainJob(Protocol):
 class TrainRuntime(Protocol):
     """Runs a `TrainPlan`: plan (files, checks, describe) -> start / attach -> logs, stop -> outputs."""
 
-    name: ClassVar[str]
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]]
+    name: ClassVar[str]                       # the registry name
 
     def files(self, layout: "Layout", run_dir: Path) -> TrainerFiles:
         """The path translation for one run (pure: no I/O beyond resolving links)."""

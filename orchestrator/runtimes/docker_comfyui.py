@@ -30,7 +30,7 @@ from orchestrator.engine import Engine, connect
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
 from orchestrator.progress import NullReporter, Reporter
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -397,11 +397,6 @@ class DockerServer:
     """`ServerRuntime` on this machine's Docker engine: one labelled container per worker."""
 
     name: ClassVar[str] = "docker"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("image", "advanced: use a pre-built image instead of ours", metavar="TAG"),
-        RuntimeSetting("rebuild", "rebuild the image even if it exists", kind="flag"),
-        RuntimeSetting("no_build", "fail instead of building a missing image", kind="flag"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.containers import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, NVIDIA_HINT, BuildLine,
                                      Container, ContainerSpec, Mount, invoking_user, project_id)
@@ -25,10 +25,12 @@ from orchestrator.gpus import GpuSelection
 from orchestrator.images import SOURCE_ROOT, TRAIN_DOCKERFILE, TRAIN_REPO, train_image
 from orchestrator.layout import Layout
 from orchestrator.progress import NullReporter
-from orchestrator.runtimes.base import RuntimeEnv, RuntimeSetting
+from orchestrator.runtimes.base import RuntimeEnv
 from orchestrator.train.checks import ERROR, OK, WARN, Check
 from orchestrator.train.logparse import split_lines
-from orchestrator.train.plan import TrainPlan
+
+if TYPE_CHECKING:  # annotations only: the planner's modules stay off `--help`
+    from orchestrator.train.plan import TrainPlan
 
 ROLE = "train"
 SD_SCRIPTS_COMMIT_LABEL = "io.flux-orchestrator.sd-scripts-commit"
@@ -154,11 +156,6 @@ class DockerTrainer:
     `user` ("uid:gid") and `dockerfile`. Seams: `engine` (an `orchestrator.engine.Engine`)."""
 
     name: ClassVar[str] = "docker"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("image", "use this (local) training image instead of flux-train built from Dockerfile.train",
-                       metavar="TAG"),
-        RuntimeSetting("rebuild", "rebuild the training image first", kind="flag"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.layout = env.layout

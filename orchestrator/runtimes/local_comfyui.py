@@ -27,7 +27,7 @@ from orchestrator.gpus import parse_gpus
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,6 @@ class LocalServerRuntime:
     """`ServerRuntime` for a ComfyUI checkout on this machine: one background main.py (one worker)."""
 
     name: ClassVar[str] = "local"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("comfyui", "ComfyUI checkout for --runtime local", kind="path", metavar="DIR"),
-        RuntimeSetting("python", "Python interpreter for --runtime local (default: this one)", metavar="PY"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

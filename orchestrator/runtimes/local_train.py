@@ -15,19 +15,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.containers import Mount
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.gpus import GpuSelection
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
-from orchestrator.runtimes.base import RuntimeEnv, RuntimeSetting
+from orchestrator.runtimes.base import RuntimeEnv
 from orchestrator.train import rules
 from orchestrator.train.checks import ERROR, OK, WARN, Check
 from orchestrator.train.logparse import split_lines
 from orchestrator.train.outputs import recorded_exit_code
-from orchestrator.train.plan import TrainPlan
+
+if TYPE_CHECKING:  # annotations only: the planner's modules stay off `--help`
+    from orchestrator.train.plan import TrainPlan
 
 RECORD_PREFIX = ".local-"
 
@@ -183,10 +185,6 @@ class LocalTrainer:
     Settings: `sd_scripts` (the checkout, required), `python` (default python3). Seams: `popen`."""
 
     name: ClassVar[str] = "local"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("sd_scripts", "sd-scripts checkout (local runtime)", kind="path", metavar="DIR"),
-        RuntimeSetting("python", "python of the sd-scripts environment (local runtime)", metavar="PY"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         if not settings.get("sd_scripts"):

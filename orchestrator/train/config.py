@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import yaml
+
 from orchestrator.errors import ConfigError
 from orchestrator.train import schema
 from orchestrator.train.schema import BOOL, CHOICE, FLOAT, INT, INT_OR_FLOAT, LIST, MAP, STR, Field
@@ -140,8 +142,6 @@ def _resolve_preset(name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], d
 
 def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
     """A YAML mapping and the line of each top-level key; syntax errors and duplicates name the line."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         node = yaml.compose(text, Loader=loader)
@@ -172,8 +172,6 @@ def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 def parse_set(item: str) -> tuple[str, Any]:
     """`key=value` -> (key, YAML-typed value): `network_dim=32` -> 32, `seed=null` -> None."""
-    import yaml
-
     key, eq, raw = item.partition("=")
     key = key.strip()
     if not eq or not key:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
-from orchestrator.train.config import TrainConfig, coerce, load_config
+from orchestrator.train.config import TrainConfig, coerce, load_config, parse_set
+from orchestrator.train.outputs import check_resumable
 from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus
 from orchestrator.train.schema import BY_NAME
 
@@ -100,8 +102,6 @@ def prepare(layout: Layout, req: PlanRequest, *, runtime: "TrainRuntime", now: d
 
 def _in_background(probe: Callable[[], Any]) -> Callable[[], Any]:
     """Start `probe` in a thread now; the returned callable waits for its answer."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-probe")
     future = pool.submit(probe)
     pool.shutdown(wait=False)
@@ -133,7 +133,7 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
 def _check_prompts_syntax(path: Path, ext: str, text: str) -> None:
     """ConfigError (with the line) for a .toml/.json prompts file sd-scripts could not parse: it would crash at
     the first sampling point, after training for a while."""
-    import tomlkit
+    import tomlkit  # deferred: ~60 ms, only for a .toml prompts file
     from tomlkit.exceptions import TOMLKitError
 
     try:
@@ -195,8 +195,6 @@ def _resume_config(layout: Layout, req: PlanRequest,
     base = TrainConfig(saved.get("preset", "?"), MappingProxyType(values),
                        MappingProxyType({k: f"run {run.name}" for k in values}))
     config = _apply_sets(base, req.sets)
-    from orchestrator.train.outputs import check_resumable
-
     check_resumable(base.as_dict(), config.as_dict())
     if req.name and req.name != values.get("output_name"):
         raise ConfigError("--name cannot change when resuming", hint=f"the run's name is {values.get('output_name')}")
@@ -224,9 +222,6 @@ def _check_same_dataset(plan: TrainPlan, steps: arith.Steps) -> None:
 def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
     if not sets:
         return base
-    # reuse load_config's --set handling on top of the saved values
-    from orchestrator.train.config import parse_set
-
     changes: dict[str, Any] = {}
     for item in sets:
         key, raw = parse_set(item)
