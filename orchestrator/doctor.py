@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator import models
+from orchestrator.containers import NVIDIA_HINT
 from orchestrator.errors import OrchestratorError
+from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
+from orchestrator.images import comfy_image, train_image
 from orchestrator.layout import Layout
 from orchestrator.progress import format_bytes
 
@@ -132,8 +135,6 @@ def _has_nvidia(engine: Any | None) -> bool | None:
 
 def check_nvidia_runtime(engine: Any | None, *, toolkit: str | None = None) -> Finding:
     """`toolkit`: path of the NVIDIA Container Toolkit on this host, when installed."""
-    from orchestrator.containers import NVIDIA_HINT
-
     if engine is None:
         return Finding("nvidia runtime", INFO, "not checked: Docker is not reachable")
     info = engine.info()
@@ -225,8 +226,6 @@ def check_tokenizer(t: models.TokenizerStatus) -> Finding:
 
 
 def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Finding]:
-    from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
-
     hub = make_hub() if make_hub is not None else Hub.from_env()
     card = model_card_url(models.FLUX_REPO)
     reach: list[Finding] = []
@@ -284,6 +283,4 @@ def check_images(engine: Any | None, tags: Callable[[], tuple[str, str]]) -> lis
 
 
 def _image_tags() -> tuple[str, str]:
-    from orchestrator.images import comfy_image, train_image
-
     return train_image(), comfy_image()

@@ -16,6 +16,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
 from orchestrator.dataset import check_dataset
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout, atomic_write_text
@@ -133,9 +136,6 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
 def _check_prompts_syntax(path: Path, ext: str, text: str) -> None:
     """ConfigError (with the line) for a .toml/.json prompts file sd-scripts could not parse: it would crash at
     the first sampling point, after training for a while."""
-    import tomlkit  # deferred: ~60 ms, only for a .toml prompts file
-    from tomlkit.exceptions import TOMLKitError
-
     try:
         if ext == ".toml":
             tomlkit.parse(text)
