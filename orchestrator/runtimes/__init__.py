@@ -75,7 +75,8 @@ def runtime_class(kind: str, name: str) -> type[Any]:
 
 def settings_of(kind: str) -> dict[str, tuple[RuntimeSetting, ...]]:
     """Each runtime's own options for `kind` (the CLI adds a flag for each)."""
-    return {e.name: getattr(e, f"{kind}_settings") for e in REGISTRY if getattr(e, kind) is not None}
+    return {e.name: getattr(e, f"{kind}_settings") or getattr(runtime_class(kind, e.name), "SETTINGS", ())
+            for e in REGISTRY if getattr(e, kind) is not None}
 
 
 def _make(kind: str, name: str, env: RuntimeEnv, settings: Mapping[str, Any] | None) -> Any:

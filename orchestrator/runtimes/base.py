@@ -23,7 +23,8 @@ How to implement a third runtime (say `ray`):
    `server_settings=(RuntimeSetting("address", ...),)` / `train_settings=...`. The CLI turns each option
    into a flag (`--address`), refuses it with another runtime, and passes the parsed values in `settings`
    (a missing option is absent or None). An option shared with other runtimes (`--python`) is declared
-   by each runtime that uses it. Nothing else changes: the CLI's `--runtime` choices, the help and the
+   by each runtime that uses it. (A `SETTINGS` tuple on the class works too, but then `--help` imports
+   the runtime's module to build the flags.) Nothing else changes: the CLI's `--runtime` choices, the help and the
    use cases come from the registry.
 4. Keep the module's imports light enough for a command that uses it; the registry imports it only
    when the runtime is used (or listed by `comfyui status | logs | down`).
