@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from orchestrator.comfy import localserver
+from orchestrator.runtimes import local_comfyui as localserver
 from tests.comfy_standin import fake_checkout
 from tests.gpu_fakes import fake_nvidia_smi
 from tests.test_comfy_server import free_ports
@@ -59,7 +59,7 @@ def test_local_up_status_logs_down(project, run_cli, checkout, stop_local):
     assert "[comfy] starting stand-in" in r.out.splitlines()
 
     r = run_cli("comfyui", "down")
-    assert r.code == 0 and f"stopped local ComfyUI (pid {srv.pid}" in r.out
+    assert r.code == 0 and f"stopped local ComfyUI pid {srv.pid} (" in r.out
     assert localserver.running(project) is None and not localserver.pid_file(project).exists()
     with pytest.raises(ProcessLookupError):
         os.kill(srv.pid, 0)
@@ -159,7 +159,7 @@ def test_local_workers_one_gpu_each(project, run_cli, checkout, stop_local, monk
     r = run_cli("comfyui", "status", "--json")
     assert sorted(row["url"] for row in json.loads(r.out) if row["runtime"] == "local") == \
         [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
-    assert run_cli("comfyui", "logs", "--worker", "1").out.startswith("[comfy] ")
+    assert run_cli("comfyui", "logs", "--worker", "1").out.startswith("[comfy:1] starting stand-in")
     r = run_cli("comfyui", "down")
     assert r.code == 0 and r.out.count("stopped local ComfyUI") == 2
     assert localserver.running_all(project) == []

@@ -1,4 +1,5 @@
-"""ComfyUI from a local checkout (`comfyui up --runtime local --comfyui DIR`): a background process.
+"""The local runtime for ComfyUI servers (`LocalServerRuntime`): main.py of a checkout on this machine
+(`comfyui up --runtime local --comfyui DIR`), a background process.
 
 The same project folders as the container (models, workflows in the Workflows sidebar, outputs,
 input, a persistent user folder) are given to main.py with flags and an extra_model_paths.yaml;
@@ -14,17 +15,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
+from orchestrator.gpuprobe import require_gpus
 from orchestrator.gpus import parse_gpus, parse_visible, worker_layout
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -300,3 +304,65 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+# -- the ServerRuntime ---------------------------------------------------------------------------------
+
+class LocalServerRuntime:
+    """`ServerRuntime` for a ComfyUI checkout on this machine: one background main.py per worker."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
+        self.env = env
+        self.settings = dict(settings)
+
+    def up(self, request: ServerRequest) -> ServerUp:
+        """Start every worker's main.py from the checkout unless it already runs; wait until they answer."""
+        checkout = self.settings.get("comfyui")
+        if not checkout:
+            raise UsageError("--runtime local needs --comfyui DIR (your ComfyUI checkout)",
+                             hint="e.g. `comfyui up --runtime local --comfyui ~/ComfyUI "
+                                  "--python ~/ComfyUI/venv/bin/python`")
+        if request.recreate:
+            raise UsageError("--recreate needs the docker runtime (a local ComfyUI keeps its settings)",
+                             hint="`comfyui down`, then `comfyui up --runtime local ...` again")
+        inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        require_gpus(request.options.gpus, request.options.workers, inherited=inherited)
+        servers = up_workers(self.env.layout, request.options, Path(checkout), python=self.settings.get("python"),
+                             timeout=request.timeout, reporter=self.env.reporter)
+        infos = tuple(self._info(i, srv, environment(request.options, i, inherited).get("CUDA_VISIBLE_DEVICES",
+                                                                                       "all"))
+                      for i, (srv, _) in enumerate(servers))
+        return ServerUp(infos, tuple(i for i, (_, started) in enumerate(servers) if started),
+                        detail=servers[0][0].comfyui)
+
+    def status(self) -> list[ServerInfo]:
+        """The running local workers."""
+        return [self._info(i, server) for i, server in running_all(self.env.layout)]
+
+    def endpoints(self) -> list[str]:
+        """Their URLs while they run."""
+        return [s.url for s in self.status()]
+
+    def logs(self, *, follow: bool = False, tail: int | None = None,
+             worker: int | None = None) -> Iterator[LogLine]:
+        """The log file's lines of worker `worker` (default 0; the last `tail` when not following)."""
+        index = worker or 0
+        lines: Iterator[str] = log_lines(self.env.layout, follow=follow, index=index)
+        if tail is not None and not follow:
+            lines = iter(list(lines)[-tail:] if tail else [])
+        for line in lines:
+            yield LogLine(index, line)
+
+    def has_run(self) -> bool:
+        """True when a local ComfyUI left its log in this project."""
+        return log_file(self.env.layout).exists()
+
+    def down(self, *, grace: float = 20.0) -> list[ServerInfo]:
+        """Stop every local worker that runs."""
+        return [self._info(i, server) for i, server in enumerate(down_all(self.env.layout, grace=grace))]
+
+    def _info(self, index: int, server: LocalServer, gpu: str = "?") -> ServerInfo:
+        return ServerInfo(runtime=self.name, worker=index, name=f"pid {server.pid}", url=server.url,
+                          state="running", gpu=gpu, uptime_s=server.uptime())
