@@ -9,7 +9,8 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator.gpus import GpuInventory
+from orchestrator.errors import UsageError
+from orchestrator.gpus import GpuInventory, check_selection, fit_hint, parse_gpus
 
 SMI_TIMEOUT = 10.0
 
@@ -87,16 +88,33 @@ def from_docker_info(info: dict[str, Any]) -> GpuInventory | None:
     gpus = {i for i in cdi if i.startswith("nvidia.com/gpu=") and i.split("=", 1)[1] != "all"
             and not i.split("=", 1)[1].startswith("GPU-")}
     if gpus:
-        return GpuInventory(len(gpus), "docker")
+        return GpuInventory(len(gpus), "docker info")
     generic = 0
     for res in info.get("GenericResources") or []:
         spec = (res or {}).get("DiscreteResourceSpec") or (res or {}).get("NamedResourceSpec") or {}
         if "GPU" in str(spec.get("Kind", "")).upper():
             generic += int(spec.get("Value", 1)) if "DiscreteResourceSpec" in res else 1
-    return GpuInventory(generic, "docker") if generic else None
+    return GpuInventory(generic, "docker info") if generic else None
 
 
 def _docker_info() -> dict[str, Any] | None:
     from orchestrator.engine import quick_info
 
     return quick_info()
+
+
+def require_gpus(gpus: str, workers: int, *, inherited: tuple[str, ...] | None = None,
+                 inventory: GpuInventory | None = None) -> None:
+    """UsageError when `comfyui up --gpus G --workers N` needs more GPUs than this host has (or ids it lacks);
+    `inherited` is the caller's CUDA_VISIBLE_DEVICES for processes that share this host's GPU numbering."""
+    selection = parse_gpus(gpus, default="all")
+    needed = workers if workers > 1 else None
+    if selection.none or (needed is None and selection.all):
+        return
+    inventory = inventory or probe_gpus()
+    problem = check_selection(selection, inventory, needed=needed, inherited=inherited)
+    if problem:
+        what = f"--workers {workers} (one GPU each)" if needed else f"--gpus {selection.text}"
+        hint = fit_hint(selection, inventory, inherited)
+        raise UsageError(f"{what}: {problem.split(': ', 1)[-1]}", hint=hint.replace("--gpus", "--workers")
+                         if needed else hint)

@@ -134,7 +134,7 @@ class GpuInventory:
     """What the host says about its GPUs (counted by `gpuprobe`)."""
 
     count: int | None                  # None: could not be counted
-    source: str = "unknown"            # nvml | nvidia-smi | docker | unknown
+    source: str = "unknown"            # nvml | nvidia-smi | docker info | unknown
     names: tuple[str, ...] = ()        # per index, when the source gives them
     memory_mib: tuple[int, ...] = ()
 

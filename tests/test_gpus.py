@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.gpuprobe import from_docker_info, from_nvidia_smi, parse_smi, probe_gpus
+from orchestrator.gpuprobe import from_docker_info, from_nvidia_smi, parse_smi, probe_gpus, require_gpus
 from orchestrator.gpus import (GpuInventory, GpuSelection, check_selection, fit_hint, lr_scaling, main_process_port,
                                parse_gpus, parse_option, parse_visible, trainer_launch, worker_layout)
 from tests.gpu_fakes import fake_nvidia_smi
@@ -135,9 +135,9 @@ def test_nvidia_smi_output_and_docker_info():
     assert (inv.count, inv.source, inv.names, inv.memory_mib) == (2, "nvidia-smi", ("NVIDIA H200",) * 2, (143771,) * 2)
     assert parse_smi("").count == 0
     cdi = {"DiscoveredDevices": [{"Source": "cdi", "ID": f"nvidia.com/gpu={i}"} for i in ("0", "1", "all")]}
-    assert from_docker_info(cdi) == GpuInventory(2, "docker")
+    assert from_docker_info(cdi) == GpuInventory(2, "docker info")
     swarm = {"GenericResources": [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 4}}]}
-    assert from_docker_info(swarm) == GpuInventory(4, "docker")
+    assert from_docker_info(swarm) == GpuInventory(4, "docker info")
     assert from_docker_info({"Runtimes": {"runc": {}}}) is None
 
 
@@ -146,7 +146,7 @@ def test_probe_order():
     assert probe_gpus(nvml=lambda: H200, smi=lambda: smi, docker_info=lambda: None) == H200
     assert probe_gpus(nvml=lambda: None, smi=lambda: smi, docker_info=lambda: None) == smi
     info = {"DiscoveredDevices": [{"ID": "nvidia.com/gpu=0"}]}
-    assert probe_gpus(nvml=lambda: None, smi=lambda: None, docker_info=lambda: info).source == "docker"
+    assert probe_gpus(nvml=lambda: None, smi=lambda: None, docker_info=lambda: info).source == "docker info"
     assert probe_gpus(nvml=lambda: None, smi=lambda: None, docker_info=lambda: None) == GpuInventory(None)
 
 
@@ -157,3 +157,15 @@ def test_a_real_nvidia_smi_executable_is_asked(tmp_path, monkeypatch):
     (tmp_path / "bin" / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
     assert from_nvidia_smi() is None
     assert probe_gpus(nvml=lambda: None, docker_info=lambda: None).count is None
+
+
+def test_require_gpus_for_workers():
+    two = GpuInventory(2, "nvml")
+    require_gpus("all", 2, inventory=two)
+    require_gpus("all", 1, inventory=GpuInventory(0, "nvml"))          # one worker on `all`: nothing to count
+    with pytest.raises(UsageError) as e:
+        require_gpus("all", 3, inventory=two)
+    assert e.value.message == "--workers 3 (one GPU each): 3 GPU(s) needed, 2 GPUs (nvml)"
+    assert e.value.hint == "use --workers 2 or fewer (`nvidia-smi -L` lists the GPUs)"
+    with pytest.raises(UsageError, match="CUDA_VISIBLE_DEVICES='5' allows 1"):
+        require_gpus("all", 2, inventory=two, inherited=("5",))

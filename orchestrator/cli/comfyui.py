@@ -162,22 +162,11 @@ def _check_gpus(options: Any, *, local: bool) -> None:
     """More workers (or GPUs) than this host has: a usage error before anything starts."""
     import os
 
-    from orchestrator.gpuprobe import probe_gpus
-    from orchestrator.gpus import check_selection, fit_hint, parse_gpus, parse_visible
+    from orchestrator.gpuprobe import require_gpus
+    from orchestrator.gpus import parse_visible
 
-    if options.gpus == "none":
-        return
-    selection = parse_gpus(options.gpus, default="all")
-    needed = options.workers if options.workers > 1 else None
-    if needed is None and selection.all:
-        return
     inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES")) if local else None
-    inventory = probe_gpus()
-    problem = check_selection(selection, inventory, needed=needed, inherited=inherited)
-    if problem:
-        what = f"--workers {options.workers} (one GPU each)" if needed else f"--gpus {selection.text}"
-        raise UsageError(f"{what}: {problem.split(': ', 1)[-1]}", hint=fit_hint(selection, inventory, inherited)
-                         .replace("--gpus", "--workers" if needed else "--gpus"))
+    require_gpus(options.gpus, options.workers, inherited=inherited)
 
 
 def _ensure_workflows(ctx: Context) -> None:
