@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.layout import Layout
+from tests.gpu_fakes import fake_nvidia_smi
 from tests.standin import ensure_standin_trainer, make_local_trainer
 from tests.train_project import make_seed_project
 
@@ -143,6 +144,57 @@ def test_multi_gpu_rules_through_the_cli(seed, run_cli, local):
     assert "--multi_gpu" in p["launcher_args"]
 
 
+def test_plan_for_two_of_four_gpus(seed, run_cli, local, monkeypatch, tmp_path):
+    """--gpus 2,3 on a 4-GPU host: the devices, accelerate's options, batch arithmetic and lr, in JSON and text."""
+    fake_nvidia_smi(tmp_path / "bin", ["NVIDIA H200"] * 4, monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    r, p = plan_json(run_cli, *local, "--gpus", "2,3")
+    g = p["gpus"]
+    assert (g["requested"], g["processes"], g["devices"], g["cuda_visible_devices"]) == ("2,3", 2, ["2", "3"], "2,3")
+    assert (g["available"], g["counted_by"], g["gpu_ids"], g["mixed_precision"]) == (4, "nvidia-smi", "2,3", "bf16")
+    assert 29500 <= g["main_process_port"] < 30500
+    assert (g["per_process_batch"], g["effective_batch"], g["batches_per_process_per_epoch"],
+            g["steps_per_epoch"]) == (1, 2, 10, 10)
+    assert g["learning_rate"]["scaling"] == "none" and g["learning_rate"]["applied"] is False
+    words = p["launcher_args"]
+    assert words[words.index("--gpu_ids") + 1] == "2,3" and "--multi_gpu" in words
+    assert words[words.index("--main_process_port") + 1] == str(g["main_process_port"])
+    assert p["environment"]["CUDA_VISIBLE_DEVICES"] == "2,3"
+    [gpus] = [c for c in p["checks"] if c["name"] == "gpus"]
+    assert gpus["status"] == "ok" and "2 of 4 GPU(s) (GPU 2, 3)" in gpus["message"]
+    assert [c["status"] for c in p["checks"] if c["name"] == "main_process_port"] == ["ok"]
+    r = run_cli("train", "--plan", *local, "--gpus", "2,3", "--preset", "24gb")
+    assert "gpus: --gpus 2,3 -> 2 processes on GPU 2, 3 (4 on this host, counted by nvidia-smi)" in r.out
+    assert "effective batch 2; 10 batches per process per epoch -> 10 optimizer steps per epoch" in r.out
+    assert "learning rate: not scaled: learning_rate 0.0001" in r.out and "--set learning_rate=0.000141" in r.out
+
+
+def test_gpus_chosen_within_the_callers_cuda_visible_devices(seed, run_cli, local, monkeypatch, tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", ["NVIDIA H200"] * 8, monkeypatch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")     # e.g. what a scheduler allocated to this job
+    r, p = plan_json(run_cli, *local, "--gpus", "2")
+    assert p["gpus"]["devices"] == ["4", "5"] and p["environment"]["CUDA_VISIBLE_DEVICES"] == "4,5"
+    [gpus] = [c for c in p["checks"] if c["name"] == "gpus"]
+    assert gpus["status"] == "ok" and "allowed by CUDA_VISIBLE_DEVICES=4,5,6" in gpus["message"]
+    r, p = plan_json(run_cli, *local)                          # the default: one GPU, the first allowed
+    assert p["environment"]["CUDA_VISIBLE_DEVICES"] == "4" and "--gpu_ids" not in p["launcher_args"]
+
+
+def test_more_gpus_than_the_host_has_is_refused(seed, run_cli, local, monkeypatch, tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", ["NVIDIA H200", "NVIDIA H200"], monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    r = run_cli("train", "--plan", *local, "--gpus", "3")
+    assert r.code == 2
+    assert "ERROR gpus                     --gpus 3: 3 GPU(s) needed, 2 GPUs (nvidia-smi): NVIDIA H200, NVIDIA H200" \
+        in r.out and "hint: use --gpus 2 or fewer" in r.out
+    r, p = plan_json(run_cli, *local, "--gpus", "0,2")
+    [gpus] = [c for c in p["checks"] if c["name"] == "gpus"]
+    assert r.code == 2 and gpus["status"] == "error" and "no GPU 2 on this host" in gpus["message"]
+    r = run_cli("train", *local, "--gpus", "3")
+    assert r.code == 2 and "gpus: --gpus 3: 3 GPU(s) needed" in r.err and "Traceback" not in r.err
+    assert run_dirs(seed) == []
+
+
 @pytest.mark.slow
 def test_local_run_end_to_end_then_resume(seed, run_cli, local):
     r = run_cli("train", *local, *SHORT)
@@ -210,7 +262,7 @@ def test_gpu_run_on_an_engine_without_nvidia_runtime_starts_nothing(seed, run_cl
     tag = ensure_standin_trainer(engine)
     r = run_cli("train", "--image", tag, *SHORT)
     assert r.code == 2 and "NVIDIA runtime" in r.err
-    from orchestrator.engine import LABEL_PROJECT, project_id
+    from orchestrator.containers import LABEL_PROJECT, project_id
 
     assert engine.find({LABEL_PROJECT: project_id(seed.root)}) == []
     assert run_dirs(seed) == []
@@ -229,6 +281,6 @@ def test_docker_run_end_to_end_with_the_standin(seed, run_cli, engine):
     run_dir = run_dirs(seed)[0]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["image"] == tag
-    from orchestrator.engine import LABEL_PROJECT, project_id
+    from orchestrator.containers import LABEL_PROJECT, project_id
 
     assert engine.find({LABEL_PROJECT: project_id(seed.root)}) == []   # the container is gone

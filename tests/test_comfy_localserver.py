@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from orchestrator.comfy import localserver
+from orchestrator.runtimes import local_comfyui as localserver
 from tests.comfy_standin import fake_checkout
+from tests.gpu_fakes import fake_nvidia_smi
 from tests.test_comfy_server import free_ports
 
 
@@ -58,7 +59,7 @@ def test_local_up_status_logs_down(project, run_cli, checkout, stop_local):
     assert "[comfy] starting stand-in" in r.out.splitlines()
 
     r = run_cli("comfyui", "down")
-    assert r.code == 0 and f"stopped local ComfyUI (pid {srv.pid}" in r.out
+    assert r.code == 0 and f"stopped local ComfyUI pid {srv.pid} (" in r.out
     assert localserver.running(project) is None and not localserver.pid_file(project).exists()
     with pytest.raises(ProcessLookupError):
         os.kill(srv.pid, 0)
@@ -85,8 +86,6 @@ def test_local_needs_a_checkout_and_a_free_port(project, run_cli, checkout, tmp_
     assert r.code == 2 and "--comfyui DIR" in r.err
     r = up_local(run_cli, tmp_path, free_ports())
     assert r.code == 2 and "is not a ComfyUI checkout (no main.py)" in r.err
-    r = up_local(run_cli, checkout, free_ports(), "--workers", "2")
-    assert r.code == 2 and "--workers needs the docker runtime" in r.err
     port = free_ports()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
@@ -133,3 +132,53 @@ def test_local_python_that_does_not_exist_is_a_usage_error(project, run_cli, che
         assert r.code == 2, r.err
         assert f"error: --python {python}: no such program" in r.err
     assert not localserver.pid_file(project).exists()
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return dict(x.decode().split("=", 1) for x in raw if b"=" in x)
+
+
+def test_local_workers_one_gpu_each(project, run_cli, checkout, stop_local, monkeypatch, tmp_path):
+    """`comfyui up --runtime local --workers 2`: two processes, GPU i and port+i each; status, logs, down see both."""
+    fake_nvidia_smi(tmp_path / "bin", ["NVIDIA H200", "NVIDIA H200"], monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    port = free_ports(2)
+    r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
+                "--port", str(port), "--workers", "2")
+    assert r.code == 0, r.err
+    assert r.out.split() == [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+    assert "worker 1 (local, pid" in r.err and "CUDA_VISIBLE_DEVICES=1" in r.err
+    workers = localserver.running_all(project)
+    assert [i for i, _ in workers] == [0, 1]
+    for i, srv in workers:
+        assert _environ(srv.pid)["CUDA_VISIBLE_DEVICES"] == str(i)
+        assert srv.argv[srv.argv.index("--port") + 1] == str(port + i)
+    temps = {srv.argv[srv.argv.index("--temp-directory") + 1] for _, srv in workers}
+    assert len(temps) == 2                       # ComfyUI empties its temp folder at start: one each
+    r = run_cli("comfyui", "status", "--json")
+    assert sorted(row["url"] for row in json.loads(r.out) if row["runtime"] == "local") == \
+        [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+    assert run_cli("comfyui", "logs", "--worker", "1").out.startswith("[comfy:1] starting stand-in")
+    r = run_cli("comfyui", "down")
+    assert r.code == 0 and r.out.count("stopped local ComfyUI") == 2
+    assert localserver.running_all(project) == []
+
+
+def test_more_workers_than_gpus_is_a_usage_error(project, run_cli, checkout, stop_local, monkeypatch, tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", ["NVIDIA H200"], monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
+                "--port", str(free_ports(2)), "--workers", "2")
+    assert r.code == 2 and "error: --workers 2 (one GPU each): 2 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err
+    assert "use --workers 1 or fewer" in r.err
+    assert localserver.running_all(project) == [] and not localserver.pid_file(project).exists()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")   # refused before the engine is asked
+    r = run_cli("comfyui", "up", "--workers", "3", "--port", str(free_ports(3)))
+    assert r.code == 2 and "--workers 3 (one GPU each): 3 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err
+    r = run_cli("comfyui", "up", "--gpus", "0,1", "--port", str(free_ports()))
+    assert r.code == 2 and "--gpus 0,1: 2 GPU(s) needed, 1 GPU (nvidia-smi)" in r.err and "device=0" in r.err
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")   # a scheduler that gave this job no GPU
+    r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
+                "--gpus", "device=0", "--port", str(free_ports()))
+    assert r.code == 2 and "CUDA_VISIBLE_DEVICES='' allows 0" in r.err and "unset it" in r.err

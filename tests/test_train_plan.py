@@ -13,6 +13,7 @@ import pytest
 from orchestrator.dataset import check_dataset
 from orchestrator.errors import UsageError
 from orchestrator.layout import Layout
+from orchestrator.runtimes import RuntimeEnv, train_runtime
 from orchestrator.train import arith
 from orchestrator.train.config import load_config
 from orchestrator.train.plan import auto_prompts, build_plan, parse_gpus, with_sample_defaults
@@ -36,8 +37,10 @@ def plan_for(layout: Layout, preset: str = "default", sets=(), **kw):
     flags = {k: config.get(k) for k in ("cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs",
                                         "cache_text_encoder_outputs_to_disk", "resolution", "train_batch_size")}
     dataset = check_dataset(layout, trainer_flags=flags)
-    kw.setdefault("image", "flux-train:test")
-    return build_plan(layout, config, dataset=dataset, now=NOW, **kw)
+    name = kw.pop("runtime", "docker")
+    settings = {"image": kw.pop("image", "flux-train:test"), "sd_scripts": kw.pop("sd_scripts", None)}
+    runtime = train_runtime(name, RuntimeEnv(layout), settings if name == "docker" else {"sd_scripts": settings["sd_scripts"]})
+    return build_plan(layout, config, dataset=dataset, now=NOW, runtime=runtime, **kw)
 
 
 def load_toml(text: str) -> dict:
@@ -248,6 +251,28 @@ def test_gpu_parsing():
     for bad in ("0", "two", "-1", ""):
         with pytest.raises(UsageError):
             parse_gpus(bad, None)
+
+
+def test_gpu_ids_as_the_trainer_sees_them(seed, tmp_path):
+    """Docker renumbers the chosen GPUs 0..N-1 inside the container; a local process keeps the host ids (accelerate
+    copies --gpu_ids into CUDA_VISIBLE_DEVICES, so they must be the same ids)."""
+    docker, _ = plan_for(seed, gpus="2,3")
+    words = docker.launcher_args
+    assert docker.gpus == "2,3" and words[words.index("--gpu_ids") + 1] == "0,1"
+    assert words[words.index("--main_process_port") + 1] == "29500"     # the container's own network
+    assert "CUDA_VISIBLE_DEVICES" not in docker.environment and docker.devices == ("2", "3")
+    local, _ = plan_for(seed, runtime="local", sd_scripts=tmp_path, gpus="2,3")
+    words = local.launcher_args
+    assert words[words.index("--gpu_ids") + 1] == "2,3" and local.environment["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert local.main_process_port is not None and 29500 <= local.main_process_port < 30500
+    one, _ = plan_for(seed, runtime="local", sd_scripts=tmp_path, gpus="device=1")
+    assert "--gpu_ids" not in one.launcher_args and "--main_process_port" not in one.launcher_args
+    assert one.environment["CUDA_VISIBLE_DEVICES"] == "1" and "--multi_gpu" not in one.launcher_args
+    every, steps = plan_for(seed, runtime="local", sd_scripts=tmp_path, gpus="all", visible_gpus=4)
+    assert steps.processes == 4 and "CUDA_VISIBLE_DEVICES" not in every.environment
+    assert every.launcher_args[every.launcher_args.index("--gpu_ids") + 1] == "0,1,2,3"
+    allowed, _ = plan_for(seed, runtime="local", sd_scripts=tmp_path, gpus="2", inherited_devices=("5", "7", "9"))
+    assert allowed.environment["CUDA_VISIBLE_DEVICES"] == "5,7"
 
 
 def test_sample_prompts(seed):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout
@@ -16,6 +18,25 @@ from orchestrator.train.outputs import (check_resumable, dataset_fingerprint, ho
                                         state_dirs)
 from orchestrator.train.report import MAX_POINTS, ReportData, loss_svg, render_report, sample_groups
 from tests.train_plans import make_plan
+
+def write_sample(path: Path, w: int, h: int, *, noise: bool = False) -> None:
+    """A sample PNG as sd-scripts saves them: noise (what random weights draw) or a smooth photo-like picture."""
+    if noise:
+        img = Image.frombytes("RGB", (w, h), os.urandom(w * h * 3))
+    else:
+        img = Image.linear_gradient("L").resize((w, h)).convert("RGB")
+        draw = ImageDraw.Draw(img)
+        for i in range(12):
+            x, y = (i * 97) % w, (i * 61) % h
+            draw.ellipse((x, y, x + w // 4, y + h // 5), fill=(40 * i % 256, 90, 200 - 10 * i))
+    img.save(path, compress_level=1)
+
+
+def embedded(page: str) -> list[Image.Image]:
+    """The thumbnails embedded in a page, decoded."""
+    found = re.findall(r'src="data:image/(?:webp|jpeg);base64,([^"]+)"', page)
+    return [Image.open(io.BytesIO(base64.b64decode(d))) for d in found]
+
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC")
 
@@ -40,29 +61,65 @@ def test_long_curves_are_bucketed_and_nan_is_dropped():
     assert "No loss values" in loss_svg([])
 
 
-def test_report_embeds_samples_grouped_by_epoch(tmp_path):
+def test_report_embeds_thumbnails_grouped_by_epoch(tmp_path):
     sample = tmp_path / "output" / "sample"
     sample.mkdir(parents=True)
     names = ["toy_e000002_00_20261126071500_42.png", "toy_e000002_01_20261126071500_42.png",
              "toy_e000004_00_20261126073000_42.png", "toy_e000000_00_20261126070000.png"]
     for n in names:
-        (sample / n).write_bytes(PNG)
+        write_sample(sample / n, 640, 480)
     files = sorted(sample.iterdir())
     assert [label for label, _ in sample_groups(files)] == ["before training", "epoch 2", "epoch 4"]
     page = render_report(ReportData(title="Training run r1", facts=[("status", "succeeded")],
                                     loss=[(1, 0.5), (2, 0.4), (3, 0.3)], samples=files,
                                     config={"network_dim": 16}), tmp_path)
-    assert page.count("data:image/png;base64," + base64.b64encode(PNG).decode()) == 4
+    thumbs = embedded(page)
+    assert len(thumbs) == 4 and all(t.size == (256, 192) for t in thumbs)        # aspect kept, longest side 256
+    for n in names:                                                               # each links to its full image
+        assert f'<a href="output/sample/{n}">' in page
     assert len(path_points(page)) == 3
     assert "<h3>epoch 2</h3>" in page and "network_dim" in page and "src=\"http" not in page
 
 
-def test_big_samples_are_linked_relatively(tmp_path):
-    p = tmp_path / "output" / "sample" / "toy_e000001_00_20261126071500.png"
+def test_unreadable_samples_are_linked_not_embedded(tmp_path):
+    p = tmp_path / "output" / "sample" / "toy e000001_00_20261126071500.png"     # a space: the link is quoted
     p.parent.mkdir(parents=True)
-    p.write_bytes(PNG)
-    page = render_report(ReportData(title="t", facts=[], loss=[], samples=[p]), tmp_path, inline_limit=10)
-    assert 'src="output/sample/toy_e000001_00_20261126071500.png"' in page
+    p.write_bytes(PNG[:20])
+    page = render_report(ReportData(title="t", facts=[], loss=[], samples=[p]), tmp_path)
+    assert 'src="output/sample/toy%20e000001_00_20261126071500.png" loading="lazy"' in page
+    missing = render_report(ReportData(title="t", facts=[], loss=[], samples=[tmp_path / "gone.png"]), tmp_path)
+    assert "gone.png (missing)" in missing
+
+
+def test_twenty_full_size_samples_make_a_small_report(tmp_path):
+    """20 samples at 1024 px, as a GPU run leaves them (random-weight samples are noise: the worst case for
+    compression; photo-like ones are far smaller): the page stays under 2 MB and links every full image."""
+    sample = tmp_path / "output" / "sample"
+    sample.mkdir(parents=True)
+    for epoch in range(1, 11):
+        for idx in range(2):
+            write_sample(sample / f"flux_dreambooth_e{epoch:06d}_{idx:02d}_20261126071500_42.png", 1024, 1024,
+                         noise=idx == 0)
+    files = sorted(sample.iterdir())
+    full = sum(f.stat().st_size for f in files)
+    assert full > 26 * 10 ** 6                       # what the old page embedded, as measured on the GPU
+    page = render_report(ReportData(title="t", facts=[], loss=[(1, 0.5)], samples=files), tmp_path)
+    assert len(page.encode()) < 2 * 10 ** 6, len(page)
+    assert len(embedded(page)) == 20
+    assert all(f'<a href="output/sample/{f.name}">' in page for f in files)
+
+
+def test_the_embed_budget_goes_to_the_latest_samples(tmp_path):
+    sample = tmp_path / "output" / "sample"
+    sample.mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        write_sample(sample / f"toy_e{epoch:06d}_00_20261126071500.png", 512, 512)
+    files = sorted(sample.iterdir())
+    one = len(render_report(ReportData(title="t", facts=[], loss=[], samples=files[-1:]), tmp_path)) - \
+        len(render_report(ReportData(title="t", facts=[], loss=[], samples=[]), tmp_path))
+    page = render_report(ReportData(title="t", facts=[], loss=[], samples=files), tmp_path, embed_budget=2 * one)
+    assert len(embedded(page)) == 2
+    assert 'src="output/sample/toy_e000001_00_20261126071500.png" loading="lazy"' in page   # the oldest: linked
 
 
 def test_link_lora_hard_links_and_never_overwrites(tmp_path):
@@ -135,14 +192,4 @@ def test_host_path_maps_through_mounts_and_fingerprint_follows_content(tmp_path)
     (layout.flux_data / "toy" / "img0_1024x1024_flux.npz").write_bytes(b"cache")  # caches do not count
     assert dataset_fingerprint(plan) == second
 
-
-def test_the_inline_budget_goes_to_the_latest_samples(tmp_path):
-    sample = tmp_path / "output" / "sample"
-    sample.mkdir(parents=True)
-    for epoch in (1, 2, 3):
-        (sample / f"toy_e{epoch:06d}_00_20261126071500.png").write_bytes(PNG)
-    page = render_report(ReportData(title="t", facts=[], loss=[], samples=sorted(sample.iterdir())), tmp_path,
-                         inline_budget=2 * len(PNG))
-    assert page.count("data:image/png;base64,") == 2
-    assert 'src="output/sample/toy_e000001_00_20261126071500.png"' in page   # the oldest one is linked
 

@@ -88,6 +88,8 @@ CASES = [
     ("logging", "log_with:logging_dir", "error", {"log_with": "tensorboard", "logging_dir": None}, 1),
     ("logging", "log_with:wandb", "error", {"log_with": "wandb"}, 1),
     ("logging", "logging_dir", "error", {"logging_dir": "../elsewhere"}, 1),
+    ("multi_gpu_schedule", "lr_warmup_steps:multi_gpu", "warn", {"lr_warmup_steps": 100}, 2),
+    ("multi_gpu_schedule", "lr_decay_steps:multi_gpu", "warn", {"lr_decay_steps": 50}, 4),
 ]
 
 
@@ -135,3 +137,10 @@ def test_network_flag_and_literal_helpers():
     assert network_flag(True) and network_flag("True")
     assert not network_flag("true") and not network_flag("1") and not network_flag(False)
     assert literal_problem("k", "'text'") is None and literal_problem("k", "yes")
+
+
+def test_warmup_in_steps_is_fine_on_one_gpu_and_as_a_ratio():
+    assert not [c for c in run(1, lr_warmup_steps=100) if c.name.endswith(":multi_gpu")]
+    assert not [c for c in run(2, lr_warmup_steps=0.05) if c.name.endswith(":multi_gpu")]
+    [c] = [c for c in run(2, lr_warmup_steps=100) if c.name == "lr_warmup_steps:multi_gpu"]
+    assert "about 50 optimizer steps" in c.message and "lr_warmup_steps=200" in c.hint

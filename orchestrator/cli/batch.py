@@ -148,14 +148,11 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
     if given:
         source = "--server" if args.server else "$COMFYUI_URL"
         return list(dict.fromkeys(normalize_url(u, source) for u in given))
+    from orchestrator.comfy import serve
+    from orchestrator.runtimes import RuntimeEnv
+
     try:
-        from orchestrator.comfy.server import discover_servers
-        from orchestrator.engine import connect
-    except ImportError:
-        ctx.log(f"no --server given: using {DEFAULT_URL}")
-        return [DEFAULT_URL]
-    try:
-        urls = discover_servers(connect(), ctx.layout)
+        urls = serve.endpoints(RuntimeEnv(ctx.layout))
     except OrchestratorError as e:
         ctx.log(f"no --server given and cannot look for ComfyUI containers ({e.message}): using {DEFAULT_URL}")
         return [DEFAULT_URL]

@@ -33,14 +33,20 @@ class TrainerPaths:
     resume: str | None = None
 
 
-def launcher_args(values: Mapping[str, Any], processes: int) -> tuple[str, ...]:
-    """`accelerate launch` and its options; several processes make it data-parallel (README §4).
+def launcher_args(values: Mapping[str, Any], processes: int, *, gpu_ids: str | None = None,
+                  main_process_port: int | None = None) -> tuple[str, ...]:
+    """`accelerate launch` and its options; several processes make it data-parallel (README §4): `--gpu_ids`
+    as the trainer sees them and a rendezvous port of its own (two local runs must not share 29500).
     (The local runner runs these words with the chosen Python: `PY -m accelerate.commands.accelerate_cli`.)"""
     words = ["accelerate", "launch", "--num_cpu_threads_per_process", str(values["num_cpu_threads_per_process"])]
     if processes > 1:
         words.append("--multi_gpu")
-    words += ["--num_processes", str(processes), "--num_machines", "1",
-              "--mixed_precision", str(values["mixed_precision"])]
+    words += ["--num_processes", str(processes), "--num_machines", "1"]
+    if processes > 1 and gpu_ids:
+        words += ["--gpu_ids", gpu_ids]
+    if processes > 1 and main_process_port:
+        words += ["--main_process_port", str(main_process_port)]
+    words += ["--mixed_precision", str(values["mixed_precision"])]
     return tuple(words)
 
 

@@ -1,18 +1,26 @@
-"""`report.html`: one self-contained page per run (loss curve as inline SVG, samples per epoch, facts)."""
+"""`report.html`: one small page per run (loss curve as inline SVG, sample thumbnails per epoch, facts).
+
+Samples are embedded as 256 px WebP (or JPEG) thumbnails, each linking to its full-size PNG by a path
+relative to the run folder: 20 samples at 1024 px make a page of a few hundred KB instead of 26 MB.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MAX_POINTS = 1000          # the curve keeps at most this many points (bucket means beyond)
-INLINE_LIMIT = 4 << 20     # samples up to 4 MiB are embedded; bigger ones are linked relatively
-INLINE_BUDGET = 32 << 20   # and at most this much in total (a 100-epoch run samples hundreds of images)
+THUMB_PX = 256             # longest side of an embedded thumbnail (the page shows them at 220 px)
+THUMB_QUALITY = 80         # WebP/JPEG quality: a 1024 px sample -> 5-20 KB
+EMBED_BUDGET = 1_500_000   # bytes of embedded thumbnails per page; past it (hundreds of samples) the full images
+#                            are shown by relative link only, so the page stays under 2 MB
 _EPOCH_OF_SAMPLE = re.compile(r"_e(\d{6})_(\d{2})_")
 _STEP_OF_SAMPLE = re.compile(r"_(\d{6})_(\d{2})_\d{14}")
 
@@ -94,39 +102,60 @@ def sample_groups(samples: Sequence[Path]) -> list[tuple[str, list[Path]]]:
     return [(label, sorted(files)) for (_, label), files in sorted(groups.items())]
 
 
-def _img(path: Path, base: Path, inline_limit: int, budget: list[int]) -> str:
-    alt = html.escape(path.name)
+def thumbnail_uri(path: Path, px: int = THUMB_PX) -> tuple[str, int, int] | None:
+    """(data URI, width, height) of a `px` thumbnail of an image file; None when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError, features
+
     try:
-        size = path.stat().st_size
-    except OSError:
+        with Image.open(path) as im:
+            im.draft("RGB", (px, px))      # JPEG sources decode at a reduced size directly
+            im.thumbnail((px, px))
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    fmt = "WEBP" if features.check("webp") else "JPEG"
+    buf = io.BytesIO()
+    rgb.save(buf, fmt, quality=THUMB_QUALITY)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f"data:image/{fmt.lower()};base64,{data}", rgb.width, rgb.height
+
+
+def _href(path: Path, base: Path) -> str:
+    try:
+        return html.escape(urllib.parse.quote(path.relative_to(base).as_posix()))
+    except ValueError:
+        return html.escape(path.as_uri())
+
+
+def _img(path: Path, base: Path, thumb_px: int, budget: list[int]) -> str:
+    alt = html.escape(path.name)
+    href = _href(path, base)
+    if not path.is_file():
         return f'<span class="muted">{alt} (missing)</span>'
-    if size <= inline_limit and size <= budget[0]:
-        budget[0] -= size
-        mime = {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "bmp": "bmp"}.get(path.suffix.lower()[1:], "png")
-        data = base64.b64encode(path.read_bytes()).decode()
-        src = f"data:image/{mime};base64,{data}"
-    else:
-        try:
-            src = html.escape(path.relative_to(base).as_posix())
-        except ValueError:
-            src = html.escape(path.as_uri())
-    return f'<figure><img src="{src}" alt="{alt}" title="{alt}"><figcaption>{alt}</figcaption></figure>'
+    thumb = thumbnail_uri(path, thumb_px) if budget[0] > 0 else None
+    if thumb is not None and len(thumb[0]) <= budget[0]:
+        budget[0] -= len(thumb[0])
+        src, size = thumb[0], f' width="{thumb[1]}" height="{thumb[2]}"'
+    else:   # over the budget (or unreadable): the full image by its relative path, fetched only when scrolled to
+        src, size = href, ' loading="lazy"'
+    return (f'<figure><a href="{href}"><img src="{src}"{size} alt="{alt}" title="{alt} (click for full size)">'
+            f'</a><figcaption>{alt}</figcaption></figure>')
 
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#1a202c;padding:0 16px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}table{border-collapse:collapse}td,th{padding:3px 10px;
 border-bottom:1px solid #e2e8f0;text-align:left;vertical-align:top}th{color:#4a5568;font-weight:600}
 svg text{font-size:11px;fill:#4a5568}.grid{stroke:#edf2f7}.muted{color:#718096}figure{display:inline-block;
-margin:4px}img{max-width:220px;max-height:220px;border:1px solid #e2e8f0}figcaption{font-size:11px;color:#718096;
+margin:4px}img{max-width:220px;max-height:220px;width:auto;height:auto;border:1px solid #e2e8f0}
+figcaption{font-size:11px;color:#718096;
 max-width:220px;overflow-wrap:anywhere}pre{background:#f7fafc;padding:8px;overflow-x:auto;font-size:12px}"""
 
 
-def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LIMIT,
-                  inline_budget: int = INLINE_BUDGET) -> str:
-    """The HTML page (small images inline while the budget lasts, newest epochs first; `base` makes the
-    links of the others relative, so the page works next to its output/ folder)."""
+def render_report(data: ReportData, base: Path, *, thumb_px: int = THUMB_PX, embed_budget: int = EMBED_BUDGET) -> str:
+    """The HTML page: sample thumbnails inline while the budget lasts (newest epochs first), each linking to its
+    full image relative to `base` (the run folder), so the page works next to its output/ folder."""
     e = html.escape
-    budget = [inline_budget]
+    budget = [embed_budget]
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
     parts = [f"<!doctype html><html lang=en><meta charset=utf-8><title>{e(data.title)}</title>",
              f"<style>{_CSS}</style><h1>{e(data.title)}</h1><table>{facts}</table>",
@@ -137,7 +166,7 @@ def render_report(data: ReportData, base: Path, *, inline_limit: int = INLINE_LI
         parts.append('<p class="muted">No sample images (set sample prompts to see the LoRA learn).</p>')
     rendered = {}
     for label, files in reversed(groups):  # the latest samples matter most: they get the inline budget first
-        rendered[label] = "".join(_img(p, base, inline_limit, budget) for p in files)
+        rendered[label] = "".join(_img(p, base, thumb_px, budget) for p in files)
     for label, _ in groups:
         parts.append(f"<h3>{e(label)}</h3><div>{rendered[label]}</div>")
     if data.outputs:

@@ -301,6 +301,22 @@ def precision(inp: RuleInput) -> Iterator[Check]:
 
 
 @rule
+def multi_gpu_schedule(inp: RuleInput) -> Iterator[Check]:
+    """Warm-up/decay given in steps shrink with several GPUs: sd-scripts sizes the scheduler in
+    max_train_steps x processes ticks (accelerate steps it once per process per optimizer step) but uses an
+    integer lr_warmup_steps / lr_decay_steps as ticks unscaled."""
+    if inp.processes <= 1:
+        return
+    for key in ("lr_warmup_steps", "lr_decay_steps"):
+        value = inp.values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            n = inp.processes
+            yield Check(f"{key}:multi_gpu", WARN, f"{key} {value} is counted in scheduler ticks, {n} per optimizer "
+                        f"step with {n} GPUs: it lasts about {-(-value // n)} optimizer steps, not {value}",
+                        f"give a ratio instead (e.g. {key}=0.05), or {key}={value * n} for {value} steps")
+
+
+@rule
 def memory(inp: RuleInput) -> Iterator[Check]:
     """Block swapping, offloading and DataLoader combinations that abort or do nothing."""
     v = inp.values
