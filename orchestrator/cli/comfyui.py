@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.cli.table import render_table
-from orchestrator.comfy.serverspec import ServerOptions
 from orchestrator.errors import OrchestratorError
 from orchestrator.progress import format_duration
 from orchestrator.runtimes import REGISTRY
@@ -17,6 +16,7 @@ from orchestrator.runtimes.base import RuntimeEnv, ServerRuntime
 
 if TYPE_CHECKING:
     from orchestrator.comfy import serve as serve_module
+    from orchestrator.comfy.serverspec import ServerOptions
 
 
 def _serve() -> "serve_module":
@@ -82,6 +82,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 # -- up ----------------------------------------------------------------------------------------
 
 def run_up(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.comfy.serverspec import ServerOptions  # deferred with the use cases (see _serve)
+
     options = ServerOptions(listen=args.listen, port=args.port, gpus=args.gpus, workers=args.workers)
     options.validate()
     if options.exposed:
