@@ -55,7 +55,7 @@ def test_a_docker_run_uses_mounts_user_labels_and_links_the_loras(engine, projec
 
     def raw_line(line: str) -> None:
         if not seen:
-            (c,) = containers(engine, project, all=False)
+            (c,) = containers(engine, project)   # running or (a fast stand-in) already exited
             attrs = engine.client.containers.get(c.id).attrs   # what the engine itself recorded
             seen.update(labels=c.labels, host=attrs["HostConfig"], config=attrs["Config"])
 

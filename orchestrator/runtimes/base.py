@@ -214,9 +214,13 @@ class TrainRuntime(Protocol):
     def files(self, layout: "Layout", run_dir: Path) -> TrainerFiles:
         """The path translation for one run (pure: no I/O beyond resolving links)."""
 
+    def probe(self) -> Any:
+        """Facts about the backend for `checks` (reachable, GPU support, image present); may be slow (a
+        network call), so the planner runs it in a thread while it reads the dataset. None: nothing to ask."""
+
     def checks(self, plan: "TrainPlan", probe: Any = None) -> "list[Check]":
         """Preflight checks of this runtime (backend reachable, image present, checkout complete);
-        `probe` is the caller's injected backend probe, or None to probe the real one."""
+        `probe` returns what `self.probe()` found (or a test's stand-in); None: the backend was not asked."""
 
     def describe(self, plan: "TrainPlan") -> dict[str, Any] | None:
         """Where the trainer runs, for `train --plan` (JSON `container`); None when there is nothing to add."""

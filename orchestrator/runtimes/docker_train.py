@@ -295,7 +295,6 @@ class DockerTrainer:
                                     "a low hard limit); training without it, host-to-GPU copies may be slower")
             spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
             container = self.engine.run(spec)
-        container = self.engine.inspect(container) or container
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)
 
     def _replace_stale(self, plan: TrainPlan, spec: ContainerSpec) -> None:

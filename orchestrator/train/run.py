@@ -170,6 +170,7 @@ def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Reporter, *,
                                    "`train` starts again from the beginning")
             raise
     handle.stop(0)  # the trainer has exited: this only removes the container
+    runtime.outputs(plan)  # a runtime whose trainer has its own file system brings the outputs here first
     _link_pending(plan, state, linked, warnings, reporter, final=True)
     final = plan.output_dir / (plan.expected_outputs[-1] if plan.expected_outputs else f"{plan.output_name}.safetensors")
     failure = diagnose(plan, code, state.errors, final, run_dir / LOG_NAME)
