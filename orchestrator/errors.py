@@ -4,8 +4,9 @@
     ├── UsageError                                 exit 2: bad command line or arguments
     ├── ConfigError                                exit 2: a config / job / workflow file is wrong
     │   └── DatasetError                           exit 2: the dataset or data.toml is wrong
+    ├── RuntimeUnavailable                         exit 1: a runtime's backend cannot be reached
     ├── DockerError                                exit 1: the engine refused or failed
-    │   └── DockerUnavailable                      exit 1: no engine reachable
+    │   └── DockerUnavailable                      exit 1: no engine reachable (also a RuntimeUnavailable)
     ├── DownloadError                              exit 1: the Hub or the disk failed us
     ├── TrainingFailed                             exit 1: the trainer exited badly (evidence: log tail)
     └── ComfyError                                 exit 1
@@ -54,11 +55,15 @@ class DatasetError(ConfigError):
     """The dataset folders or data.toml would make the trainer fail or silently skip data."""
 
 
+class RuntimeUnavailable(OrchestratorError):
+    """A runtime's backend (the Docker engine, a cluster head) cannot be reached from here."""
+
+
 class DockerError(OrchestratorError):
     """The Docker engine refused or failed an operation."""
 
 
-class DockerUnavailable(DockerError):
+class DockerUnavailable(DockerError, RuntimeUnavailable):
     """No Docker engine can be reached."""
 
 
