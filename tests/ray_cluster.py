@@ -186,3 +186,30 @@ def _alive(pid: int) -> bool:
             return f.read().decode(errors="replace").rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+DOUBLE_MAIN = r'''"""Stand-in ComfyUI main.py for the ray tests: serves the ComfyUI double (tests/comfy_double.py)."""
+import argparse, signal, sys, threading
+sys.path.insert(0, %(repo)r)
+from tests.comfy_double import ComfyDouble
+
+p = argparse.ArgumentParser()
+p.add_argument("--listen"); p.add_argument("--port", type=int)
+args, _ = p.parse_known_args()
+double = ComfyDouble(step_time=%(step_time)r, steps=%(steps)r, port=args.port).start()
+print("To see the GUI go to: http://%%s:%%d" %% (args.listen, args.port), flush=True)
+stop = threading.Event()
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda *_: stop.set())
+stop.wait()
+double.close()
+print("Stopped server", flush=True)
+'''
+
+
+def double_checkout(root: Path, *, seconds_per_image: float = 1.0, steps: int = 4) -> Path:
+    """A ComfyUI 'checkout' whose main.py runs the ComfyUI double, each image taking about `seconds_per_image`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "main.py").write_text(DOUBLE_MAIN % {"repo": str(REPO), "step_time": seconds_per_image / steps,
+                                                 "steps": steps})
+    return root

@@ -34,6 +34,8 @@ REGISTRY: tuple[Entry, ...] = (
           server="orchestrator.runtimes.docker:DockerServer", train="orchestrator.runtimes.docker:DockerTrainer"),
     Entry("local", "processes from a checkout on this machine (ComfyUI: --comfyui DIR; sd-scripts: --sd-scripts DIR)",
           server="orchestrator.runtimes.local:LocalServerRuntime", train="orchestrator.runtimes.local:LocalTrainer"),
+    Entry("ray", "ComfyUI workers as Ray actors on a Ray cluster (--address ADDR; needs the `ray` extra)",
+          server="orchestrator.runtimes.ray:RayServerRuntime"),
 )
 DEFAULT = REGISTRY[0].name
 
