@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from orchestrator.comfy import localserver
+from orchestrator.runtimes import local_comfyui as localserver
 from tests.comfy_standin import fake_checkout
 from tests.test_comfy_server import free_ports
 
@@ -58,7 +58,7 @@ def test_local_up_status_logs_down(project, run_cli, checkout, stop_local):
     assert "[comfy] starting stand-in" in r.out.splitlines()
 
     r = run_cli("comfyui", "down")
-    assert r.code == 0 and f"stopped local ComfyUI (pid {srv.pid}" in r.out
+    assert r.code == 0 and f"stopped local ComfyUI pid {srv.pid} (" in r.out
     assert localserver.running(project) is None and not localserver.pid_file(project).exists()
     with pytest.raises(ProcessLookupError):
         os.kill(srv.pid, 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.comfy import server
+from orchestrator.runtimes import docker_comfyui as server
 from orchestrator.comfy.serverspec import LABEL_GPU, LABEL_URL, LABEL_WORKER, ServerOptions, user_dir
 from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, invoking_user, project_id
 from orchestrator.errors import DockerError
@@ -230,7 +230,7 @@ def test_two_workers_and_discover_servers(engine, standins, project, run_cli):
     assert bindings == [str(port), str(port + 1)]
     assert "[comfy:1] To see the GUI" in run_cli("comfyui", "logs").out
     assert server.discover_servers(engine, project.__class__.at(project.root / "other")) == []
-    assert run_cli("comfyui", "down").out.count("stopped and removed") == 2
+    assert run_cli("comfyui", "down").out.count("stopped docker ComfyUI") == 2
     assert server.discover_servers(engine, project) == []
 
 

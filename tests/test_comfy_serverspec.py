@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from orchestrator import images
-from orchestrator.comfy import localserver, serverspec
+from orchestrator.comfy import serverspec
+from orchestrator.runtimes import local_comfyui as localserver
 from orchestrator.comfy.serverspec import ServerOptions
 from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, Mount, project_id
 from orchestrator.errors import UsageError

@@ -40,6 +40,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--server", action="append", metavar="URL", default=[],
                    help="a ComfyUI server; repeat for several (default: $COMFYUI_URL, else this project's "
                         "running ComfyUI containers, else http://127.0.0.1:8188)")
+    p.add_argument("--ray", metavar="ADDR",
+                   help="run on the ComfyUI workers of the Ray cluster at ADDR (started with `comfyui up --runtime "
+                        "ray`; default when --server is not given: the workers `comfyui up --runtime ray` recorded)")
+    p.add_argument("--ray-namespace", metavar="NS", help="Ray namespace of those workers (default flux-orchestrator)")
     p.add_argument("--depth", type=int, default=2, metavar="K",
                    help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
@@ -148,14 +152,11 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
     if given:
         source = "--server" if args.server else "$COMFYUI_URL"
         return list(dict.fromkeys(normalize_url(u, source) for u in given))
+    from orchestrator.comfy import serve
+    from orchestrator.runtimes import RuntimeEnv
+
     try:
-        from orchestrator.comfy.server import discover_servers
-        from orchestrator.engine import connect
-    except ImportError:
-        ctx.log(f"no --server given: using {DEFAULT_URL}")
-        return [DEFAULT_URL]
-    try:
-        urls = discover_servers(connect(), ctx.layout)
+        urls = serve.endpoints(RuntimeEnv(ctx.layout))
     except OrchestratorError as e:
         ctx.log(f"no --server given and cannot look for ComfyUI containers ({e.message}): using {DEFAULT_URL}")
         return [DEFAULT_URL]
@@ -164,6 +165,53 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
         return [DEFAULT_URL]
     ctx.log(f"found {len(urls)} ComfyUI server{'s' if len(urls) != 1 else ''}: {', '.join(urls)}")
     return urls
+
+
+def _servers(args: argparse.Namespace, ctx: Context) -> list[Any]:
+    """The batch's servers: --server URLs; --ray's workers; else every runtime's (URLs and Ray workers)."""
+    from orchestrator.batch.comfy_server import connect_servers
+    from orchestrator.comfy import serve
+    from orchestrator.errors import ComfyUnavailable
+    from orchestrator.runtimes import RuntimeEnv, server_runtime
+
+    env = RuntimeEnv(ctx.layout)
+    if args.ray and args.server:
+        raise UsageError("give --server or --ray, not both")
+    if args.ray:
+        rt = server_runtime("ray", env, {"address": args.ray, "namespace": args.ray_namespace})
+        workers = rt.batch_servers(timeout=args.timeout)
+        if not workers:
+            raise ComfyUnavailable(f"no ComfyUI worker runs on the Ray cluster at {args.ray}",
+                                   hint=f"start them: `comfyui up --runtime ray --address {args.ray} --workers N "
+                                        "--comfyui DIR`")
+        ctx.log(f"{len(workers)} Ray worker{'s' if len(workers) != 1 else ''} at {args.ray}: "
+                f"{', '.join(w.url for w in workers)}")
+        return workers
+    workers: list[Any] = []
+    if not args.server and not os.environ.get("COMFYUI_URL", "").strip():
+        try:
+            workers = serve.dispatchers(env, timeout=args.timeout)
+        except OrchestratorError as e:
+            ctx.log(f"cannot reach the recorded Ray workers ({e.message}); looking for other servers")
+        if workers:
+            ctx.log(f"found {len(workers)} Ray worker{'s' if len(workers) != 1 else ''}: "
+                    f"{', '.join(w.url for w in workers)}")
+            try:
+                urls = serve.endpoints(env)
+            except OrchestratorError:
+                urls = []
+            return workers + (connect_servers(urls, timeout=args.timeout) if urls else [])
+    return connect_servers(_server_urls(args, ctx), timeout=args.timeout)
+
+
+def _connect(url: str, timeout: float) -> Any:
+    """A server an earlier run queued a job on (to collect it); only URLs can be reached this way."""
+    from orchestrator.batch.comfy_server import ComfyServer
+    from orchestrator.errors import ComfyUnavailable
+
+    if not url.startswith(("http://", "https://")):
+        raise ComfyUnavailable(f"{url} is not part of this run")
+    return ComfyServer.connect(url, timeout=timeout)
 
 
 def format_progress(p: Any) -> str:
@@ -186,7 +234,6 @@ def format_progress(p: Any) -> str:
 
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.batch.comfy_server import ComfyServer, connect_servers
     from orchestrator.batch.prompts import PromptBuilder
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
@@ -194,8 +241,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     if args.depth < 1:
         raise UsageError(f"--depth {args.depth}: must be at least 1 (2 keeps the GPU busy between images)")
     jf, out = _load(args, ctx)
-    urls = _server_urls(args, ctx)
-    servers = connect_servers(urls, timeout=args.timeout)
+    servers = _servers(args, ctx)
     builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
     builder.check(jf.jobs)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
@@ -212,7 +258,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
 
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
-                            connect=lambda url: ComfyServer.connect(url, timeout=args.timeout),
+                            connect=lambda url: _connect(url, args.timeout),
                             on_progress=on_progress, log=ctx.log)
     except KeyboardInterrupt:
         ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "

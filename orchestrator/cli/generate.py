@@ -117,24 +117,24 @@ def _start_server(url: str, ctx: Context) -> str:
     """`comfyui up` on the port of `url`; returns the URL of the started server."""
     from urllib.parse import urlsplit
 
-    from orchestrator.comfy import server
+    from orchestrator.comfy import serve
     from orchestrator.comfy.serverspec import ServerOptions
-    from orchestrator.engine import connect
+    from orchestrator.runtimes import RuntimeEnv
 
     port = urlsplit(url).port or 8188
     ctx.log(f"no ComfyUI at {url}: starting one (`comfyui up --port {port}`)")
-    result = server.up(connect(), ctx.layout, ServerOptions(port=port), reporter=ctx.status)
-    return result.urls[0]
+    outcome = serve.up(RuntimeEnv(ctx.layout, reporter=ctx.status), serve.UpOptions(ServerOptions(port=port)))
+    return outcome.result.urls[0]
 
 
 def _discover(ctx: Context) -> str | None:
     """The URL of this project's running ComfyUI container (started on another port), if any."""
-    from orchestrator.comfy.server import discover_servers
-    from orchestrator.engine import connect
+    from orchestrator.comfy import serve
     from orchestrator.errors import OrchestratorError
+    from orchestrator.runtimes import RuntimeEnv
 
     try:
-        urls = discover_servers(connect(), ctx.layout)
+        urls = serve.endpoints(RuntimeEnv(ctx.layout))
     except OrchestratorError:
         return None
     return urls[0] if urls else None

@@ -31,9 +31,11 @@ class Entry:
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("docker", "containers on this machine's Docker engine (the default)",
-          server="orchestrator.runtimes.docker:DockerServer", train="orchestrator.runtimes.docker:DockerTrainer"),
+          server="orchestrator.runtimes.docker_comfyui:DockerServer",
+          train="orchestrator.runtimes.docker_train:DockerTrainer"),
     Entry("local", "processes from a checkout on this machine (ComfyUI: --comfyui DIR; sd-scripts: --sd-scripts DIR)",
-          server="orchestrator.runtimes.local:LocalServerRuntime", train="orchestrator.runtimes.local:LocalTrainer"),
+          server="orchestrator.runtimes.local_comfyui:LocalServerRuntime",
+          train="orchestrator.runtimes.local_train:LocalTrainer"),
     Entry("ray", "ComfyUI workers as Ray actors on a Ray cluster (--address ADDR; needs the `ray` extra)",
           server="orchestrator.runtimes.ray:RayServerRuntime"),
 )

@@ -71,6 +71,7 @@ class RuntimeEnv:
 
     layout: "Layout"
     reporter: "Reporter | None" = None
+    verbose: bool = False         # -v: runtimes may report raw preparation output (image builds) as milestones
     seams: Mapping[str, Any] = field(default_factory=dict)  # injected backends for tests, e.g. {"engine": ...}
 
 

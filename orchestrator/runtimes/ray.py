@@ -2,7 +2,7 @@
 
 `comfyui up --runtime ray --address ADDR --workers N` creates actors `comfyui-0..N-1` in a Ray
 namespace (default `flux-orchestrator`), each asking for `--worker-gpus` GPUs (default 1) and starting
-ComfyUI on its node the way the local runtime does (orchestrator.comfy.localserver), from the same
+ComfyUI on its node the way the local runtime does (orchestrator.runtimes.local_comfyui), from the same
 `--comfyui` checkout path on every node, with the models folder of `--models` (a path every node sees:
 a shared file system; nothing is copied per node). ComfyUI listens on 127.0.0.1 of its node (it has no
 authentication): everything the driver needs goes through the actor, images included (`fetch` returns
@@ -110,7 +110,7 @@ class ComfyWorker:
         import ray
 
         from orchestrator.batch.comfy_server import ComfyServer
-        from orchestrator.comfy import localserver
+        from orchestrator.runtimes import local_comfyui as localserver
         from orchestrator.comfy.serverspec import ServerOptions
 
         self.name, self.config = name, config
@@ -178,13 +178,13 @@ class ComfyWorker:
         return self._guard(self.comfy.client.object_info)
 
     def log_tail(self, n: int) -> list[str]:
-        from orchestrator.comfy import localserver
+        from orchestrator.runtimes import local_comfyui as localserver
 
         return localserver.tail(self.layout, n)
 
     def stop(self, grace: float) -> None:
         """Stop this worker's ComfyUI (before the actor is killed)."""
-        from orchestrator.comfy import localserver
+        from orchestrator.runtimes import local_comfyui as localserver
 
         if self.comfy is not None:
             self.comfy.close()
@@ -205,7 +205,7 @@ class ComfyWorker:
                 return ("err", kind, e.message, e.hint, list(e.details))
 
     def _comfy_alive(self) -> bool:
-        from orchestrator.comfy import localserver
+        from orchestrator.runtimes import local_comfyui as localserver
 
         return localserver.running(self.layout) is not None
 
@@ -479,9 +479,10 @@ class RayServerRuntime:
 
     def _info(self, index: int, info: dict[str, Any]) -> ServerInfo:
         gpu = ",".join(info["gpus"]) or "none"
-        where = f"{info['name']} on {info['node_ip']} (node {info['node_id'][:8]})"
-        return ServerInfo("ray", index, where + (", restarted" if info.get("restarted") else ""),
-                          info["url"] or f"ray:{info['name']}", "running", gpu, time.time() - info["started"])
+        local = (info["url"] or "").split("//", 1)[-1]
+        where = f"{info['name']} on node {info['node_ip']} {info['node_id'][:8]}, ComfyUI {local} there"
+        return ServerInfo("ray", index, where + (" (restarted by Ray)" if info.get("restarted") else ""),
+                          f"ray:{info['name']}", "running", gpu, time.time() - info["started"])
 
     def _write_record(self, target: Target) -> None:
         path = record_file(self.env.layout)

@@ -1,4 +1,5 @@
-"""ComfyUI from a local checkout (`comfyui up --runtime local --comfyui DIR`): a background process.
+"""The local runtime for ComfyUI servers (`LocalServerRuntime`): main.py of a checkout on this machine
+(`comfyui up --runtime local --comfyui DIR`), a background process.
 
 The same project folders as the container (models, workflows in the Workflows sidebar, outputs,
 input, a persistent user folder) are given to main.py with flags and an extra_model_paths.yaml;
@@ -14,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
@@ -25,6 +27,7 @@ from orchestrator.errors import ConfigError, OrchestratorError, UsageError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -246,3 +249,66 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+# -- the ServerRuntime ---------------------------------------------------------------------------------
+
+class LocalServerRuntime:
+    """`ServerRuntime` for a ComfyUI checkout on this machine: one background main.py (one worker)."""
+
+    name: ClassVar[str] = "local"
+    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
+        RuntimeSetting("comfyui", "ComfyUI checkout for --runtime local", kind="path", metavar="DIR"),
+        RuntimeSetting("python", "Python interpreter for --runtime local (default: this one)", metavar="PY"),
+    )
+
+    def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
+        self.env = env
+        self.settings = dict(settings)
+
+    def up(self, request: ServerRequest) -> ServerUp:
+        """Start main.py from the checkout unless it already runs; wait until it answers."""
+        checkout = self.settings.get("comfyui")
+        if not checkout:
+            raise UsageError("--runtime local needs --comfyui DIR (your ComfyUI checkout)",
+                             hint="e.g. `comfyui up --runtime local --comfyui ~/ComfyUI "
+                                  "--python ~/ComfyUI/venv/bin/python`")
+        if request.recreate:
+            raise UsageError("--recreate needs the docker runtime (a local ComfyUI keeps its settings)",
+                             hint="`comfyui down`, then `comfyui up --runtime local ...` again")
+        server, started = up(self.env.layout, request.options, Path(checkout), python=self.settings.get("python"),
+                             timeout=request.timeout, reporter=self.env.reporter)
+        return ServerUp((self._info(server),), (0,) if started else (), detail=server.comfyui)
+
+    def status(self) -> list[ServerInfo]:
+        """The running local server, if any."""
+        server = running(self.env.layout)
+        return [] if server is None else [self._info(server)]
+
+    def endpoints(self) -> list[str]:
+        """Its URL while it runs."""
+        return [s.url for s in self.status()]
+
+    def logs(self, *, follow: bool = False, tail: int | None = None,
+             worker: int | None = None) -> Iterator[LogLine]:
+        """The log file's lines (the last `tail` when not following)."""
+        if worker not in (None, 0):
+            return
+        lines: Iterator[str] = log_lines(self.env.layout, follow=follow)
+        if tail is not None and not follow:
+            lines = iter(list(lines)[-tail:] if tail else [])
+        for line in lines:
+            yield LogLine(0, line)
+
+    def has_run(self) -> bool:
+        """True when a local ComfyUI left its log in this project."""
+        return log_file(self.env.layout).exists()
+
+    def down(self, *, grace: float = 20.0) -> list[ServerInfo]:
+        """Stop the local server when it runs."""
+        server = down(self.env.layout, grace=grace)
+        return [] if server is None else [self._info(server)]
+
+    def _info(self, server: LocalServer) -> ServerInfo:
+        return ServerInfo(runtime=self.name, worker=0, name=f"pid {server.pid}", url=server.url, state="running",
+                          gpu="?", uptime_s=server.uptime())

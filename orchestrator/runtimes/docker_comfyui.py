@@ -1,4 +1,5 @@
-"""ComfyUI server containers: build the image, start/stop/inspect one container per worker.
+"""The docker runtime for ComfyUI servers (`DockerServer`): build the image, start/stop/inspect one
+container per worker.
 
 Docker is reached only through `orchestrator.engine`; what to run comes from the pure
 `orchestrator.comfy.serverspec`. Containers carry labels (role=comfyui, project, config hash,
@@ -13,24 +14,26 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from orchestrator import images
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import LABEL_CONFIG, LABEL_GPU, LABEL_PROJECT_DIR, LABEL_SETTINGS, LABEL_URL, \
     LABEL_WORKER, ROLE, ServerOptions, WorkerPlan, changed_settings, plan, writable_dirs
-from orchestrator.engine import LABEL_PROJECT, LABEL_ROLE, BuildLine, Engine, invoking_user, project_id
+from orchestrator.engine import LABEL_PROJECT, LABEL_ROLE, BuildLine, Engine, connect, invoking_user, project_id
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
 from orchestrator.progress import NullReporter, Reporter
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
-class ServerState:
+class WorkerContainer:
     """One of our ComfyUI containers as Docker sees it."""
 
     index: int
@@ -53,7 +56,7 @@ class ServerState:
 class UpResult:
     """What `up` did: every worker's state, and which ones it started now (vs. found running)."""
 
-    servers: tuple[ServerState, ...]
+    servers: tuple[WorkerContainer, ...]
     started: tuple[int, ...]
     image: str
 
@@ -79,11 +82,11 @@ def containers(engine: Engine, layout: Layout, *, running_only: bool = False) ->
     return sorted(found, key=lambda c: int((c.labels or {}).get(LABEL_WORKER, "0") or 0))
 
 
-def state_of(container: Any) -> ServerState:
-    """A ServerState from a docker-py Container (attrs as last loaded)."""
+def state_of(container: Any) -> WorkerContainer:
+    """A WorkerContainer from a docker-py Container (attrs as last loaded)."""
     labels = container.labels or {}
     st = container.attrs.get("State") or {}
-    return ServerState(
+    return WorkerContainer(
         index=int(labels.get(LABEL_WORKER, "0") or 0),
         name=container.name,
         url=labels.get(LABEL_URL, "?"),
@@ -100,16 +103,14 @@ def discover_servers(engine: Engine, layout: Layout) -> list[str]:
     return [state_of(c).url for c in containers(engine, layout, running_only=True)]
 
 
-def status(engine: Engine, layout: Layout) -> list[ServerState]:
+def status(engine: Engine, layout: Layout) -> list[WorkerContainer]:
     """Every ComfyUI container of this project, running or not."""
     return [state_of(c) for c in containers(engine, layout)]
 
 
-def down(engine: Engine, layout: Layout, *, grace: float = 20.0) -> list[ServerState]:
+def down(engine: Engine, layout: Layout, *, grace: float = 20.0) -> list[WorkerContainer]:
     """Stop (SIGINT, then kill after `grace`) and remove every ComfyUI container of this project;
     workers stop in parallel."""
-    from concurrent.futures import ThreadPoolExecutor
-
     cs = containers(engine, layout)
     gone = [state_of(c) for c in cs]
 
@@ -378,3 +379,80 @@ def _merged(engine: Engine, cs: list[Any], tail: int | str) -> Iterator[tuple[in
             remaining -= 1
         else:
             yield item
+
+
+# -- the ServerRuntime ---------------------------------------------------------------------------------
+
+class DockerServer:
+    """`ServerRuntime` on this machine's Docker engine: one labelled container per worker."""
+
+    name: ClassVar[str] = "docker"
+    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
+        RuntimeSetting("image", "advanced: use a pre-built image instead of ours", metavar="TAG"),
+        RuntimeSetting("rebuild", "rebuild the image even if it exists", kind="flag"),
+        RuntimeSetting("no_build", "fail instead of building a missing image", kind="flag"),
+    )
+
+    def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
+        self.env = env
+        self.settings = dict(settings)
+        self._engine: Engine | None = env.seams.get("engine")
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, connected on first use (DockerUnavailable when there is none)."""
+        if self._engine is None:
+            self._engine = connect()
+        return self._engine
+
+    def up(self, request: ServerRequest) -> ServerUp:
+        """Build the image when missing, start the workers that do not run yet, wait until they answer."""
+        result = up(self.engine, self.env.layout, request.options, image=self.settings.get("image"),
+                    build=not self.settings.get("no_build"), rebuild=bool(self.settings.get("rebuild")),
+                    recreate=request.recreate, timeout=request.timeout, reporter=self.env.reporter,
+                    on_build_line=_build_reporter(self.env))
+        return ServerUp(tuple(self._info(s) for s in result.servers), result.started, detail=result.image)
+
+    def status(self) -> list[ServerInfo]:
+        """Every ComfyUI container of the project, running or not."""
+        return [self._info(s) for s in status(self.engine, self.env.layout)]
+
+    def endpoints(self) -> list[str]:
+        """URLs of the running containers."""
+        return discover_servers(self.engine, self.env.layout)
+
+    def logs(self, *, follow: bool = False, tail: int | None = None,
+             worker: int | None = None) -> Iterator[LogLine]:
+        """The containers' logs (merged by line when following several)."""
+        for index, line in log_lines(self.engine, self.env.layout, follow=follow,
+                                     tail="all" if tail is None else tail, worker=worker):
+            yield LogLine(index, line)
+
+    def has_run(self) -> bool:
+        """True when a ComfyUI container of the project exists (running or exited)."""
+        return bool(containers(self.engine, self.env.layout))
+
+    def down(self, *, grace: float = 20.0) -> list[ServerInfo]:
+        """Stop and remove every container (in parallel)."""
+        return [self._info(s) for s in down(self.engine, self.env.layout, grace=grace)]
+
+    def _info(self, s: WorkerContainer) -> ServerInfo:
+        return ServerInfo(runtime=self.name, worker=s.index, name=s.name, url=s.url, state=s.state, gpu=s.gpu,
+                          uptime_s=s.uptime(), exit_code=s.exit_code)
+
+
+def _build_reporter(env: RuntimeEnv) -> Callable[[BuildLine], None]:
+    """Image build output as progress: steps as milestones, other lines on the live line (all with -v)."""
+    reporter = env.reporter or NullReporter()
+    step = {"text": ""}
+
+    def on_line(line: BuildLine) -> None:
+        if line.step is not None:
+            step["text"] = f"step {line.step}/{line.total}"
+            reporter.milestone(f"[build] {line.text[:160]}")
+        elif env.verbose:
+            reporter.milestone(f"[build] {line.text}")
+        else:
+            reporter.update(f"building the ComfyUI image ({step['text'] or 'starting'}): {line.text[:100]}")
+
+    return on_line
