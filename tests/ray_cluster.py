@@ -181,6 +181,7 @@ class Cluster:
 
 
 def _alive(pid: int) -> bool:
+    """True while the process runs (a zombie, dead but not yet reaped, is not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().decode(errors="replace").rsplit(")", 1)[1].split()[0] != "Z"

@@ -275,8 +275,12 @@ class RayServer:
         self._call("delete_pending", list(prompt_ids))
 
     def idle(self, poll: float, quiet: float | None = None) -> None:
-        """The worker waits on its ComfyUI's websocket (its doorbell) for us, draining it."""
-        self._call("idle", poll, quiet if quiet is not None else poll, timeout=self.timeout + (quiet or poll))
+        """The worker waits on its ComfyUI's websocket (its doorbell) for us, draining it; never raises
+        (like ComfyServer.idle): a lost worker is noticed by the next queue_ids."""
+        try:
+            self._call("idle", poll, quiet if quiet is not None else poll, timeout=self.timeout + (quiet or poll))
+        except ComfyError:
+            time.sleep(poll)
 
     def object_info(self) -> dict[str, Any]:
         return self._call("object_info")
