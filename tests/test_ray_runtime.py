@@ -158,6 +158,7 @@ def test_batch_survives_a_killed_node_every_image_once(cluster, ray_up, run_cli,
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     assert (doc["done"], doc["failed"], doc["total"]) == (6, 0, 6)
+    assert f"{victim} is down" in r.err                                     # said while it happened
 
     recs = [x for x in _manifest(manifest) if "key" in x]
     keys = {x["key"] for x in recs}
@@ -180,7 +181,8 @@ def test_batch_survives_a_killed_node_every_image_once(cluster, ray_up, run_cli,
         assert (out / f"{names[x['key']]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
 
-    r = run_cli("batch", "run", str(jobs), "--json")                         # resume: nothing twice
+    r = run_cli("batch", "run", str(jobs), "--json", "--ray", cluster.address,  # resume: nothing twice
+                "--ray-namespace", namespace)
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     assert (doc["done"], doc["skipped"]) == (0, 6)

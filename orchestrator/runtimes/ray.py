@@ -79,6 +79,7 @@ def connect(target: Target) -> Any:
         if getattr(connect, "_current", None) == target and ctx.namespace == target.namespace:
             return ray
         ray.shutdown()
+    _check_reachable(target.address)  # ray.init would retry an unreachable head for minutes, logging noise
     try:
         ray.init(address=target.address, namespace=target.namespace, logging_level=logging.ERROR,
                  log_to_driver=False, configure_logging=False)
@@ -88,6 +89,22 @@ def connect(target: Target) -> Any:
                                       "with --address HOST:6379 (--ray HOST:6379 for batch run)") from None
     connect._current = target  # type: ignore[attr-defined]
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """RuntimeUnavailable unless HOST:PORT accepts a TCP connection ('auto' and ray:// are left to Ray)."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--address {address!r} is not HOST:PORT", hint="e.g. --address 10.0.0.5:6379 (the head's "
+                                                                         "`ray start --head --port`)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RuntimeUnavailable(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+                                 hint="start one with `ray start --head --port 6379` (see the README), or pass "
+                                      "its address with --address HOST:6379 (--ray HOST:6379 for batch run)") from None
 
 
 def disconnect() -> None:
@@ -350,8 +367,8 @@ class RayServerRuntime:
             raise UsageError("--runtime ray needs the cluster's address: --address HOST:6379",
                              hint="start a cluster with `ray start --head` (README: several machines)")
         config = self._config(request)
-        ray = connect(target)
         gpus, cpus = self._resources()
+        ray = connect(target)
         existing = {i for i, _, _ in self._workers(ray)}
         actor = ray.remote(ComfyWorker)
         handles = []
