@@ -193,6 +193,9 @@ DOUBLE_MAIN = r'''"""Stand-in ComfyUI main.py for the ray tests: serves the Comf
 import argparse, signal, sys, threading
 sys.path.insert(0, %(repo)r)
 from tests.comfy_double import ComfyDouble
+from tests.comfy_double_http import Handler
+
+Handler.disable_nagle_algorithm = True  # like real ComfyUI (aiohttp): no 40 ms Nagle/delayed-ACK stall per reply
 
 p = argparse.ArgumentParser()
 p.add_argument("--listen"); p.add_argument("--port", type=int)
