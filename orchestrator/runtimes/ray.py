@@ -205,6 +205,22 @@ class ComfyWorker:
 
         return localserver.tail(self.layout, n)
 
+    def log_from(self, offset: int) -> tuple[list[str], int]:
+        """Complete log lines after byte `offset`, and the offset to ask from next time (for --follow)."""
+        from orchestrator.runtimes import local_comfyui as localserver
+
+        try:
+            with open(localserver.log_file(self.layout), "rb") as f:
+                if os.fstat(f.fileno()).st_size < offset:
+                    offset = 0  # a new log: this worker was restarted on another node
+                f.seek(offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return [], offset
+        end = data.rfind(b"\n") + 1
+        lines = data[:end].decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        return [line for line in lines if line.strip()], offset + end
+
     def stop(self, grace: float) -> None:
         """Stop this worker's ComfyUI (before the actor is killed)."""
         from orchestrator.runtimes import local_comfyui as localserver
@@ -456,15 +472,30 @@ class RayServerRuntime:
         if target is None:
             return
         ray = connect(target)
+        offsets: dict[str, int] = {}
         for i, name, handle in self._workers(ray):
             if worker is not None and i != worker:
                 continue
             try:
                 lines = ray.get(handle.log_tail.remote(tail if tail is not None else 10_000), timeout=30)
+                if follow:
+                    offsets[name] = ray.get(handle.log_from.remote(0), timeout=30)[1]
             except ray.exceptions.RayError:
                 continue
             for line in lines:
                 yield LogLine(i, line)
+        while follow:  # until no worker is left (`comfyui down` from elsewhere); Ctrl+C ends it too
+            workers = [w for w in self._workers(ray) if worker is None or w[0] == worker]
+            if not workers:
+                return
+            for i, name, handle in workers:
+                try:
+                    lines, offsets[name] = ray.get(handle.log_from.remote(offsets.get(name, 0)), timeout=30)
+                except ray.exceptions.RayError:
+                    continue  # restarting: its new log is read from where we were
+                for line in lines:
+                    yield LogLine(i, line)
+            time.sleep(1.0)
 
     def has_run(self) -> bool:
         return record_file(self.env.layout).exists()
