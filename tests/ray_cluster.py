@@ -150,7 +150,8 @@ class Cluster:
             time.sleep(1)
 
     def stop(self) -> list[int]:
-        """Stop every node (SIGTERM, then SIGKILL what is left of its tree); returns the pids that needed SIGKILL.
+        """Stop every node (SIGTERM, then SIGKILL what is left of its tree); returns the pids of those trees
+        still running afterwards (none, unless something escaped).
 
         Not `ray stop`: that kills every Ray process on the machine by name, other test runs' included.
         """
@@ -177,7 +178,12 @@ class Cluster:
             if node.proc.poll() is None:
                 node.proc.wait(timeout=30)
             shutil.rmtree(node.temp_dir, ignore_errors=True)
-        return left
+        deadline = time.monotonic() + 10
+        while True:
+            running = [pid for pids in trees.values() for pid in pids if _alive(pid)]
+            if not running or time.monotonic() > deadline:
+                return running
+            time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:

@@ -41,9 +41,8 @@ def cluster(tmp_path_factory):
     from orchestrator.runtimes.ray import disconnect
 
     disconnect()
-    c.stop()
-    left = [pid for node in c.nodes for pid in node.tree() if node.alive]
-    assert not left, f"processes of the test cluster left running: {left}"
+    left = c.stop()
+    assert not left, f"processes of the test cluster still run after stop(): {left}"
 
 
 @pytest.fixture
@@ -180,6 +179,15 @@ def test_batch_survives_a_killed_node_every_image_once(cluster, ray_up, run_cli,
         assert sidecars[names[x["key"]]]["prompt_id"] == x["prompt_id"]     # the collected image, not another
         assert (out / f"{names[x['key']]}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stamps = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.png")}
+
+    deadline = time.monotonic() + 120  # Ray replaces the dead worker on the node that is left
+    while True:
+        rows = {x["url"]: x for x in json.loads(run_cli("comfyui", "status", "--json").out) if x["runtime"] == "ray"}
+        if victim in rows and rows[victim]["responding"] and "restarted by Ray" in rows[victim]["name"]:
+            break
+        assert time.monotonic() < deadline, f"the dead worker was not replaced: {rows}"
+        time.sleep(0.5)
+    assert _worker_nodes(cluster, namespace)[victim.removeprefix("ray:")] == "head"
 
     r = run_cli("batch", "run", str(jobs), "--json", "--ray", cluster.address,  # resume: nothing twice
                 "--ray-namespace", namespace)
