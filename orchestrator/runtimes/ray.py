@@ -197,8 +197,14 @@ class ComfyWorker:
     def idle(self, poll: float, quiet: float) -> Any:
         return self._guard(lambda: self.comfy.idle(poll, quiet))
 
-    def object_info(self) -> Any:
-        return self._guard(self.comfy.client.object_info)
+    def relay(self, target: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Any other call of the batch code on this worker's ComfyServer ("server") or its ComfyClient
+        ("client"), e.g. client.object_info(); an optional method it lacks answers None."""
+        obj = self.comfy if target == "server" else getattr(self.comfy, "client", None)
+        fn = getattr(obj, method, None)
+        if fn is None:
+            return ("ok", None) if self.comfy is not None else self._guard(lambda: None)
+        return self._guard(lambda: fn(*args, **kwargs))
 
     def log_tail(self, n: int) -> list[str]:
         from orchestrator.runtimes import local_comfyui as localserver
@@ -276,7 +282,7 @@ class RayServer:
     def __init__(self, target: Target, name: str, handle: Any, *, timeout: float = 30.0) -> None:
         self.target, self.name, self.handle, self.timeout = target, name, handle, timeout
         self.url = f"ray:{name}"
-        self.client = self  # PromptBuilder reads `server.client.object_info`
+        self.client = _ClientRelay(self)  # PromptBuilder asks `server.client.object_info()` and the like
         self.fetched: dict[ImageRef, bytes] = {}  # images that came with their result, until saved
 
     def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
@@ -327,11 +333,24 @@ class RayServer:
         except ComfyError:
             time.sleep(poll)
 
-    def object_info(self) -> dict[str, Any]:
-        return self._call("object_info")
+    def server_log(self) -> Any:
+        """The worker's ComfyUI's recent log lines (None when it has no such route or method)."""
+        return self._call("relay", "server", "server_log", (), {})
 
     def close(self) -> None:
         pass
+
+
+class _ClientRelay:
+    """`server.client.X(...)` of a RayServer: ComfyClient calls made by the worker on its node."""
+
+    def __init__(self, server: RayServer) -> None:
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._server._call("relay", "client", name, args, kwargs)
 
 
 # -- the runtime --------------------------------------------------------------------------------------
