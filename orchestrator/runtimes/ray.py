@@ -71,14 +71,17 @@ class Target:
     namespace: str = NAMESPACE
 
 
+_connected: list[Target] = []   # the cluster this process is a driver of (ray.init is once per process)
+
+
 def connect(target: Target) -> Any:
     """ray, initialised as a driver of `target` (again only when the address or namespace changed)."""
     ray = import_ray()
     if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        if getattr(connect, "_current", None) == target and ctx.namespace == target.namespace:
+        if _connected == [target]:
             return ray
         ray.shutdown()
+    _connected.clear()
     _check_reachable(target.address)  # ray.init would retry an unreachable head for minutes, logging noise
     try:
         ray.init(address=target.address, namespace=target.namespace, logging_level=logging.ERROR,
@@ -87,7 +90,7 @@ def connect(target: Target) -> Any:
         raise RuntimeUnavailable(f"cannot reach the Ray cluster at {target.address}: {str(e).splitlines()[0][:300]}",
                                  hint="start one with `ray start --head` (see the README), or pass its address "
                                       "with --address HOST:6379 (--ray HOST:6379 for batch run)") from None
-    connect._current = target  # type: ignore[attr-defined]
+    _connected.append(target)
     return ray
 
 
@@ -115,7 +118,7 @@ def disconnect() -> None:
         return
     if ray.is_initialized():
         ray.shutdown()
-    connect._current = None  # type: ignore[attr-defined]
+    _connected.clear()
 
 
 # -- the actor: one ComfyUI on one node -----------------------------------------------------------
