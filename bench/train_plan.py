@@ -82,6 +82,7 @@ def breakdown(layout: Layout) -> None:
     from orchestrator.dataset import check_dataset
     from orchestrator.train import preflight
     from orchestrator.train.config import load_config
+    from orchestrator.runtimes import RuntimeEnv, train_runtime
     from orchestrator.train.plan import build_plan
 
     for _ in range(2):
@@ -90,9 +91,10 @@ def breakdown(layout: Layout) -> None:
         t1 = time.perf_counter()
         dataset = check_dataset(layout, trainer_flags={"cache_latents": True, "resolution": None})
         t2 = time.perf_counter()
-        plan, _ = build_plan(layout, config, dataset=dataset, now=datetime.now(), image="flux-train:x")
+        runtime = train_runtime("docker", RuntimeEnv(layout), {"image": "flux-train:x"})
+        plan, _ = build_plan(layout, config, dataset=dataset, now=datetime.now(), runtime=runtime)
         t3 = time.perf_counter()
-        preflight.preflight(plan, layout, dataset, processes=1, visible_gpus=None, engine=None)
+        preflight.preflight(plan, layout, dataset, processes=1, visible_gpus=None, runtime=runtime)
         t4 = time.perf_counter()
     print("  in-process: config {:.0f} ms, dataset check {:.0f} ms, build plan {:.0f} ms, preflight {:.0f} ms".format(
         (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000, (t4 - t3) * 1000))

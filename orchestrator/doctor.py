@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator import models
+from orchestrator.containers import NVIDIA_HINT
 from orchestrator.errors import OrchestratorError
+from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
+from orchestrator.images import comfy_image, train_image
 from orchestrator.layout import Layout
 from orchestrator.progress import format_bytes
 
@@ -31,8 +34,8 @@ DOWNLOAD = "python -m orchestrator download"
 
 
 @dataclass(frozen=True)
-class Check:
-    """One line of the doctor's table."""
+class Finding:
+    """One finding of `doctor` (a line of its table): what was checked, how it stands, the fix."""
 
     name: str
     status: str
@@ -74,7 +77,7 @@ class Probes:
 
 
 def run_checks(layout: Layout, probes: Probes, *, variant: str | None = None, port: int = COMFY_PORT,
-               online: bool = False) -> list[Check]:
+               online: bool = False) -> list[Finding]:
     """Every check, in the order a user fixes them."""
     checks = [check_python(probes.python)]
     engine, docker_check = _docker(probes)
@@ -104,21 +107,21 @@ def detect_variant(layout: Layout) -> str:
 
 
 # -- single checks --------------------------------------------------------------------------------
-def check_python(version: tuple[int, int, int]) -> Check:
+def check_python(version: tuple[int, int, int]) -> Finding:
     text = ".".join(map(str, version))
     if version[:2] >= (3, 10):
-        return Check("python", OK, f"Python {text}")
-    return Check("python", FAIL, f"Python {text} is too old", "install Python 3.10 or newer")
+        return Finding("python", OK, f"Python {text}")
+    return Finding("python", FAIL, f"Python {text} is too old", "install Python 3.10 or newer")
 
 
-def _docker(probes: Probes) -> tuple[Any | None, Check]:
+def _docker(probes: Probes) -> tuple[Any | None, Finding]:
     try:
         engine = probes.connect()
         info = engine.info()
     except OrchestratorError as e:
-        return None, Check("docker", FAIL, e.message, e.hint)
+        return None, Finding("docker", FAIL, e.message, e.hint)
     version = info.get("ServerVersion", "?")
-    return engine, Check("docker", OK, f"engine {version} reachable ({info.get('OperatingSystem', '?')})")
+    return engine, Finding("docker", OK, f"engine {version} reachable ({info.get('OperatingSystem', '?')})")
 
 
 def _has_nvidia(engine: Any | None) -> bool | None:
@@ -130,40 +133,38 @@ def _has_nvidia(engine: Any | None) -> bool | None:
         return None
 
 
-def check_nvidia_runtime(engine: Any | None, *, toolkit: str | None = None) -> Check:
+def check_nvidia_runtime(engine: Any | None, *, toolkit: str | None = None) -> Finding:
     """`toolkit`: path of the NVIDIA Container Toolkit on this host, when installed."""
-    from orchestrator.engine import NVIDIA_HINT
-
     if engine is None:
-        return Check("nvidia runtime", INFO, "not checked: Docker is not reachable")
+        return Finding("nvidia runtime", INFO, "not checked: Docker is not reachable")
     info = engine.info()
     runtimes = sorted((info.get("Runtimes") or {}).keys())
     if "nvidia" in runtimes:
         default = info.get("DefaultRuntime", "?")
-        return Check("nvidia runtime", OK, f"registered with Docker (default runtime: {default})")
+        return Finding("nvidia runtime", OK, f"registered with Docker (default runtime: {default})")
     summary = f"Docker has no NVIDIA runtime (only {', '.join(runtimes) or 'none'}): containers cannot use a GPU"
     if toolkit:
-        return Check("nvidia runtime", FAIL, summary + f"; the toolkit is installed ({toolkit}) but not registered",
+        return Finding("nvidia runtime", FAIL, summary + f"; the toolkit is installed ({toolkit}) but not registered",
                      "register it: `sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`")
-    return Check("nvidia runtime", FAIL, summary, NVIDIA_HINT)
+    return Finding("nvidia runtime", FAIL, summary, NVIDIA_HINT)
 
 
-def check_gpus(probes: Probes, *, engine_has_nvidia: bool | None) -> Check:
+def check_gpus(probes: Probes, *, engine_has_nvidia: bool | None) -> Finding:
     exe = probes.which("nvidia-smi")
     if exe is None:
         if engine_has_nvidia:
-            return Check("gpus", WARN, "nvidia-smi not found on this host, cannot list GPUs",
+            return Finding("gpus", WARN, "nvidia-smi not found on this host, cannot list GPUs",
                          "install the NVIDIA driver utilities (or ignore if Docker runs on another machine)")
-        return Check("gpus", WARN, "no NVIDIA driver found on this host (no nvidia-smi)",
+        return Finding("gpus", WARN, "no NVIDIA driver found on this host (no nvidia-smi)",
                      "training and generation need an NVIDIA GPU with a recent driver")
     try:
         r = probes.run([exe, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
                        capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError) as e:
-        return Check("gpus", WARN, f"nvidia-smi failed: {e}", "check the NVIDIA driver (`nvidia-smi`)")
+        return Finding("gpus", WARN, f"nvidia-smi failed: {e}", "check the NVIDIA driver (`nvidia-smi`)")
     if r.returncode != 0:
         text = (r.stderr or r.stdout or "").strip().splitlines()
-        return Check("gpus", WARN, f"nvidia-smi failed: {text[0] if text else r.returncode}",
+        return Finding("gpus", WARN, f"nvidia-smi failed: {text[0] if text else r.returncode}",
                      "check the NVIDIA driver (`nvidia-smi`); a driver/library mismatch needs a reboot")
     gpus = []
     for line in r.stdout.strip().splitlines():
@@ -171,16 +172,16 @@ def check_gpus(probes: Probes, *, engine_has_nvidia: bool | None) -> Check:
         if len(parts) >= 3 and parts[2].replace(".", "").isdigit():
             gpus.append((parts[0], parts[1], float(parts[2]) / 1024))  # MiB -> GiB
     if not gpus:
-        return Check("gpus", WARN, "nvidia-smi lists no GPU", "check the NVIDIA driver (`nvidia-smi`)")
+        return Finding("gpus", WARN, "nvidia-smi lists no GPU", "check the NVIDIA driver (`nvidia-smi`)")
     summary = "; ".join(f"GPU {i}: {name} {mem:.0f} GiB" for i, name, mem in gpus)
     if max(mem for _, _, mem in gpus) < TRAIN_GPU_MEMORY_GIB - 1:
-        return Check("gpus", WARN, summary + f" (training FLUX.1-dev wants ~{TRAIN_GPU_MEMORY_GIB} GiB)",
+        return Finding("gpus", WARN, summary + f" (training FLUX.1-dev wants ~{TRAIN_GPU_MEMORY_GIB} GiB)",
                      "train with the low-memory settings (fp8 base model, block swapping) and "
                      "`download --variant fp8`")
-    return Check("gpus", OK, summary)
+    return Finding("gpus", OK, summary)
 
 
-def check_disk(layout: Layout, statuses: list[models.LocalStatus], disk_usage: Callable[[Any], Any]) -> Check:
+def check_disk(layout: Layout, statuses: list[models.LocalStatus], disk_usage: Callable[[Any], Any]) -> Finding:
     folder = layout.models if layout.models.exists() else layout.root
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -190,100 +191,96 @@ def check_disk(layout: Layout, statuses: list[models.LocalStatus], disk_usage: C
     if need:
         text += f"; the missing models need {format_bytes(need)}"
     if free < need:
-        return Check("disk", FAIL, text, f"free {format_bytes(need - free)} or put models/ on a bigger disk "
+        return Finding("disk", FAIL, text, f"free {format_bytes(need - free)} or put models/ on a bigger disk "
                                          "(a symlink is fine)")
     if free - need < HEADROOM:
-        return Check("disk", WARN, text + f"; less than {format_bytes(HEADROOM)} left for caches and results",
+        return Finding("disk", WARN, text + f"; less than {format_bytes(HEADROOM)} left for caches and results",
                      "free some space before training (latent caches, LoRA saves and state need room)")
-    return Check("disk", OK, text)
+    return Finding("disk", OK, text)
 
 
-def check_model(s: models.LocalStatus, *, fetch_all: bool = False) -> Check:
+def check_model(s: models.LocalStatus, *, fetch_all: bool = False) -> Finding:
     name = f"model {s.model.name}"
     rel = f"models/{s.model.folder}/{s.path.name}"
     fetch = f"`{DOWNLOAD}`" if fetch_all else f"`{DOWNLOAD} --only {s.model.name}`"
     if not s.present:
-        return Check(name, FAIL, f"{rel} is missing", f"run {fetch}" + ("" if fetch_all or not s.model.gated
+        return Finding(name, FAIL, f"{rel} is missing", f"run {fetch}" + ("" if fetch_all or not s.model.gated
                                                                          else " (gated: needs a Hugging Face token)"))
     if not s.complete:
-        return Check(name, FAIL, f"{rel} is incomplete: {format_bytes(s.size)} of {format_bytes(s.expected)}",
+        return Finding(name, FAIL, f"{rel} is incomplete: {format_bytes(s.size)} of {format_bytes(s.expected)}",
                      f"run {fetch}: it resumes or replaces it")
     if not s.recorded:
-        return Check(name, WARN, f"{rel} present ({format_bytes(s.size)}) but not recorded by `download`",
+        return Finding(name, WARN, f"{rel} present ({format_bytes(s.size)}) but not recorded by `download`",
                      f"run `{DOWNLOAD} --only {s.model.name} --verify` to check it against the Hub")
-    return Check(name, OK, f"{rel} ({format_bytes(s.size)})")
+    return Finding(name, OK, f"{rel} ({format_bytes(s.size)})")
 
 
-def check_tokenizer(t: models.TokenizerStatus) -> Check:
+def check_tokenizer(t: models.TokenizerStatus) -> Finding:
     name = f"tokenizer {t.tokenizer.name.removesuffix('-tokenizer')}"
     rel = f"models/tokenizers/{t.tokenizer.folder_name}/"
     if t.complete:
-        return Check(name, OK, f"{rel} cached")
+        return Finding(name, OK, f"{rel} cached")
     gone = ", ".join(t.missing + t.incomplete)
-    return Check(name, FAIL, f"{rel} lacks {gone}", f"run `{DOWNLOAD} --only tokenizers` (a few MB; training "
+    return Finding(name, FAIL, f"{rel} lacks {gone}", f"run `{DOWNLOAD} --only tokenizers` (a few MB; training "
                                                     "runs offline and cannot fetch them itself)")
 
 
-def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Check]:
-    from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
-
+def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Finding]:
     hub = make_hub() if make_hub is not None else Hub.from_env()
     card = model_card_url(models.FLUX_REPO)
-    reach: list[Check] = []
+    reach: list[Finding] = []
     if online:
         try:
             hub.file_info(models.CLIP_L.repo, models.CLIP_L.filename)
         except HubUnreachable as e:
-            return [Check("hub", FAIL if needed else WARN, e.message, e.hint)]
+            return [Finding("hub", FAIL if needed else WARN, e.message, e.hint)]
         except OrchestratorError:
             pass  # it answered (a refused token is the next check's business)
-        reach = [Check("hub", OK, f"{hub.endpoint} reachable")]
+        reach = [Finding("hub", OK, f"{hub.endpoint} reachable")]
     if not hub.has_token:
         if needed:
-            return reach + [Check("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
+            return reach + [Finding("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
                                             "gated and not downloaded yet",
                           f"accept the licence at {card}, then {LOGIN_HINT}")]
-        return reach + [Check("hf token", INFO, "none found (not needed: the gated files are already here)")]
+        return reach + [Finding("hf token", INFO, "none found (not needed: the gated files are already here)")]
     if not online:
-        return [Check("hf token", OK, f"found ({hub.token_source}); not checked online (`doctor --online` does)")]
+        return [Finding("hf token", OK, f"found ({hub.token_source}); not checked online (`doctor --online` does)")]
     try:
         user = hub.whoami()
     except OrchestratorError as e:
-        return reach + [Check("hf token", FAIL, e.message, e.hint)]
-    checks = reach + [Check("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
+        return reach + [Finding("hf token", FAIL, e.message, e.hint)]
+    checks = reach + [Finding("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
     try:
         hub.file_info(models.FLUX_REPO, models.FLUX_DEV.filename, gated=True)
-        checks.append(Check("flux licence", OK, f"{user} has access to {models.FLUX_REPO}"))
+        checks.append(Finding("flux licence", OK, f"{user} has access to {models.FLUX_REPO}"))
     except OrchestratorError as e:
-        checks.append(Check("flux licence", FAIL if needed else WARN, e.message, e.hint))
+        checks.append(Finding("flux licence", FAIL if needed else WARN, e.message, e.hint))
     return checks
 
 
-def check_port(port_free: Callable[[str, int], bool], port: int) -> Check:
+def check_port(port_free: Callable[[str, int], bool], port: int) -> Finding:
     if port_free("127.0.0.1", port):
-        return Check("port", OK, f"{port} is free for ComfyUI")
-    return Check("port", WARN, f"{port} is in use (a ComfyUI already running?)",
+        return Finding("port", OK, f"{port} is free for ComfyUI")
+    return Finding("port", WARN, f"{port} is in use (a ComfyUI already running?)",
                  f"stop what listens on it (`ss -ltnp 'sport = :{port}'` shows it) or give ComfyUI another port")
 
 
-def check_images(engine: Any | None, tags: Callable[[], tuple[str, str]]) -> list[Check]:
+def check_images(engine: Any | None, tags: Callable[[], tuple[str, str]]) -> list[Finding]:
     train, comfy = tags()
     out = []
     for label, tag, when in (("train image", train, "`train`"), ("comfyui image", comfy, "`comfyui`")):
         if engine is None:
-            out.append(Check(label, INFO, f"{tag}: not checked (Docker is not reachable)"))
+            out.append(Finding(label, INFO, f"{tag}: not checked (Docker is not reachable)"))
             continue
         try:
             built = engine.image_exists(tag)
         except OrchestratorError as e:
-            out.append(Check(label, WARN, f"{tag}: {e.message}", e.hint))
+            out.append(Finding(label, WARN, f"{tag}: {e.message}", e.hint))
             continue
-        out.append(Check(label, OK, f"{tag} built") if built else
-                   Check(label, INFO, f"{tag} not built yet: the first {when} builds it (takes a while)"))
+        out.append(Finding(label, OK, f"{tag} built") if built else
+                   Finding(label, INFO, f"{tag} not built yet: the first {when} builds it (takes a while)"))
     return out
 
 
 def _image_tags() -> tuple[str, str]:
-    from orchestrator.images import comfy_image, train_image
-
     return train_image(), comfy_image()

@@ -1,139 +1,72 @@
 """The Docker seam: the ONLY module that imports docker-py.
 
-`ContainerSpec` is pure (options -> `containers.run` keyword arguments, tested by equality);
-`Engine` wraps a `docker.DockerClient` and turns docker-py's exceptions into ours, keeping the
-evidence (exit code, last log lines, build output).
+`Engine` wraps a `docker.DockerClient`: it takes our pure types (`orchestrator.containers`) and
+returns them (`Container`, log byte iterators, exit codes), never docker-py objects, and turns
+docker-py's exceptions into ours, keeping the evidence (exit code, last log lines, build output).
+docker-py is imported inside the functions that call it: `import docker` costs ~0.3 s, kept off
+`--help` and the plan-only commands.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.containers import NVIDIA_HINT, BuildLine, Container, ContainerSpec, gpu_request
 from orchestrator.errors import DockerError, DockerUnavailable
-
-LABEL_PREFIX = "io.flux-orchestrator."
-LABEL_ROLE = LABEL_PREFIX + "role"          # "train" | "comfyui" | ...
-LABEL_PROJECT = LABEL_PREFIX + "project"    # project_id(layout.root)
-LABEL_RUN = LABEL_PREFIX + "run"            # run id (training)
-LABEL_CONFIG = LABEL_PREFIX + "config-hash"  # config_hash(...) of what the container was started with
-
-NVIDIA_HINT = ("install the NVIDIA Container Toolkit and register its runtime with Docker "
-               "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker`)")
-
-
-def project_id(root: Path) -> str:
-    """A short stable id of a project folder, used in labels and container names."""
-    return hashlib.sha256(str(root).encode()).hexdigest()[:12]
-
-
-def config_hash(obj: Any) -> str:
-    """SHA-256 (16 hex) of a JSON-able value, key order ignored: tells whether a container still matches."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def invoking_user() -> str:
-    """`uid:gid` of the caller (the real user behind sudo), so container outputs are not root-owned."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if os.getuid() == 0 and uid and gid:
-        return f"{uid}:{gid}"
-    return f"{os.getuid()}:{os.getgid()}"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount of a host path."""
-
-    source: Path
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to start one container; pure data."""
-
-    image: str
-    command: tuple[str, ...] = ()
-    name: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()
-    environment: Mapping[str, str] = field(default_factory=dict)
-    user: str | None = None
-    working_dir: str | None = None
-    gpus: str | None = None          # None: no GPU; "all"; "2" (a count); "0,1" (device ids)
-    ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
-    ipc_host: bool = False
-    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # name -> (soft, hard)
-    shm_size: str | None = None
-    entrypoint: tuple[str, ...] | None = None
-    stop_signal: str | None = None
-
-    def run_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for docker-py's `containers.run/create(**kwargs)` (detached, not auto-removed)."""
-        from docker.types import DeviceRequest, Ulimit
-
-        kw: dict[str, Any] = {
-            "image": self.image,
-            "command": list(self.command) or None,
-            "detach": True,
-            "labels": dict(self.labels),
-            "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                        for m in self.mounts},
-            "environment": dict(self.environment),
-        }
-        optional = {
-            "name": self.name,
-            "user": self.user,
-            "working_dir": self.working_dir,
-            "shm_size": self.shm_size,
-            "stop_signal": self.stop_signal,
-            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
-        }
-        kw.update({k: v for k, v in optional.items() if v is not None})
-        if self.gpus is not None:
-            kw["device_requests"] = [DeviceRequest(capabilities=[["gpu"]], **gpu_request(self.gpus))]
-        if self.ports:
-            kw["ports"] = {f"{cport}/tcp": (ip, hport) for cport, (ip, hport) in self.ports.items()}
-        if self.ipc_host:
-            kw["ipc_mode"] = "host"
-        if self.ulimits:
-            kw["ulimits"] = [Ulimit(name=n, soft=s, hard=h) for n, (s, h) in self.ulimits.items()]
-        return kw
-
-
-def gpu_request(gpus: str) -> dict[str, Any]:
-    """`--gpus` value -> DeviceRequest fields: 'all' -> count -1, '2' -> count 2, '0,1' -> device ids."""
-    gpus = gpus.strip()
-    if gpus == "all":
-        return {"count": -1}
-    if "," in gpus or gpus.startswith("GPU-"):
-        ids = [g.strip() for g in gpus.split(",") if g.strip()]
-        bad = [g for g in ids if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
-        if bad or not ids:
-            raise ValueError(f"invalid GPU selection {gpus!r}: ids are numbers like 0,1 (or GPU-<uuid>)")
-        return {"device_ids": ids}
-    if gpus.isdigit() and int(gpus) > 0:
-        return {"count": int(gpus)}
-    raise ValueError(f"invalid GPU selection {gpus!r}: use 'all', a count like 2, or ids like 0,1")
-
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 
 
-@dataclass(frozen=True)
-class BuildLine:
-    """One line of `docker build` output, with the classic builder's step counter when present."""
+def run_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """Keyword arguments for docker-py's `containers.run/create(**kwargs)` (detached, not auto-removed)."""
+    from docker.types import DeviceRequest, Ulimit
 
-    text: str
-    step: int | None = None
-    total: int | None = None
+    kw: dict[str, Any] = {
+        "image": spec.image,
+        "command": list(spec.command) or None,
+        "detach": True,
+        "labels": dict(spec.labels),
+        "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                    for m in spec.mounts},
+        "environment": dict(spec.environment),
+    }
+    optional = {
+        "name": spec.name,
+        "user": spec.user,
+        "working_dir": spec.working_dir,
+        "shm_size": spec.shm_size,
+        "stop_signal": spec.stop_signal,
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+    }
+    kw.update({k: v for k, v in optional.items() if v is not None})
+    if spec.gpus is not None:
+        kw["device_requests"] = [DeviceRequest(capabilities=[["gpu"]], **gpu_request(spec.gpus))]
+    if spec.ports:
+        kw["ports"] = {f"{cport}/tcp": (ip, hport) for cport, (ip, hport) in spec.ports.items()}
+    if spec.ipc_host:
+        kw["ipc_mode"] = "host"
+    if spec.ulimits:
+        kw["ulimits"] = [Ulimit(name=n, soft=s, hard=h) for n, (s, h) in spec.ulimits.items()]
+    return kw
+
+
+def container_of(raw: Any) -> Container:
+    """Our `Container` from a docker-py Container's attrs (as last loaded)."""
+    attrs = getattr(raw, "attrs", None) or {}
+    st = attrs.get("State") or {}
+    status = st.get("Status") or getattr(raw, "status", "?")
+    bindings = (attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    ports = tuple(str(b.get("HostPort")) for bs in bindings.values() for b in bs or [] if b.get("HostPort"))
+    return Container(id=raw.id, name=str(attrs.get("Name") or raw.name or raw.id[:12]).lstrip("/"), state=status,
+                     labels=dict(raw.labels or {}), exit_code=st.get("ExitCode") if status == "exited" else None,
+                     started_at=st.get("StartedAt"), image_id=attrs.get("Image"), host_ports=ports)
 
 
 class Engine:
@@ -211,32 +144,97 @@ class Engine:
             raise _translate(e, details=tail[-20:]) from e
 
     # -- containers ---------------------------------------------------------------------------
-    def run(self, spec: ContainerSpec) -> Any:
-        """Start a detached container from `spec` (never pulls); returns docker-py's Container."""
+    def run(self, spec: ContainerSpec) -> Container:
+        """Start a detached container from `spec` (never pulls)."""
         import docker.errors
 
-        kw = spec.run_kwargs()
+        kw = run_kwargs(spec)
         kw.pop("detach")
         try:
-            container = self.client.containers.create(**kw)
+            raw = self.client.containers.create(**kw)
         except docker.errors.ImageNotFound as e:
             raise DockerError(f"image {spec.image} is not on this machine",
                               hint="build it first (the command that needs it builds it when missing)") from e
         except docker.errors.DockerException as e:
             raise _translate(e) from e
         try:
-            container.start()
-            return container
+            raw.start()
         except docker.errors.DockerException as e:
-            self.remove(container)  # a container that never started is not left behind
+            self.remove(raw.id)  # a container that never started is not left behind
             raise _translate(e) from e
+        return self.inspect(raw.id) or container_of(raw)
 
-    def find(self, labels: Mapping[str, str], *, all: bool = True) -> list[Any]:
+    def find(self, labels: Mapping[str, str], *, all: bool = True) -> list[Container]:
         """Containers carrying every given label (running and stopped unless all=False)."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        return self._call(self.client.containers.list, all=all, filters=filters)
+        return [container_of(c) for c in self._call(self.client.containers.list, all=all, filters=filters)]
 
-    def get(self, name_or_id: str) -> Any | None:
+    def get(self, name_or_id: str) -> Container | None:
+        """The container named so (None when there is none)."""
+        raw = self._raw(name_or_id)
+        return None if raw is None else container_of(raw)
+
+    def inspect(self, container: Container | str) -> Container | None:
+        """The container's current state (None when it is gone)."""
+        return self.get(_id(container))
+
+    def stop(self, container: Container | str, *, signal: str = "SIGINT", grace: float = 20.0) -> None:
+        """Send `signal`, wait up to `grace` seconds, then kill. Never raises for a gone container."""
+        import docker.errors
+
+        try:
+            raw = self._raw(_id(container))
+            if raw is None or raw.status not in ("running", "restarting", "paused"):
+                return
+            raw.kill(signal=signal)
+            try:
+                raw.wait(timeout=grace)
+            except Exception:  # requests' ReadTimeout / ConnectionError: the grace period is over
+                raw.kill()
+                raw.wait(timeout=30)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code in (404, 409):  # gone, or not running any more
+                return
+            raise _translate(e) from e
+
+    def remove(self, container: Container | str) -> None:
+        """Force-remove a container; a container already gone is fine."""
+        import docker.errors
+
+        try:
+            self.client.api.remove_container(_id(container), force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code not in (404, 409):
+                raise _translate(e) from e
+
+    def logs(self, container: Container | str, *, follow: bool = False, tail: int | str = "all",
+             since: int | None = None) -> Iterator[bytes]:
+        """Raw log bytes (stdout and stderr interleaved) as chunks; with follow, until the container stops."""
+        kw: dict[str, Any] = {"stream": follow, "follow": follow, "tail": tail}
+        if since is not None:
+            kw["since"] = since
+        out = self._call(self.client.api.logs, _id(container), **kw)
+        return iter([out]) if isinstance(out, bytes) else out
+
+    def tail(self, container: Container | str, n: int = 30) -> list[str]:
+        """The last `n` log lines of a container, decoded; [] when unavailable."""
+        try:
+            raw = self.client.api.logs(_id(container), tail=n)
+        except Exception:
+            return []
+        text = raw.decode("utf-8", "replace").replace("\r", "\n")
+        return [line for line in text.splitlines() if line.strip()][-n:]
+
+    def wait(self, container: Container | str, timeout: float | None = None) -> int:
+        """Wait for the container to exit; returns its exit code."""
+        result = self._call(self.client.api.wait, _id(container), timeout=timeout)
+        return int(result.get("StatusCode", -1))
+
+    def _raw(self, name_or_id: str) -> Any | None:
         import docker.errors
 
         try:
@@ -245,61 +243,6 @@ class Engine:
             return None
         except docker.errors.DockerException as e:
             raise _translate(e) from e
-
-    def stop(self, container: Any, *, signal: str = "SIGINT", grace: float = 20.0) -> None:
-        """Send `signal`, wait up to `grace` seconds, then kill. Never raises for a gone container."""
-        import docker.errors
-
-        try:
-            container.reload()
-            if container.status not in ("running", "restarting", "paused"):
-                return
-            container.kill(signal=signal)
-            try:
-                container.wait(timeout=grace)
-            except Exception:  # requests' ReadTimeout / ConnectionError: the grace period is over
-                container.kill()
-                container.wait(timeout=30)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as e:
-            if e.status_code in (404, 409):  # gone, or not running any more
-                return
-            raise _translate(e) from e
-
-    def remove(self, container: Any) -> None:
-        """Force-remove a container; a container already gone is fine."""
-        import docker.errors
-
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            if e.status_code not in (404, 409):
-                raise _translate(e) from e
-
-    def logs(self, container: Any, *, follow: bool = False, tail: int | str = "all",
-             since: int | None = None) -> Iterator[bytes] | bytes:
-        """Raw log bytes (stdout and stderr interleaved); a chunk iterator when follow=True."""
-        kw: dict[str, Any] = {"stream": follow, "follow": follow, "tail": tail}
-        if since is not None:
-            kw["since"] = since
-        return self._call(container.logs, **kw)
-
-    def tail(self, container: Any, n: int = 30) -> list[str]:
-        """The last `n` log lines of a container, decoded; [] when unavailable."""
-        try:
-            raw = container.logs(tail=n)
-        except Exception:
-            return []
-        text = raw.decode("utf-8", "replace").replace("\r", "\n")
-        return [line for line in text.splitlines() if line.strip()][-n:]
-
-    def wait(self, container: Any, timeout: float | None = None) -> int:
-        """Wait for the container to exit; returns its exit code."""
-        result = self._call(container.wait, timeout=timeout)
-        return int(result.get("StatusCode", -1))
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import docker.errors
@@ -313,6 +256,10 @@ class Engine:
                 raise DockerUnavailable(f"lost the connection to the Docker engine: {e}",
                                         hint="is the Docker daemon still running? `docker info` tells") from e
             raise
+
+
+def _id(container: Container | str | Any) -> str:
+    return container if isinstance(container, str) else container.id
 
 
 def connect(timeout: float = 10.0) -> Engine:
@@ -384,8 +331,6 @@ def quick_facts(image: str | None = None, timeout: float = 5.0) -> dict[str, Any
     """Engine facts for fast preflights without importing docker-py (~0.3 s of imports): two HTTP/1.0 GETs
     on the local unix socket. Returns {"runtimes": [...], "image_present": bool}, or None when DOCKER_HOST
     is not a unix socket (use `connect()` then). Raises DockerUnavailable."""
-    import socket
-    import urllib.parse
 
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if not host.startswith("unix://"):

@@ -164,19 +164,7 @@ class Hub:
                                   hint="unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) to download")
         if isinstance(e, hf.GatedRepoError) or (gated and isinstance(e, hf.RepositoryNotFoundError)
                                                 and self._token is None):
-            card = model_card_url(repo or "")
-            if self._token is None:
-                return DownloadError(f"{repo} is a gated model and no Hugging Face token was found",
-                                     hint=f"accept the licence at {card} while logged in, then {LOGIN_HINT}",
-                                     details=details)
-            if status == 401:
-                return DownloadError(f"{token_from} was not accepted for the gated model {repo} (401)",
-                                     hint=f"check the token ({TOKENS_URL}), and that the licence is accepted "
-                                          f"at {card}", details=details)
-            return DownloadError(
-                f"your Hugging Face account has not been granted access to the gated model {repo} (403)",
-                hint=f"open {card}, log in with the account of {token_from}, accept the licence, then run "
-                     f"again (access to FLUX.1-dev is granted at once)", details=details)
+            return self._gated_error(repo, status, token_from, details)
         if status == 401 and not isinstance(e, hf.RepositoryNotFoundError):
             if self._token is None:
                 return DownloadError(f"the Hub asks for a token for {what} (401)", hint=LOGIN_HINT, details=details)
@@ -195,13 +183,7 @@ class Hub:
                                  hint="check HF_ENDPOINT if you use a mirror; a private repo needs a token "
                                       "with access", details=details)
         if status is not None:
-            if status == 429:
-                hint = "the Hub is rate-limiting this machine: wait a few minutes and run again"
-            elif status >= 500:
-                hint = "the Hub is having trouble: run again later (completed files are kept)"
-            else:
-                hint = "run again; if it persists, check your network, proxy and HF_ENDPOINT"
-            return DownloadError(f"the Hub answered {status} for {what}", hint=hint, details=details)
+            return DownloadError(f"the Hub answered {status} for {what}", hint=_status_hint(status), details=details)
         if _is_network_error(e):
             where = self.endpoint + (" (from HF_ENDPOINT)" if os.environ.get("HF_ENDPOINT") else "")
             if during_transfer:
@@ -212,6 +194,23 @@ class Hub:
                                        "then run again")
         return DownloadError(f"downloading {what} failed: {type(e).__name__}: {_short(e)}",
                              hint="run again with --debug to see the full error")
+
+    def _gated_error(self, repo: str | None, status: int | None, token_from: str,
+                     details: list[str]) -> DownloadError:
+        """No token, a token not accepted, or an account without access to a gated model."""
+        card = model_card_url(repo or "")
+        if self._token is None:
+            return DownloadError(f"{repo} is a gated model and no Hugging Face token was found",
+                                 hint=f"accept the licence at {card} while logged in, then {LOGIN_HINT}",
+                                 details=details)
+        if status == 401:
+            return DownloadError(f"{token_from} was not accepted for the gated model {repo} (401)",
+                                 hint=f"check the token ({TOKENS_URL}), and that the licence is accepted "
+                                      f"at {card}", details=details)
+        return DownloadError(
+            f"your Hugging Face account has not been granted access to the gated model {repo} (403)",
+            hint=f"open {card}, log in with the account of {token_from}, accept the licence, then run "
+                 f"again (access to FLUX.1-dev is granted at once)", details=details)
 
 
 class _NoBar:
@@ -276,3 +275,12 @@ def _is_network_error(e: BaseException) -> bool:
 def _short(e: BaseException, limit: int = 200) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _status_hint(status: int) -> str:
+    """The next step for an HTTP error status of the Hub."""
+    if status == 429:
+        return "the Hub is rate-limiting this machine: wait a few minutes and run again"
+    if status >= 500:
+        return "the Hub is having trouble: run again later (completed files are kept)"
+    return "run again; if it persists, check your network, proxy and HF_ENDPOINT"

@@ -68,7 +68,7 @@ def session_engine():
 @pytest.fixture
 def engine(session_engine, project):
     """The engine; containers labelled with this test's project are removed afterwards."""
-    from orchestrator.engine import LABEL_PROJECT, project_id
+    from orchestrator.containers import LABEL_PROJECT, project_id
 
     yield session_engine
     for c in session_engine.find({LABEL_PROJECT: project_id(project.root)}):

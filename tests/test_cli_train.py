@@ -210,7 +210,7 @@ def test_gpu_run_on_an_engine_without_nvidia_runtime_starts_nothing(seed, run_cl
     tag = ensure_standin_trainer(engine)
     r = run_cli("train", "--image", tag, *SHORT)
     assert r.code == 2 and "NVIDIA runtime" in r.err
-    from orchestrator.engine import LABEL_PROJECT, project_id
+    from orchestrator.containers import LABEL_PROJECT, project_id
 
     assert engine.find({LABEL_PROJECT: project_id(seed.root)}) == []
     assert run_dirs(seed) == []
@@ -229,6 +229,6 @@ def test_docker_run_end_to_end_with_the_standin(seed, run_cli, engine):
     run_dir = run_dirs(seed)[0]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["image"] == tag
-    from orchestrator.engine import LABEL_PROJECT, project_id
+    from orchestrator.containers import LABEL_PROJECT, project_id
 
     assert engine.find({LABEL_PROJECT: project_id(seed.root)}) == []   # the container is gone

@@ -15,7 +15,8 @@ import pytest
 
 from orchestrator.runtimes import docker_comfyui as server
 from orchestrator.comfy.serverspec import LABEL_GPU, LABEL_URL, LABEL_WORKER, ServerOptions, user_dir
-from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, invoking_user, project_id
+from orchestrator.containers import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, invoking_user,
+                                     project_id)
 from orchestrator.errors import DockerError
 from orchestrator.progress import RecordingReporter
 from tests.comfy_standin import standin_image

@@ -13,7 +13,8 @@ from orchestrator import images
 from orchestrator.comfy import serverspec
 from orchestrator.runtimes import local_comfyui as localserver
 from orchestrator.comfy.serverspec import ServerOptions
-from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, Mount, project_id
+from orchestrator.containers import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, Mount, project_id
+from orchestrator.engine import run_kwargs
 from orchestrator.errors import UsageError
 
 IMAGE = "flux-comfyui:test"
@@ -29,7 +30,7 @@ def test_default_plan_is_one_loopback_worker_with_all_gpus(project):
                          "--database-url", "sqlite:////comfy/user/comfyui.db", "--disable-auto-launch")
     assert s.labels[LABEL_ROLE] == "comfyui" and s.labels[LABEL_PROJECT] == project_id(project.root)
     assert s.name == f"flux-comfyui-{project_id(project.root)}-0"
-    kw = s.run_kwargs()
+    kw = run_kwargs(s)
     assert kw["device_requests"][0]["Count"] == -1 and kw["device_requests"][0]["Capabilities"] == [["gpu"]]
     assert kw["ports"] == {"8188/tcp": ("127.0.0.1", 8188)}
     assert kw["ipc_mode"] == "host"
@@ -57,7 +58,7 @@ def test_two_workers_get_consecutive_ports_and_one_gpu_each(project):
     assert [w.host_port for w in ws] == [8188, 8189]
     assert [w.url for w in ws] == ["http://127.0.0.1:8188", "http://127.0.0.1:8189"]
     assert [w.spec.ports for w in ws] == [{8188: ("127.0.0.1", 8188)}, {8188: ("127.0.0.1", 8189)}]
-    assert [w.spec.run_kwargs()["device_requests"][0]["DeviceIDs"] for w in ws] == [["0"], ["1"]]
+    assert [run_kwargs(w.spec)["device_requests"][0]["DeviceIDs"] for w in ws] == [["0"], ["1"]]
     assert [w.spec.name[-2:] for w in ws] == ["-0", "-1"]
     assert len({w.spec.labels[LABEL_CONFIG] for w in ws}) == 2
 
@@ -65,7 +66,7 @@ def test_two_workers_get_consecutive_ports_and_one_gpu_each(project):
 def test_workers_take_listed_gpu_ids(project):
     ws = serverspec.plan(project, ServerOptions(workers=2, gpus="2,5", port=9000), IMAGE, "1:1")
     assert [w.gpu for w in ws] == ["2", "5"]
-    assert [w.spec.run_kwargs()["device_requests"][0]["DeviceIDs"] for w in ws] == [["2"], ["5"]]
+    assert [run_kwargs(w.spec)["device_requests"][0]["DeviceIDs"] for w in ws] == [["2"], ["5"]]
     assert [w.host_port for w in ws] == [9000, 9001]
 
 
@@ -76,14 +77,14 @@ def test_workers_take_listed_gpu_ids(project):
 def test_one_worker_gpu_selections(project, gpus, label, wanted):
     [w] = serverspec.plan(project, ServerOptions(gpus=gpus), IMAGE, "1:1")
     assert w.gpu == label and w.spec.labels[serverspec.LABEL_GPU] == label
-    dr = w.spec.run_kwargs()["device_requests"][0]
+    dr = run_kwargs(w.spec)["device_requests"][0]
     assert {"Count": dr.get("Count"), "DeviceIDs": dr.get("DeviceIDs")} == wanted
 
 
 def test_gpus_none_runs_on_cpu_without_device_requests(project):
     [w] = serverspec.plan(project, ServerOptions(gpus="none"), IMAGE, "1:1")
     assert w.spec.command[-1] == "--cpu"
-    kw = w.spec.run_kwargs()
+    kw = run_kwargs(w.spec)
     assert "device_requests" not in kw and "ipc_mode" not in kw
 
 

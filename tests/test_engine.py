@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from orchestrator import containers
 from orchestrator import engine as eng
-from orchestrator.engine import ContainerSpec, Mount
+from orchestrator.containers import LABEL_PROJECT, ContainerSpec, Mount, gpu_request, project_id
 from orchestrator.errors import DockerError, DockerUnavailable
 
 
@@ -19,7 +20,7 @@ def test_run_kwargs_is_pure_and_complete(tmp_path):
         environment={"X": "1"}, user="1000:1000", working_dir="/w", gpus="0,1",
         ports={8188: ("127.0.0.1", 8190)}, ipc_host=True, ulimits={"memlock": (-1, -1)},
     )
-    kw = spec.run_kwargs()
+    kw = eng.run_kwargs(spec)
     assert kw["command"] == ["a", "b c"]
     assert kw["volumes"] == {str(tmp_path): {"bind": "/data", "mode": "ro"},
                              str(tmp_path / "o"): {"bind": "/out", "mode": "rw"}}
@@ -35,18 +36,18 @@ def test_run_kwargs_is_pure_and_complete(tmp_path):
                                             ("0,3", {"device_ids": ["0", "3"]}),
                                             ("GPU-1a2b", {"device_ids": ["GPU-1a2b"]})])
 def test_gpu_request(value, expected):
-    assert eng.gpu_request(value) == expected
+    assert gpu_request(value) == expected
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "", "0,x", ",", "gpu0,gpu1"])
 def test_gpu_request_rejects_nonsense(value):
     with pytest.raises(ValueError):
-        eng.gpu_request(value)
+        gpu_request(value)
 
 
 def test_config_hash_ignores_key_order():
-    assert eng.config_hash({"a": 1, "b": [1, 2]}) == eng.config_hash({"b": [1, 2], "a": 1})
-    assert eng.config_hash({"a": 1}) != eng.config_hash({"a": 2})
+    assert containers.config_hash({"a": 1, "b": [1, 2]}) == containers.config_hash({"b": [1, 2], "a": 1})
+    assert containers.config_hash({"a": 1}) != containers.config_hash({"a": 2})
 
 
 def test_unreachable_engine_is_a_clear_error(monkeypatch, tmp_path):
@@ -67,14 +68,14 @@ def test_a_malformed_docker_host_is_named_in_the_hint(monkeypatch):
 
 @pytest.mark.docker
 def test_run_find_logs_stop_remove(engine, busybox_image, project):
-    labels = {eng.LABEL_PROJECT: eng.project_id(project.root), eng.LABEL_ROLE: "probe"}
+    labels = {containers.LABEL_PROJECT: containers.project_id(project.root), containers.LABEL_ROLE: "probe"}
     out = project.root / "out"
     out.mkdir()
     spec = ContainerSpec(
         image=busybox_image,
         command=("sh", "-c", "echo hello; id -u > /out/uid; trap 'echo bye; exit 0' INT; "
                  "while true; do sleep 0.1; done"),
-        labels=labels, mounts=(Mount(out, "/out", read_only=False),), user=eng.invoking_user(),
+        labels=labels, mounts=(Mount(out, "/out", read_only=False),), user=containers.invoking_user(),
     )
     c = engine.run(spec)
     deadline = time.time() + 10
@@ -92,14 +93,13 @@ def test_run_find_logs_stop_remove(engine, busybox_image, project):
 
 @pytest.mark.docker
 def test_stop_kills_after_grace(engine, busybox_image, project):
-    labels = {eng.LABEL_PROJECT: eng.project_id(project.root)}
+    labels = {LABEL_PROJECT: project_id(project.root)}
     c = engine.run(ContainerSpec(image=busybox_image, labels=labels,
                                  command=("sh", "-c", "trap '' INT TERM; while true; do sleep 0.1; done")))
     t0 = time.monotonic()
     engine.stop(c, signal="SIGINT", grace=1)
     assert time.monotonic() - t0 < 15
-    c.reload()
-    assert c.status == "exited"
+    assert engine.inspect(c).state == "exited"
 
 
 @pytest.mark.docker
@@ -108,7 +108,7 @@ def test_gpu_request_without_nvidia_runtime_is_explained(engine, busybox_image, 
     with pytest.raises(DockerError) as e:
         engine.require_gpu_support()
     assert "NVIDIA" in e.value.message and "nvidia-ctk" in e.value.hint
-    labels = {eng.LABEL_PROJECT: eng.project_id(project.root)}
+    labels = {LABEL_PROJECT: project_id(project.root)}
     with pytest.raises(DockerError) as e:
         engine.run(ContainerSpec(image=busybox_image, command=("true",), gpus="all", labels=labels))
     assert "GPU" in e.value.message and "NVIDIA Container Toolkit" in e.value.hint
@@ -129,13 +129,13 @@ def test_build_failure_keeps_evidence(engine, busybox_image, tmp_path):
 def test_missing_image_is_explained(engine, project):
     with pytest.raises(DockerError) as e:
         engine.run(ContainerSpec(image="flux-orch-test/never-built:0",
-                                 labels={eng.LABEL_PROJECT: eng.project_id(project.root)}))
+                                 labels={containers.LABEL_PROJECT: containers.project_id(project.root)}))
     assert "not on this machine" in e.value.message
 
 
 @pytest.mark.docker
 def test_failed_start_leaves_no_container(engine, busybox_image, project):
-    labels = {eng.LABEL_PROJECT: eng.project_id(project.root)}
+    labels = {LABEL_PROJECT: project_id(project.root)}
     with pytest.raises(DockerError):
         engine.run(ContainerSpec(image=busybox_image, command=("true",), gpus="all", labels=labels))
     assert engine.find(labels) == []

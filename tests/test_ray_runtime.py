@@ -99,11 +99,11 @@ def test_up_status_logs_down_on_two_nodes(cluster, ray_up, run_cli, namespace, p
     assert [x["url"] for x in rows] == ["ray:comfyui-0", "ray:comfyui-1"]
     assert all(x["responding"] and x["queue_running"] == 0 and x["queue_pending"] == 0 for x in rows)
     assert all(x["gpu"] == "none" and x["state"] == "running" for x in rows)
-    r = run_cli("comfyui", "status")
+    r = run_cli("comfyui", "status", "--runtime", "ray")
     assert "ray:comfyui-1" in r.out and "CPU" in r.out and "0 running, 0 pending" in r.out and "on node" in r.out
 
-    r = run_cli("comfyui", "logs")
-    assert r.code == 0 and "To see the GUI go to: http://127.0.0.1:" in r.out
+    r = run_cli("comfyui", "logs", "--runtime", "ray", "--worker", "1")
+    assert r.code == 0 and "[comfy:1] To see the GUI go to: http://127.0.0.1:" in r.out
 
     r = ray_up()  # idempotent: the named actors are found again
     assert r.code == 0, r.err
@@ -112,7 +112,7 @@ def test_up_status_logs_down_on_two_nodes(cluster, ray_up, run_cli, namespace, p
     pid_files = list(ray_up.work.glob("*/comfyui-*/.comfyui/local/comfyui.pid"))
     pids = [json.loads(p.read_text())["pid"] for p in pid_files]
     assert len(pids) == 2
-    r = run_cli("comfyui", "down")
+    r = run_cli("comfyui", "down", "--runtime", "ray")
     assert r.code == 0, r.err
     assert "stopped ray ComfyUI comfyui-0" in r.out and "comfyui-1" in r.out
     assert not (project.root / ".comfyui" / "ray.json").exists()

@@ -10,15 +10,15 @@ import uuid
 
 import pytest
 
-from orchestrator.engine import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, invoking_user, project_id
+from orchestrator.containers import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, invoking_user, project_id
 from orchestrator.errors import DockerError, TrainingFailed
 from orchestrator.progress import RecordingReporter
 from orchestrator.train import logparse as lp
 from orchestrator.train.outputs import latest_state
 from orchestrator.train.run import execute
-from orchestrator.train.runners import ULIMITS, DockerRunner
+from orchestrator.runtimes.docker_train import ULIMITS
 from tests.standin import STANDIN_COMMIT, ensure_standin_trainer
-from tests.train_plans import GateOpener, make_plan
+from tests.train_plans import GateOpener, docker_trainer, make_plan
 
 USER = "12345:12346"  # not ours: proves the container writes as the requested uid:gid
 
@@ -50,13 +50,14 @@ def interrupt_at(pattern: str):
 def test_a_docker_run_uses_mounts_user_labels_and_links_the_loras(engine, project, standin):
     plan = writable(make_plan(project, image=standin))
     reporter = RecordingReporter()
-    runner = DockerRunner(engine, project, user=USER, reporter=reporter)  # the CLI shares one reporter
+    runner = docker_trainer(engine, project, user=USER, reporter=reporter)  # the CLI shares one reporter
     seen = {}
 
     def raw_line(line: str) -> None:
         if not seen:
             (c,) = containers(engine, project, all=False)
-            seen.update(labels=c.labels, host=c.attrs["HostConfig"], config=c.attrs["Config"])
+            attrs = engine.client.containers.get(c.id).attrs   # what the engine itself recorded
+            seen.update(labels=c.labels, host=attrs["HostConfig"], config=attrs["Config"])
 
     events = []
     result = execute(plan, runner, reporter, raw_line=raw_line, on_event=events.append)
@@ -91,7 +92,7 @@ def test_a_docker_run_uses_mounts_user_labels_and_links_the_loras(engine, projec
 
 @pytest.mark.docker
 def test_the_default_container_user_is_the_invoking_user(engine, project, standin):
-    spec = DockerRunner(engine, project).container_spec(make_plan(project, image=standin, gpus="all"))
+    spec = docker_trainer(engine, project).container_spec(make_plan(project, image=standin, gpus="all"))
     assert spec.user == invoking_user() and spec.ipc_host and spec.gpus == "all"
     assert spec.command[:2] == ("accelerate", "launch") and spec.stop_signal == "SIGINT"
 
@@ -101,7 +102,7 @@ def test_the_default_container_user_is_the_invoking_user(engine, project, standi
 def test_docker_failures_are_explained_and_leave_no_container(engine, project, standin, marker, message):
     plan = writable(make_plan(project, image=standin, marker=marker))
     with pytest.raises(TrainingFailed) as e:
-        execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())
+        execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter())
     assert message in e.value.message
     assert any("CUDA out of memory" in d or "No data found" in d for d in e.value.details)
     assert containers(engine, project) == []
@@ -110,7 +111,7 @@ def test_docker_failures_are_explained_and_leave_no_container(engine, project, s
 @pytest.mark.docker
 @pytest.mark.slow
 def test_ctrl_c_removes_the_container_and_resume_finishes_the_run(engine, project, standin):
-    runner = DockerRunner(engine, project, user=USER)
+    runner = docker_trainer(engine, project, user=USER)
     plan = writable(make_plan(project, image=standin, marker="hang", environment={"STANDIN_HANG_EPOCH": "3"}))
     reporter = RecordingReporter()
     with pytest.raises(KeyboardInterrupt):
@@ -134,7 +135,7 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
     plan = writable(make_plan(project, image=standin, marker="hang-hard"))
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter(),
+        execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter(),
                 raw_line=interrupt_at(r"^epoch 1/4"), grace=1)
     assert time.monotonic() - started < 30
     assert containers(engine, project) == []
@@ -149,14 +150,14 @@ def test_a_second_train_follows_the_running_one_instead_of_starting_another(engi
     gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(
-        result=execute(plan, DockerRunner(engine, project, user=USER), RecordingReporter())))
+        result=execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter())))
     thread.start()
     try:
         deadline = time.monotonic() + 30
         while not containers(engine, project, all=False) and time.monotonic() < deadline:
             time.sleep(0.1)
         reporter, events, counts = GateOpener(gate), [], []
-        result = execute(plan, DockerRunner(engine, project, user=USER), reporter, on_event=events.append,
+        result = execute(plan, docker_trainer(engine, project, user=USER), reporter, on_event=events.append,
                          raw_line=lambda _line: counts.append(len(containers(engine, project))) if not counts else None)
     finally:
         gate.touch()
@@ -175,7 +176,7 @@ def test_requesting_a_gpu_without_the_nvidia_runtime_is_a_clear_error(engine, pr
         pytest.skip("this engine has the NVIDIA runtime")
     plan = make_plan(project, image=standin, gpus="all", run_id="20261126-080000-gpu")
     with pytest.raises(DockerError) as e:
-        execute(plan, DockerRunner(engine, project), RecordingReporter())
+        execute(plan, docker_trainer(engine, project), RecordingReporter())
     assert "no NVIDIA runtime" in e.value.message and "nvidia-ctk" in e.value.hint
     assert not plan.run_dir.exists() and containers(engine, project) == []
 
@@ -189,14 +190,14 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
     dockerfile.write_text(f"FROM {busybox_image}\nRUN echo building the stand-in\nLABEL flux.test=1\n")
     try:
         reporter = RecordingReporter()
-        DockerRunner(engine, project, reporter=reporter, dockerfile=dockerfile).ensure_image(tag)
+        docker_trainer(engine, project, reporter=reporter, dockerfile=dockerfile).ensure_image(tag)
         assert engine.image_exists(tag)
         assert any(re.match(r"\[build\] step 1/\d+: FROM", m) for m in reporter.milestones)
         assert any(m.startswith("built ") for m in reporter.milestones)
         again = RecordingReporter()
-        DockerRunner(engine, project, reporter=again, dockerfile=dockerfile).ensure_image(tag)
+        docker_trainer(engine, project, reporter=again, dockerfile=dockerfile).ensure_image(tag)
         assert again.milestones == []                           # present: not rebuilt
-        DockerRunner(engine, project, reporter=again, dockerfile=dockerfile, rebuild=True).ensure_image(tag)
+        docker_trainer(engine, project, reporter=again, dockerfile=dockerfile, rebuild=True).ensure_image(tag)
         assert any(re.match(r"\[build\] step 2/\d+: RUN echo", m) for m in again.milestones)
     finally:
         engine.client.images.remove(tag, force=True)
@@ -206,13 +207,13 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
 @pytest.mark.slow
 def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
     reporter = RecordingReporter()
-    runner = DockerRunner(engine, project, user=USER, reporter=reporter)
+    runner = docker_trainer(engine, project, user=USER, reporter=reporter)
     first = writable(make_plan(project, image=standin, marker="hang"))
     (first.run_dir / "data.toml").write_text(first.dataset_toml)
     handle = runner.start(first)
     try:
         second = writable(make_plan(project, image=standin, run_id="20261126-090000-other", config_hash="cfg-other"))
-        assert runner.find_running(second) is None            # a different plan is not a duplicate
+        assert runner.attach(second) is None            # a different plan is not a duplicate
         runner.start(second).stop(0)
         assert any(f"training run {first.run_id} is also running" in m for m in reporter.milestones)
     finally:

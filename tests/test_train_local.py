@@ -14,9 +14,8 @@ from orchestrator.progress import RecordingReporter
 from orchestrator.train import logparse as lp
 from orchestrator.train.outputs import check_resumable, latest_state
 from orchestrator.train.run import execute
-from orchestrator.train.runners import LocalRunner
 from tests.standin import make_local_trainer
-from tests.train_plans import GateOpener, make_plan
+from tests.train_plans import GateOpener, local_trainer, make_plan
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def local(tmp_path, project):
     def plan(**kw):
         return make_plan(project, runtime="local", **{"workdir": str(checkout), **kw})
 
-    return plan, LocalRunner(checkout, str(python))
+    return plan, local_trainer(checkout, str(python))
 
 
 def test_a_local_run_leaves_loras_manifest_log_and_report(local, project):
@@ -174,7 +173,7 @@ def test_local_runner_explains_a_wrong_checkout_or_python(local, tmp_path):
     with pytest.raises(UsageError) as e:
         execute(make(workdir=str(tmp_path)), runner, RecordingReporter())
     assert "not an sd-scripts checkout" in e.value.message and "--sd-scripts" in e.value.hint
-    bad = LocalRunner(runner.sd_scripts_dir, str(tmp_path / "no-python"))
+    bad = local_trainer(runner.sd_scripts_dir, str(tmp_path / "no-python"))
     with pytest.raises(UsageError) as e:
         execute(make(run_id="20261126-071600-toy"), bad, RecordingReporter())
     assert "--python" in e.value.hint
@@ -211,7 +210,7 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
         deadline = time.monotonic() + 30
         while not record.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = LocalRunner(runner.sd_scripts_dir, runner.python)       # another `train` process
+        second = local_trainer(runner.sd_scripts_dir, runner.python)       # another `train` process
         reporter, events = GateOpener(gate), []
         result = execute(plan, second, reporter, on_event=events.append)
     finally:
@@ -223,4 +222,4 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [1, 2, 3, 4]
     assert owner["result"].status == "succeeded"
     assert not record.exists()                                           # forgotten once the trainer ended
-    assert second.find_running(plan) is None
+    assert second.attach(plan) is None

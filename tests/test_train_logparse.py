@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.train import logparse as lp
-from orchestrator.train.runners import split_lines
+from orchestrator.train.logparse import split_lines
 
 # What a playbook-like single-GPU run prints (stderr rich lines at 80 columns, stdout prints, tqdm with \r).
 RUN_LOG = (

@@ -13,6 +13,7 @@ import pytest
 from orchestrator.dataset import check_dataset
 from orchestrator.errors import UsageError
 from orchestrator.layout import Layout
+from orchestrator.runtimes import RuntimeEnv, train_runtime
 from orchestrator.train import arith
 from orchestrator.train.config import load_config
 from orchestrator.train.plan import auto_prompts, build_plan, parse_gpus, with_sample_defaults
@@ -36,8 +37,10 @@ def plan_for(layout: Layout, preset: str = "default", sets=(), **kw):
     flags = {k: config.get(k) for k in ("cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs",
                                         "cache_text_encoder_outputs_to_disk", "resolution", "train_batch_size")}
     dataset = check_dataset(layout, trainer_flags=flags)
-    kw.setdefault("image", "flux-train:test")
-    return build_plan(layout, config, dataset=dataset, now=NOW, **kw)
+    name = kw.pop("runtime", "docker")
+    settings = {"image": kw.pop("image", "flux-train:test"), "sd_scripts": kw.pop("sd_scripts", None)}
+    runtime = train_runtime(name, RuntimeEnv(layout), settings if name == "docker" else {"sd_scripts": settings["sd_scripts"]})
+    return build_plan(layout, config, dataset=dataset, now=NOW, runtime=runtime, **kw)
 
 
 def golden_view(plan, steps, root: Path) -> dict:

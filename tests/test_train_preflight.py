@@ -14,7 +14,9 @@ from orchestrator.dataset import check_dataset
 from orchestrator.layout import Layout
 from orchestrator.train.config import load_config
 from orchestrator.train.plan import build_plan
-from orchestrator.train.preflight import EngineFacts, preflight
+from orchestrator.runtimes import RuntimeEnv, train_runtime
+from orchestrator.runtimes.docker_train import EngineFacts
+from orchestrator.train.preflight import preflight
 from tests.train_project import make_seed_project
 
 NOW = datetime(2026, 11, 26, 7, 15, 0)
@@ -33,11 +35,12 @@ def checks(layout, preset="default", *, sets=(), engine=None, visible=1, free=BI
            runtime="docker", image="flux-train:abc", python=None, sd_scripts=None):
     config = load_config(preset, None, sets)
     dataset = check_dataset(layout, trainer_flags=FLAGS)
-    plan, steps = build_plan(layout, config, dataset=dataset, now=NOW, runtime=runtime, gpus=gpus, image=image,
-                             visible_gpus=visible, sd_scripts=sd_scripts)
+    settings = {"image": image} if runtime == "docker" else {"sd_scripts": sd_scripts, "python": python}
+    rt = train_runtime(runtime, RuntimeEnv(layout), settings)
+    plan, steps = build_plan(layout, config, dataset=dataset, now=NOW, runtime=rt, gpus=gpus, visible_gpus=visible)
     engine = engine or (lambda: EngineFacts(True, nvidia=True, image_present=True))
     return {c.name: c for c in preflight(plan, layout, dataset, processes=steps.processes, visible_gpus=visible,
-                                         engine=engine, python=python, disk_free=lambda p: free, memory=memory)}
+                                         runtime=rt, probe=engine, disk_free=lambda p: free, memory=memory)}
 
 
 def test_a_ready_project_passes(seed):

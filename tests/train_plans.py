@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.engine import Mount
+from orchestrator.containers import Mount
 from orchestrator.layout import Layout
 from orchestrator.progress import RecordingReporter
+from orchestrator.runtimes.base import RuntimeEnv
+from orchestrator.runtimes.docker_train import DockerTrainer
+from orchestrator.runtimes.local_train import LocalTrainer
 from orchestrator.train.plan import TrainPlan
 
 LAUNCHER = ("accelerate", "launch", "--num_cpu_threads_per_process", "1", "--mixed_precision", "bf16")
@@ -60,6 +63,17 @@ def make_plan(layout: Layout, *, runtime: str = "docker", run_id: str = "2026112
         config_hash=config_hash, epochs=epochs, total_steps=epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
         expected_outputs=(*saves, "toy.safetensors"), resume_from=resume_from,
     )
+
+
+def docker_trainer(engine, layout: Layout, *, reporter=None, **settings) -> DockerTrainer:
+    """The docker TrainRuntime on the test engine (settings: user, dockerfile, rebuild, image)."""
+    return DockerTrainer(RuntimeEnv(layout, reporter, seams={"engine": engine}), settings)
+
+
+def local_trainer(sd_scripts: Path, python: str, layout: Layout | None = None) -> LocalTrainer:
+    """The local TrainRuntime for a (stand-in) sd-scripts checkout."""
+    return LocalTrainer(RuntimeEnv(layout or Layout(Path(sd_scripts).parent)),
+                        {"sd_scripts": sd_scripts, "python": python})
 
 
 class GateOpener(RecordingReporter):

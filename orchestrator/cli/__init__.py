@@ -3,8 +3,10 @@
 The ONLY place that prints errors and chooses exit codes: 0 ok, 1 runtime failure,
 2 usage/config error, 130 Ctrl+C. Each command lives in `orchestrator/cli/<name>.py` with
 `HELP` (one line), `EXAMPLES` and `register(parser)`, which sets `handler(args, ctx) -> int`.
-Command modules import heavy libraries (docker, huggingface_hub, ...) inside their handlers,
-so `--help` stays fast.
+A handler parses nothing itself: it turns `args` into the use case's typed options, calls the use
+case (`orchestrator.train.api`, `orchestrator.comfy.serve`, `orchestrator.comfy.convert`, ...) and
+renders the typed result. Command modules import their use case (and through it docker, huggingface_hub,
+...) inside the handler, on purpose: building every parser for `--help` then loads none of them.
 """
 
 from __future__ import annotations

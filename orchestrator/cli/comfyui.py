@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING, Any
+
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.cli.table import render_table
-from orchestrator.comfy import serve
-from orchestrator.comfy.serverspec import ServerOptions
 from orchestrator.errors import OrchestratorError
 from orchestrator.progress import format_duration
 from orchestrator.runtimes import REGISTRY
 from orchestrator.runtimes.base import RuntimeEnv, ServerRuntime
+
+if TYPE_CHECKING:
+    from orchestrator.comfy import serve as serve_module
+    from orchestrator.comfy.serverspec import ServerOptions
+
+
+def _serve() -> "serve_module":
+    """The use cases, imported on first use: they load the workflow and health modules, kept off `--help`."""
+    from orchestrator.comfy import serve
+
+    return serve
 
 HELP = "Run ComfyUI in a container with our workflows (up, down, status, logs)"
 EXAMPLES = """comfyui up
@@ -57,11 +68,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_up)
 
     p = sub.add_parser("down", help="stop and remove ComfyUI (every worker)")
+    _only_runtime(p)
     p.set_defaults(handler=run_down)
     p = sub.add_parser("status", help="URL, state, GPU, queue length and uptime of each ComfyUI")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _only_runtime(p)
     p.set_defaults(handler=run_status)
     p = sub.add_parser("logs", help="show ComfyUI's log ([comfy] prefix)")
+    _only_runtime(p)
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines (Ctrl+C ends)")
     p.add_argument("--tail", type=argtypes.count, metavar="N", help="only the last N lines")
     p.add_argument("--worker", type=argtypes.count, metavar="I", help="only worker I (default: all)")
@@ -71,13 +85,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 # -- up ----------------------------------------------------------------------------------------
 
 def run_up(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.comfy.serverspec import ServerOptions  # deferred with the use cases (see _serve)
+
     options = ServerOptions(listen=args.listen, port=args.port, gpus=args.gpus, workers=args.workers)
     options.validate()
     if options.exposed:
         _warn_exposed(ctx, options)
-    up = serve.UpOptions(server=options, runtime=args.runtime, settings=argtypes.runtime_settings(args, "server"),
+    up = _serve().UpOptions(server=options, runtime=args.runtime, settings=argtypes.runtime_settings(args, "server"),
                          timeout=args.timeout, recreate=args.recreate)
-    outcome = serve.up(_env(ctx), up)
+    outcome = _serve().up(_env(ctx), up)
     for path in outcome.workflows_written:
         ctx.log(f"wrote {path.relative_to(ctx.layout.root)} (one of our workflows)")
     result = outcome.result
@@ -128,8 +144,22 @@ def _env(ctx: Context) -> RuntimeEnv:
 
 # -- down / status / logs ----------------------------------------------------------------------
 
+def _only_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=[e.name for e in REGISTRY if e.server], default=None,
+                   help="only the servers of this runtime (default: every runtime)")
+
+
+def _runtimes(args: argparse.Namespace, ctx: Context) -> Any:
+    """The one runtime --runtime names (default settings: it finds its servers itself), or None for all."""
+    if args.runtime is None:
+        return None
+    from orchestrator.runtimes import server_runtime
+
+    return [server_runtime(args.runtime, _env(ctx))]
+
+
 def run_down(args: argparse.Namespace, ctx: Context) -> int:
-    gone = serve.down(_env(ctx))
+    gone = _serve().down(_env(ctx), runtimes=_runtimes(args, ctx))
     for s in gone:
         ctx.out(f"stopped {s.runtime} ComfyUI {s.name} ({s.url})")
     if not gone:
@@ -138,7 +168,7 @@ def run_down(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
-    rows = serve.status(_env(ctx))
+    rows = _serve().status(_env(ctx), runtimes=_runtimes(args, ctx))
     if args.json:
         ctx.out_json([r.as_dict() for r in rows])
         return 0
@@ -159,7 +189,8 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
-    found = serve.logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker)
+    found = _serve().logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker,
+                          runtimes=_runtimes(args, ctx))
     try:
         for line in found.lines:
             ctx.out(f"{_prefix(line.worker, found.servers)} {line.text}")

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from typing import TYPE_CHECKING
+
+from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
 from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.runtimes import REGISTRY
+from orchestrator.runtimes.base import RuntimeEnv
+
+if TYPE_CHECKING:
+    from orchestrator.train.checks import Check
+    from orchestrator.train.prepare import Prepared
 
 HELP = "Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)"
 EXAMPLES = """train --plan
@@ -35,48 +43,28 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", metavar="all|N|0,1",
                         help="GPUs: all, a count, or ids (one id: device=1); more than one trains data-parallel "
                              "(default: 1; none: no GPU, for stand-in trainers)")
-    parser.add_argument("--runtime", choices=("docker", "local"), default="docker",
-                        help="docker (default): the flux-train image; local: an sd-scripts checkout here")
-    parser.add_argument("--sd-scripts", metavar="DIR", type=Path, help="sd-scripts checkout (local runtime)")
-    parser.add_argument("--python", metavar="PY", help="python of the sd-scripts environment (local runtime)")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the training image first")
-    parser.add_argument("--image", metavar="TAG",
-                        help="use this (local) training image instead of flux-train built from Dockerfile.train")
+    argtypes.add_runtime_options(parser, "train", help="where sd-scripts runs: " + ", ".join(
+        f"{e.name}" for e in REGISTRY if e.train) + " (default docker: the flux-train image; local: an "
+        "sd-scripts checkout here)")
     parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
                         help="continue the newest run (or RUN) from its newest saved state")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from datetime import datetime
-
-    from orchestrator.train import preflight
-    from orchestrator.train.prepare import PlanRequest, plan_json, prepare
+    # deferred: the planner's modules cost ~70 ms, kept off every `--help` (bench/cli_startup.py)
+    from orchestrator.cli.train_view import render_plan
+    from orchestrator.train.api import TrainOptions, plan_training
+    from orchestrator.train.prepare import plan_json
 
     if args.json and not args.plan:
         raise ConfigError("--json goes with --plan", hint="train --plan --json")
-    if args.runtime == "local" and args.sd_scripts is None:
-        raise ConfigError("--runtime local needs --sd-scripts DIR (an sd-scripts checkout)",
-                          hint="train --runtime local --sd-scripts ~/sd-scripts --python ~/sd-scripts/venv/bin/python")
-    if args.runtime == "docker" and (args.sd_scripts or args.python):
-        raise ConfigError("--sd-scripts and --python are for --runtime local")
-    if args.runtime == "local" and (args.image or args.rebuild):
-        raise ConfigError("--image and --rebuild are for --runtime docker")
-    req = PlanRequest(preset=args.preset, config_file=args.config, sets=tuple(args.sets), name=args.name,
-                      gpus=args.gpus, runtime=args.runtime,
-                      sd_scripts=args.sd_scripts.expanduser().resolve() if args.sd_scripts else None,
-                      python=args.python, resume=args.resume)
-    image = None
-    engine_box: dict[str, Any] = {}
-    if args.runtime == "docker":
-        from orchestrator.images import train_image
-
-        image = args.image or train_image()
+    options = TrainOptions(preset=args.preset, config_file=args.config, sets=tuple(args.sets), name=args.name,
+                           gpus=args.gpus, resume=args.resume, runtime=args.runtime,
+                           settings=argtypes.runtime_settings(args, "train"))
+    env = RuntimeEnv(ctx.layout, reporter=ctx.status, verbose=ctx.verbose)
     try:
-        prepared = prepare(ctx.layout, req, now=datetime.now(), image=image,
-                           engine=(lambda: _probe(image, engine_box)) if image else None,
-                           visible_gpus=preflight.count_gpus(), memory=preflight.host_memory(),
-                           latest_state=_latest_state())
+        prepared = plan_training(env, options)
     except OrchestratorError as e:
         if args.plan and args.json:   # scripts still get one JSON object; the error is also on stderr
             ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},
@@ -86,83 +74,22 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if args.json:
             ctx.out_json(plan_json(prepared))
         else:
-            from orchestrator.cli.train_view import render_plan
-
             ctx.out(render_plan(prepared, ctx.layout.root, verbose=ctx.verbose))
         return 0 if prepared.ok else 2
-    return _run(args, ctx, prepared, engine_box.get("engine"))
+    return _run(ctx, env, prepared)
 
 
-def _probe(image: str, box: dict[str, Any]) -> Any:
-    """Engine facts for the preflight: stdlib HTTP on the local socket (fast), docker-py otherwise."""
-    from orchestrator.engine import quick_facts
-    from orchestrator.errors import DockerError
-    from orchestrator.train.preflight import EngineFacts
-
-    try:
-        facts = quick_facts(image)
-        if facts is not None:
-            return EngineFacts(True, nvidia="nvidia" in facts["runtimes"], image_present=facts["image_present"])
-        from orchestrator.engine import connect
-
-        engine = connect()
-        box["engine"] = engine
-        return EngineFacts(True, nvidia=engine.has_nvidia_runtime(), image_present=engine.image_exists(image))
-    except DockerError as e:
-        return EngineFacts(False, error=e.message, hint=e.hint)
-
-
-def _latest_state() -> Any:
-    """The runner's latest_state (the newest saved state of a run)."""
-    from orchestrator.train.outputs import latest_state
-
-    return latest_state
-
-
-def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> int:
-    import shutil
-
+def _run(ctx: Context, env: RuntimeEnv, prepared: Prepared) -> int:
+    from orchestrator.train.api import run_training  # deferred with the planner (see run)
     from orchestrator.train.checks import errors, warnings
-    from orchestrator.train.prepare import write_inputs
-    from orchestrator.train.run import execute
 
-    blocking = errors(prepared.checks)
-    if blocking:
-        raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
-                          details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
-                          hint="fix them; `train --plan` shows the whole plan")
-    seen: dict[str, int] = {}
-    warns = warnings(prepared.checks)
-    for c in warns:
-        seen[c.name] = seen.get(c.name, 0) + 1
-        if seen[c.name] <= 2 or ctx.verbose:
-            ctx.warn(c.message + (f" ({c.hint})" if c.hint else ""))
-        elif seen[c.name] == 3:
-            ctx.warn(f"... and {sum(1 for w in warns if w.name == c.name) - 2} more {c.name} warnings "
-                     "(`train --plan -v` shows all)")
-    plan = prepared.plan
-    if plan.runtime == "docker":
-        from orchestrator.engine import connect
-        from orchestrator.train.runners import DockerRunner
-
-        runner: Any = DockerRunner(engine or connect(), ctx.layout, reporter=ctx.status, rebuild=args.rebuild)
-    else:
-        from orchestrator.train.runners import LocalRunner
-
-        runner = LocalRunner(Path(plan.workdir), args.python or "python3")
-    s = prepared.steps
+    if not errors(prepared.checks):
+        _warn(ctx, warnings(prepared.checks))
+    plan, s = prepared.plan, prepared.steps
     ctx.log(f"run {plan.run_id}: {s.epochs} epochs, {s.total_steps} steps, {len(plan.expected_outputs)} LoRA file(s)"
             + (f", resuming from {Path(str(plan.resume_from)).name}" if plan.resume_from else ""))
-    created = not plan.run_dir.exists()
-    if runner.find_running(plan) is None:   # else execute() follows the running one: write nothing new
-        write_inputs(prepared)
     raw_line = (lambda line: ctx.log(f"[train] {line}")) if ctx.verbose else None
-    try:
-        result = execute(plan, runner, ctx.status, raw_line=raw_line)
-    except OrchestratorError:
-        if created and not (plan.run_dir / "train.log").exists():   # it never started: leave nothing behind
-            shutil.rmtree(plan.run_dir, ignore_errors=True)
-        raise
+    result = run_training(env, prepared, raw_line=raw_line)
     if result.status == "followed":
         return 0 if result.exit_code == 0 else 1
     if result.final_lora is not None:
@@ -170,3 +97,15 @@ def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> 
     if result.report is not None:
         ctx.log(f"report: {result.report}")
     return 0
+
+
+def _warn(ctx: Context, warns: list[Check]) -> None:
+    """The checks' warnings, two of a kind (all with -v)."""
+    seen: dict[str, int] = {}
+    for c in warns:
+        seen[c.name] = seen.get(c.name, 0) + 1
+        if seen[c.name] <= 2 or ctx.verbose:
+            ctx.warn(c.message + (f" ({c.hint})" if c.hint else ""))
+        elif seen[c.name] == 3:
+            ctx.warn(f"... and {sum(1 for w in warns if w.name == c.name) - 2} more {c.name} warnings "
+                     "(`train --plan -v` shows all)")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Context
 from orchestrator.errors import ConfigError, UsageError
+from orchestrator.layout import atomic_write_text
+
+if TYPE_CHECKING:
+    from orchestrator.comfy.convert import CheckReport, Converted, InitResult
 
 HELP = 'Convert a browser-saved workflow to an API prompt, or check it against a server'
 EXAMPLES = ('workflow convert workflows/finetuned_flux.json\n'
@@ -41,135 +46,71 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
-    """FILE as given, else the same name in the project's workflows/ folder (with or without .json)."""
-    path = Path(value).expanduser()
-    if path.exists():
-        return path
-    for candidate in (workflows_dir / value, workflows_dir / f"{value}.json"):
-        if candidate.exists():
-            return candidate
-    return path
-
-
-def _shipped(value: str) -> dict[str, Any] | None:
-    """Our workflow document for `base_flux(.json)` / `workflows/finetuned_flux.json` style names, else None."""
-    from orchestrator.comfy.builtin import builtin_workflows
-
-    given = Path(value)
-    name = given.name if given.name.endswith(".json") else f"{given.name}.json"
-    if str(given.parent) not in (".", "workflows"):
-        return None
-    return builtin_workflows().get(name)
-
-
-def _server_client(url: str) -> Any:
-    from orchestrator.comfy.client import ComfyClient, normalize_url
-
-    return ComfyClient(normalize_url(url))
-
-
-def _load(args: argparse.Namespace, ctx: Context, client: Any) -> tuple[Any, dict[str, Any], Any]:
-    from orchestrator.comfy.patch import PromptParams, parse_set, patch_prompt
-    from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
-    from orchestrator.comfy.workflow import load_workflow, to_api_prompt
-
-    path = resolve_workflow_path(args.file, ctx.layout.workflows)
-    shipped = _shipped(args.file) if not path.exists() else None
-    if shipped is not None:   # as generate does: our workflow when the project has no copy yet
-        ctx.log(f"{args.file}: not in {ctx.layout.workflows}: using the shipped one (`workflow init` writes it there)")
-        wf = load_workflow(shipped)
-    else:
-        wf = load_workflow(path)
-    if client is not None:
-        schema = schemas_from_object_info(client.object_info(), source=args.server)
-    else:
-        schema = load_builtin_schema()
-    prompt = to_api_prompt(wf, schema)
-    if args.sets:
-        prompt = patch_prompt(prompt, PromptParams(sets=tuple(parse_set(s) for s in args.sets)))
-    return wf, prompt, schema
-
-
-def _model_problems(prompt: dict[str, Any], client: Any, problems: list[str]) -> list[str]:
-    """Model files the server does not list (unless validation already said so)."""
-    from orchestrator.comfy.patch import required_models
-
-    found = []
-    for folder, names in required_models(prompt).items():
-        if not names:
-            continue
-        available = list(client.models(folder))
-        for name in names:
-            if name not in available and not any(f"{name!r} not in list" in p for p in problems):
-                shown = ", ".join(available[:10]) + (" ..." if len(available) > 10 else "") or "none"
-                found.append(f"{folder}: {name!r} not found on the server; available: {shown}")
-    return found
-
-
-def _missing_local_models(prompt: dict[str, Any], ctx: Context) -> list[str]:
-    from orchestrator.comfy.patch import required_models
-
-    return [f"{folder}/{name}" for folder, names in required_models(prompt).items() for name in names
-            if not (ctx.layout.models / folder / name).exists()]
-
-
-def _init(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.comfy.builtin import FILES, ensure_builtin_workflows
-
-    written = ensure_builtin_workflows(ctx.layout.workflows, force=args.force)
-    for path in written:
-        ctx.out(str(path))
-    kept = [name for name in FILES.values() if ctx.layout.workflows / name not in written]
-    if kept:
-        ctx.log(f"kept your {', '.join(kept)} in {ctx.layout.workflows} (--force overwrites)")
-    return 0
-
-
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    # deferred: the workflow modules cost ~30 ms, kept off every `--help` (bench/cli_startup.py)
+    from orchestrator.comfy import convert
+
     if args.action == "init":
-        return _init(args, ctx)
+        return _init(convert.init_workflows(ctx.layout, force=args.force), ctx)
     if getattr(args, "out", None) and Path(args.out).expanduser().is_dir():
         raise UsageError(f"--out {args.out} is a folder; give the file to write, e.g. --out {Path(args.out) / 'prompt.json'}")
+    options = convert.ConvertOptions(args.file, sets=tuple(args.sets), server=args.server)
     client = _server_client(args.server) if args.server else None
     try:
-        return _convert_or_check(args, ctx, client)
+        if args.action == "convert":
+            return _convert(args, ctx, convert.convert(ctx.layout, options, client))
+        return _check(args, ctx, convert.check(ctx.layout, options, client))
     finally:
         if client is not None:
             client.close()
 
 
-def _convert_or_check(args: argparse.Namespace, ctx: Context, client: Any) -> int:
-    import json
+def _server_client(url: str) -> Any:
+    from orchestrator.comfy.client import ComfyClient, normalize_url  # deferred: requests, a seam (~80 ms)
 
-    from orchestrator.comfy.validate import validate_prompt
-    from orchestrator.layout import atomic_write_text
+    return ComfyClient(normalize_url(url))
 
-    wf, prompt, schema = _load(args, ctx, client)
-    if args.action == "convert":
-        text = json.dumps(prompt, indent=2, ensure_ascii=False)
-        if args.out:
-            out = Path(args.out).expanduser()
-            atomic_write_text(out, text + "\n")
-            ctx.log(f"wrote the API prompt of {wf.path or args.file} ({len(prompt)} nodes)")
-            ctx.out(str(out))
-        else:
-            ctx.out(text)
+
+def _shipped_note(ctx: Context, file: str, converted: Converted) -> None:
+    if converted.shipped:   # as generate does: our workflow when the project has no copy yet
+        ctx.log(f"{file}: not in {ctx.layout.workflows}: using the shipped one (`workflow init` writes it there)")
+
+
+def _init(result: InitResult, ctx: Context) -> int:
+    for path in result.written:
+        ctx.out(str(path))
+    if result.kept:
+        ctx.log(f"kept your {', '.join(result.kept)} in {ctx.layout.workflows} (--force overwrites)")
+    return 0
+
+
+def _convert(args: argparse.Namespace, ctx: Context, converted: Converted) -> int:
+    _shipped_note(ctx, args.file, converted)
+    text = json.dumps(converted.prompt, indent=2, ensure_ascii=False)
+    if not args.out:
+        ctx.out(text)
         return 0
+    out = Path(args.out).expanduser()
+    atomic_write_text(out, text + "\n")
+    ctx.log(f"wrote the API prompt of {converted.workflow.path or args.file} ({len(converted.prompt)} nodes)")
+    ctx.out(str(out))
+    return 0
 
-    problems = validate_prompt(prompt, schema)
-    if client is not None:
-        problems += _model_problems(prompt, client, problems)
-    elif missing := _missing_local_models(prompt, ctx):
-        ctx.warn(f"not in {ctx.layout.models} yet: " + ", ".join(missing)
+
+def _check(args: argparse.Namespace, ctx: Context, report: CheckReport) -> int:
+    c = report.converted
+    _shipped_note(ctx, args.file, c)
+    name = c.workflow.path or args.file
+    if report.missing_locally:
+        ctx.warn(f"not in {ctx.layout.models} yet: " + ", ".join(report.missing_locally)
                  + " (`download` fetches the base models; LoRAs come from `train`)")
-    where = f"the server at {args.server}" if client is not None else "the shipped schema, offline"
-    if problems:
-        raise ConfigError(f"{wf.path or args.file}: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
-                          f"(checked against {where})", details=problems,
+    if report.problems:
+        n = len(report.problems)
+        raise ConfigError(f"{name}: {n} problem{'s' if n != 1 else ''} (checked against {c.source})",
+                          details=list(report.problems),
                           hint="fix them in the browser or the file, or override values with --set NODE.INPUT=VALUE")
-    ctx.out(f"ok: {wf.path or args.file} ({wf.kind} format) converts to a valid prompt of {len(prompt)} nodes "
-            f"(checked against {where})")
-    if client is None:
+    ctx.out(f"ok: {name} ({c.workflow.kind} format) converts to a valid prompt of {len(c.prompt)} nodes "
+            f"(checked against {c.source})")
+    if args.server is None:
         ctx.log("model files were not checked against a server; add --server URL to do so")
     return 0

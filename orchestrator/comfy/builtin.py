@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.comfy.schema import NodeSchemas, load_builtin_schema
+from orchestrator.layout import atomic_write_text
 
 DEFAULT_STEPS = 28
 DEFAULT_SAMPLER = "dpmpp_2m"
@@ -220,8 +221,6 @@ def render(doc: dict[str, Any]) -> str:
 
 def write_builtin_workflows(folder: Path) -> list[Path]:
     """Write both workflows into `folder` atomically; returns the paths."""
-    from orchestrator.layout import atomic_write_text
-
     paths = []
     for filename, doc in builtin_workflows().items():
         path = folder / filename
@@ -233,8 +232,6 @@ def write_builtin_workflows(folder: Path) -> list[Path]:
 def ensure_builtin_workflows(folder: Path, *, force: bool = False) -> list[Path]:
     """Write the shipped workflows that are missing from `folder` (all of them with `force`); never
     touches a file the user edited unless forced. Returns the paths written."""
-    from orchestrator.layout import atomic_write_text
-
     written = []
     for filename, doc in builtin_workflows().items():
         path = folder / filename

@@ -8,7 +8,7 @@ any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,18 +71,21 @@ class Logs:
     runtime: str
 
 
-def up(env: RuntimeEnv, options: UpOptions) -> UpOutcome:
-    """Start ComfyUI with the chosen runtime (our workflows are put into workflows/ first, so the
-    browser's sidebar lists them); returns once every started server answers."""
+def up(env: RuntimeEnv, options: UpOptions, *, runtime: ServerRuntime | None = None) -> UpOutcome:
+    """Start ComfyUI with the chosen runtime (`runtime`: an instance to use instead of the registry's); our
+    workflows are put into workflows/ first, so the browser's sidebar lists them. Returns once every
+    started server answers."""
     options.server.validate()
-    runtime = server_runtime(options.runtime, env, options.settings)
+    runtime = runtime or server_runtime(options.runtime, env, options.settings)
     written = tuple(ensure_builtin_workflows(env.layout.workflows))
     result = runtime.up(ServerRequest(options.server, timeout=options.timeout, recreate=options.recreate))
     return UpOutcome(result, runtime, written)
 
 
-def status(env: RuntimeEnv, *, probe: bool = True) -> list[ServerStatus]:
-    """Every server of the project (every runtime), with its devices and queue when `probe` and running.
+def status(env: RuntimeEnv, *, probe: bool = True, runtimes: Sequence[ServerRuntime] | None = None,
+           ) -> list[ServerStatus]:
+    """Every server of the project (every runtime, or `runtimes`), with its devices and queue when `probe`
+    and running.
 
     A runtime whose servers are not reached by URL from here (Ray workers listen on their own nodes)
     answers the probe itself: it has `describe()` -> [(ServerInfo, (running, pending) | None)].
@@ -93,29 +96,34 @@ def status(env: RuntimeEnv, *, probe: bool = True) -> list[ServerStatus]:
             return [_probe(s) if probe and s.state == "running" else ServerStatus(s) for s in rt.status()]
         return [ServerStatus(info, queue is not None, (), *(queue or (None, None))) for info, queue in describe()]
 
-    return _through_all(env, one)
+    return _through_all(env, runtimes, one)
 
 
-def dispatchers(env: RuntimeEnv, *, timeout: float = 30.0) -> list[Any]:
+def dispatchers(env: RuntimeEnv, *, timeout: float = 30.0,
+                runtimes: Sequence[ServerRuntime] | None = None) -> list[Any]:
     """Batch `Server`s of the runtimes whose servers are reached through the runtime, not a URL (Ray
     workers): those with `batch_servers(timeout=)`. Where `batch run` finds them without --server."""
-    return _through_all(env, lambda rt: list(getattr(rt, "batch_servers", lambda **_: [])(timeout=timeout)))
+    return _through_all(env, runtimes,
+                        lambda rt: list(getattr(rt, "batch_servers", lambda **_: [])(timeout=timeout)))
 
 
-def down(env: RuntimeEnv, *, grace: float = 20.0) -> list[ServerInfo]:
-    """Stop and remove every server of the project (every runtime); returns what was stopped."""
-    return _through_all(env, lambda rt: rt.down(grace=grace))
+def down(env: RuntimeEnv, *, grace: float = 20.0, runtimes: Sequence[ServerRuntime] | None = None,
+         ) -> list[ServerInfo]:
+    """Stop and remove every server of the project (every runtime, or `runtimes`); returns what was stopped."""
+    return _through_all(env, runtimes, lambda rt: rt.down(grace=grace))
 
 
-def endpoints(env: RuntimeEnv) -> list[str]:
-    """URLs of the project's running servers (every runtime): where `generate` and `batch` connect."""
-    return _through_all(env, lambda rt: rt.endpoints())
+def endpoints(env: RuntimeEnv, *, runtimes: Sequence[ServerRuntime] | None = None) -> list[str]:
+    """URLs of the project's running servers (every runtime, or `runtimes`): where `generate` and `batch`
+    connect."""
+    return _through_all(env, runtimes, lambda rt: rt.endpoints())
 
 
-def logs(env: RuntimeEnv, *, follow: bool = False, tail: int | None = None, worker: int | None = None) -> Logs:
+def logs(env: RuntimeEnv, *, follow: bool = False, tail: int | None = None, worker: int | None = None,
+         runtimes: Sequence[ServerRuntime] | None = None) -> Logs:
     """The log of the runtime whose servers run (else of the first that ran here); OrchestratorError when
     ComfyUI never ran in this project."""
-    seen = _through_all(env, lambda rt: [(rt, rt.status())])
+    seen = _through_all(env, runtimes, lambda rt: [(rt, rt.status())])
     chosen = next(((rt, ss) for rt, ss in seen if any(s.state == "running" for s in ss)), None) \
         or next(((rt, ss) for rt, ss in seen if rt.has_run()), None)
     if chosen is None:
@@ -134,12 +142,13 @@ def _probe(info: ServerInfo) -> ServerStatus:
     return ServerStatus(info, True, devices, queue_running, queue_pending)
 
 
-def _through_all(env: RuntimeEnv, call: Callable[[ServerRuntime], list[T]]) -> list[T]:
+def _through_all(env: RuntimeEnv, runtimes: Sequence[ServerRuntime] | None,
+                 call: Callable[[ServerRuntime], list[T]]) -> list[T]:
     """`call` on every runtime, concatenated; an unreachable backend is skipped when another runtime
     found something (a local ComfyUI on a machine without Docker), else its error is raised."""
     out: list[T] = []
     first: RuntimeUnavailable | None = None
-    for rt in server_runtimes(env):
+    for rt in server_runtimes(env) if runtimes is None else runtimes:
         try:
             out += call(rt)
         except RuntimeUnavailable as e:

@@ -1,6 +1,6 @@
 """The ComfyUI server plan, pure: options -> container specs (mounts, ports, GPUs, labels, command).
 
-Nothing here touches Docker or the disk; `orchestrator.comfy.server` runs what this describes.
+Nothing here touches Docker or the disk; `orchestrator.runtimes.docker_comfyui` runs what this describes.
 Container layout (see Dockerfile.inference): ComfyUI in /opt/ComfyUI, started with
 `--base-directory /comfy`, so models, user data, outputs and inputs are mounts under /comfy.
 """
@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.engine import LABEL_CONFIG, LABEL_PREFIX, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, Mount, \
-    config_hash, gpu_request, project_id
+from orchestrator.containers import (LABEL_CONFIG, LABEL_PREFIX, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, Mount,
+                                     config_hash, project_id)
 from orchestrator.errors import UsageError
+from orchestrator.gpus import HINT as GPU_HINT
+from orchestrator.gpus import parse_gpus
 from orchestrator.layout import Layout
 
 ROLE = "comfyui"
@@ -53,14 +55,10 @@ class ServerOptions:
             raise UsageError(f"--listen {self.listen!r} is not an IP address",
                              hint="use 127.0.0.1 (this machine only, the default), 0.0.0.0 (every interface) "
                                   "or one of this machine's addresses") from None
-        if self.gpus != "none":
-            try:
-                ids = self.gpu_ids()
-                if ids is None and self.gpus != "all":
-                    gpu_request(self.gpus)
-            except ValueError as e:
-                raise UsageError(f"--gpus: {e}", hint="e.g. --gpus all, --gpus 0,1, --gpus device=0 (GPU 0 alone), "
-                                                      "a count like --gpus 2, or --gpus none (CPU)") from None
+        try:
+            parse_gpus(self.gpus)
+        except ValueError as e:
+            raise UsageError(f"--gpus: {e}", hint=GPU_HINT) from None
         if self.workers > 1 and self.gpus not in ("all", "none") and len(self.worker_gpus()) != self.workers:
             raise UsageError(f"--workers {self.workers} needs {self.workers} GPU ids, got --gpus {self.gpus}",
                              hint=f"leave --gpus out to use GPUs 0..{self.workers - 1}, "
@@ -73,27 +71,19 @@ class ServerOptions:
 
     def gpu_ids(self) -> list[str] | None:
         """Device ids when --gpus names devices ('0,1', 'device=0', 'GPU-uuid'); None for all/none/a count."""
-        value = self.gpus.strip()
-        if value.startswith("device="):
-            ids = [g.strip() for g in value[len("device="):].split(",") if g.strip()]
-            if not ids:
-                raise ValueError(f"invalid GPU selection {value!r}: no device ids after device=")
-            return list(gpu_request(",".join(ids) + ",")["device_ids"])
-        if "," in value or value.startswith("GPU-"):
-            return list(gpu_request(value)["device_ids"])
-        return None
+        ids = parse_gpus(self.gpus).ids
+        return list(ids) if ids else None
 
     def worker_gpus(self) -> list[str | None]:
         """Each worker's GPUs: None (CPU), 'all', a count ('2'), or device ids ('0' / '0,1')."""
-        if self.gpus == "none":
+        selection = parse_gpus(self.gpus)
+        if selection.none:
             return [None] * self.workers
-        ids = self.gpu_ids()
         if self.workers == 1:
-            return [",".join(ids) if ids is not None else self.gpus]
-        if ids is None:
-            count = self.workers if self.gpus == "all" else int(gpu_request(self.gpus)["count"])
-            ids = [str(i) for i in range(count)]
-        return list(ids)
+            return [",".join(selection.ids) if selection.ids else self.gpus]
+        if selection.ids:
+            return list(selection.ids)
+        return [str(i) for i in range(self.workers if selection.all else selection.processes(None))]
 
 
 @dataclass(frozen=True)

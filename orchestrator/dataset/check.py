@@ -68,55 +68,14 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
     by_dataset: dict[int, list[int]] = {}
     loaded: dict[Path, ImageInfo] = {}
     for d, s, sub, folder, scan in plans:
-        settings = bucket_settings(res, d)
-        planner = BucketPlanner(settings) if settings else None
-        images = [infos[p] for p in scan.images] if scan else []
-        alpha_ok = bool(res.get("alpha_mask", d, s)[0])
-        problems += check_images(images, planner, settings, alpha_ok)
-        good = [i for i in images if i.ok and i.size]
-        for i in good:
-            loaded[i.path] = i
-        cap_ext = _caption_ext(res.get("caption_extension", d, s)[0])
-        tokens = res.get("class_tokens", d, s)[0]
-        line = tf.index.line_of(("subset", d, s))
-        captions = 0
-        if scan is not None:
-            is_reg = bool(res.get("is_reg", d, s)[0])
-            captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
-            problems += cap_problems
-            problems += folder_problems(scan)
-            problems += _count_problems(folder, len(good), len(images), f"{tf.path.name}:{line}")
-        reps = res.get("num_repeats", d, s)[0]
-        skipped = None
-        if scan is None:
-            skipped = "folder missing"
-        elif not good:
-            skipped = "no images"
-        elif reps < 1:
-            skipped = "num_repeats < 1"
-        formats = Counter(i.format or "?" for i in good)
-        sizes = tuple(i.size for i in good)  # type: ignore[misc]
-        by_area = sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh))
-        buckets = Counter(planner.place(*wh).bucket for wh in sizes) if planner else Counter()
         by_dataset.setdefault(d, []).append(len(subsets))
-        subsets.append(SubsetSummary(
-            image_dir=folder, toml_value=sub["image_dir"], images=len(good), num_repeats=reps,
-            is_reg=bool(res.get("is_reg", d, s)[0]), class_tokens=tokens, captions=captions,
-            min_size=by_area[0] if by_area else None, max_size=by_area[-1] if by_area else None,
-            dataset_index=d, subset_index=s, line=line, exists=scan is not None, caption_extension=cap_ext,
-            formats=tuple(sorted(formats.items())), sizes=sizes, buckets=tuple(sorted(buckets.items())),
-            skipped=skipped))
+        subsets.append(_summarize_subset(res, tf, d, s, sub, folder, scan, infos, problems, loaded))
     for d in range(len(model.datasets)):
         bs, scope = res.get("batch_size", d)
         datasets.append(DatasetSummary(d, bucket_settings(res, d), bs if scope is not None else None,
                                        tuple(by_dataset.get(d, ()))))
     if tf.path == layout.data_toml:
-        listed = {os.path.normpath(folder) for *_, folder, _scan in plans}
-        for folder in concept_folders(layout):
-            if os.path.normpath(folder) not in listed:
-                problems.append(Problem(WARNING, "unlisted-folder", "this concept folder is not in data.toml: the "
-                                        "trainer will not use it", folder, None,
-                                        "run `python -m orchestrator dataset sync` to add it"))
+        problems += _unlisted_folders(layout, [folder for *_, folder, _scan in plans])
     reporter.update("looking for duplicates")
     dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
     problems += dup_problems
@@ -125,6 +84,57 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
                                 "sd-scripts would log 'No data found' and exit without training", tf.path, None,
                                 "put photos in flux_data/<concept>/ and run `python -m orchestrator dataset check`"))
     return DatasetReport(tuple(_sorted(problems)), tuple(subsets), tf.text, tf.path, tuple(datasets), tuple(notes))
+
+
+def _summarize_subset(res: Resolver, tf: TomlFile, d: int, s: int, sub: dict[str, Any], folder: Path,
+                      scan: FolderScan | None, infos: dict[Path, ImageInfo], problems: list[Problem],
+                      loaded: dict[Path, ImageInfo]) -> SubsetSummary:
+    """One subset's images, captions and buckets checked (problems appended; loadable images into `loaded`)."""
+    settings = bucket_settings(res, d)
+    planner = BucketPlanner(settings) if settings else None
+    images = [infos[p] for p in scan.images] if scan else []
+    alpha_ok = bool(res.get("alpha_mask", d, s)[0])
+    problems += check_images(images, planner, settings, alpha_ok)
+    good = [i for i in images if i.ok and i.size]
+    for i in good:
+        loaded[i.path] = i
+    cap_ext = _caption_ext(res.get("caption_extension", d, s)[0])
+    tokens = res.get("class_tokens", d, s)[0]
+    line = tf.index.line_of(("subset", d, s))
+    is_reg = bool(res.get("is_reg", d, s)[0])
+    captions = 0
+    if scan is not None:
+        captions, cap_problems = check_captions(scan, good, cap_ext, tokens, check_trigger=not is_reg)
+        problems += cap_problems
+        problems += folder_problems(scan)
+        problems += _count_problems(folder, len(good), len(images), f"{tf.path.name}:{line}")
+    reps = res.get("num_repeats", d, s)[0]
+    skipped = None
+    if scan is None:
+        skipped = "folder missing"
+    elif not good:
+        skipped = "no images"
+    elif reps < 1:
+        skipped = "num_repeats < 1"
+    formats = Counter(i.format or "?" for i in good)
+    sizes = tuple(i.size for i in good)  # type: ignore[misc]
+    by_area = sorted(sizes, key=lambda wh: (wh[0] * wh[1], wh))
+    buckets = Counter(planner.place(*wh).bucket for wh in sizes) if planner else Counter()
+    return SubsetSummary(
+        image_dir=folder, toml_value=sub["image_dir"], images=len(good), num_repeats=reps,
+        is_reg=is_reg, class_tokens=tokens, captions=captions,
+        min_size=by_area[0] if by_area else None, max_size=by_area[-1] if by_area else None,
+        dataset_index=d, subset_index=s, line=line, exists=scan is not None, caption_extension=cap_ext,
+        formats=tuple(sorted(formats.items())), sizes=sizes, buckets=tuple(sorted(buckets.items())),
+        skipped=skipped)
+
+
+def _unlisted_folders(layout: Layout, listed_folders: list[Path]) -> list[Problem]:
+    """Concept folders in flux_data/ that data.toml does not list."""
+    listed = {os.path.normpath(folder) for folder in listed_folders}
+    return [Problem(WARNING, "unlisted-folder", "this concept folder is not in data.toml: the trainer will not use "
+                    "it", folder, None, "run `python -m orchestrator dataset sync` to add it")
+            for folder in concept_folders(layout) if os.path.normpath(folder) not in listed]
 
 
 def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,

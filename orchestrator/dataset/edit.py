@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.dataset.paths import concept_folders, image_dir_value, resolve_image_dir
 from orchestrator.dataset.scan import is_picked_up
 from orchestrator.dataset.template import TEMPLATE
-from orchestrator.dataset.toml import LineIndex, parse_toml, render_table, replace_value, write_toml
+from orchestrator.dataset.toml import LineIndex, TomlFile, parse_toml, render_table, replace_value, write_toml
 from orchestrator.errors import DatasetError
 from orchestrator.layout import Layout
 
@@ -67,27 +67,10 @@ def plan_sync(layout: Layout, text: str, folders: list[Folder], *, prune: bool =
               triggers: Mapping[str, str] | None = None, path: Path | None = None) -> SyncResult:
     """The new data.toml text for these folders; DatasetError when `text` is not valid TOML."""
     path = path or layout.data_toml
-    tf = parse_toml(path, text)
-    if tf.error:
-        msg, line = tf.error
-        raise DatasetError(f"{path}:{line}: TOML syntax error: {msg}", hint="fix the file, then run the sync again")
-    data = tf.data
-    datasets = data.get("datasets")
-    if not isinstance(datasets, list) or not datasets:
-        raise DatasetError(f"{path} has no [[datasets]] table to add subsets to",
-                           hint="add a [[datasets]] table with resolution = 1024 (see `dataset init` on a new project)")
+    tf, subsets = _editable(path, text)
     idx, lines, edits = tf.index, list(tf.index.lines), _Edits()
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    subsets = [(d, s, sub) for d, ds in enumerate(datasets)
-               for s, sub in enumerate(ds.get("subsets", []) if isinstance(ds, dict) else [])
-               if isinstance(sub, dict)]
-    for d, ds in enumerate(datasets):
-        n = len(ds.get("subsets", [])) if isinstance(ds, dict) and isinstance(ds.get("subsets"), list) else 0
-        if n != len(idx.subset_headers(d)):
-            raise DatasetError(f"{path}: the subsets of dataset {d + 1} are not written as [[datasets.subsets]] "
-                               "tables (inline arrays or dotted keys), so sync cannot edit them safely",
-                               hint="write each subset as a [[datasets.subsets]] table, or edit the file by hand")
     known: dict[str, tuple[int, int, dict[str, Any]]] = {}
     missing, removed = [], []
     for d, s, sub in subsets:
@@ -130,6 +113,28 @@ def plan_sync(layout: Layout, text: str, folders: list[Folder], *, prune: bool =
     new_text = edits.apply(lines) if edits.ops else text
     return SyncResult(new_text, tuple(added), tuple(missing), tuple(removed), tuple(repeats),
                       changed=new_text != text)
+
+
+def _editable(path: Path, text: str) -> tuple[TomlFile, list[tuple[int, int, dict[str, Any]]]]:
+    """The parsed file and its (dataset, subset, table) list; DatasetError when sync cannot edit it safely."""
+    tf = parse_toml(path, text)
+    if tf.error:
+        msg, line = tf.error
+        raise DatasetError(f"{path}:{line}: TOML syntax error: {msg}", hint="fix the file, then run the sync again")
+    datasets = tf.data.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise DatasetError(f"{path} has no [[datasets]] table to add subsets to",
+                           hint="add a [[datasets]] table with resolution = 1024 (see `dataset init` on a new project)")
+    for d, ds in enumerate(datasets):
+        n = len(ds.get("subsets", [])) if isinstance(ds, dict) and isinstance(ds.get("subsets"), list) else 0
+        if n != len(tf.index.subset_headers(d)):
+            raise DatasetError(f"{path}: the subsets of dataset {d + 1} are not written as [[datasets.subsets]] "
+                               "tables (inline arrays or dotted keys), so sync cannot edit them safely",
+                               hint="write each subset as a [[datasets.subsets]] table, or edit the file by hand")
+    subsets = [(d, s, sub) for d, ds in enumerate(datasets)
+               for s, sub in enumerate(ds.get("subsets", []) if isinstance(ds, dict) else [])
+               if isinstance(sub, dict)]
+    return tf, subsets
 
 
 def sync_dataset(layout: Layout, *, prune: bool = False, balance: bool = False,

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, ImageOps
+
 from orchestrator.layout import Layout
 
 ORIGINALS = ".originals"
@@ -29,8 +31,6 @@ def originals_dir(layout: Layout) -> Path:
 
 def fix_orientation(layout: Layout, paths: Iterable[Path]) -> list[Fixed]:
     """Rotate each image's pixels as its EXIF orientation says, drop the tag, keep the original."""
-    from PIL import Image, ImageOps
-
     done: list[Fixed] = []
     for path in paths:
         with Image.open(path) as im:

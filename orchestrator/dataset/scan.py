@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from PIL import Image, UnidentifiedImageError
+
 from orchestrator.dataset.rules import (CACHE_NAMES, CACHE_SUFFIXES, CAPTION_EXTENSIONS, IMAGE_EXTENSIONS,
                                         UNSUPPORTED_IMAGE_EXTENSIONS)
 
@@ -103,8 +105,6 @@ def scan_folder(folder: Path, caption_extension: str = ".caption") -> FolderScan
 
 def read_header(path: Path) -> ImageInfo:
     """Format, size, mode, bit depth, alpha and EXIF orientation from the header; no full decode."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -142,8 +142,6 @@ def read_header(path: Path) -> ImageInfo:
 
 def _webp_header(f, size: int) -> dict | None:
     """Size, alpha and EXIF orientation of a WebP from its RIFF chunks (None: let Pillow try)."""
-    from PIL import Image
-
     f.seek(12)
     width = height = None
     alpha = False
@@ -216,8 +214,6 @@ def _bits(im, head: bytes) -> int:
 
 
 def _orientation(im) -> int:
-    from PIL import Image
-
     try:
         if im.format == "PNG":  # PNG's getexif() decodes the whole image: read the early chunk only
             raw = im.info.get("exif")
@@ -248,8 +244,6 @@ def _check_end(info: ImageInfo, head: bytes, tail: bytes, size: int) -> ImageInf
 
 def verify_image(info: ImageInfo, *, want_hash: bool = True) -> ImageInfo:
     """Decode the whole image (as the trainer will); sets error when that fails, and the dHash."""
-    from PIL import Image
-
     if info.error:
         return info
     try:
@@ -264,8 +258,6 @@ def verify_image(info: ImageInfo, *, want_hash: bool = True) -> ImageInfo:
 
 def with_dhash(info: ImageInfo) -> ImageInfo:
     """The image with its 64-bit dHash (JPEGs decode a reduced draft, so this stays cheap)."""
-    from PIL import Image
-
     if info.error or info.dhash is not None:
         return info
     try:
@@ -277,8 +269,6 @@ def with_dhash(info: ImageInfo) -> ImageInfo:
 
 
 def _dhash(im) -> int:
-    from PIL import Image
-
     g = im.convert("L") if im.mode != "L" else im
     px = g.resize((9, 8), Image.Resampling.BILINEAR, reducing_gap=2.0).tobytes()
     bits = 0

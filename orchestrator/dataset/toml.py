@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+from tomlkit.exceptions import ParseError, TOMLKitError
+
 from orchestrator.errors import DatasetError
 from orchestrator.layout import atomic_write_text
 
@@ -117,8 +120,6 @@ class TomlFile:
 
 def parse_toml(path: Path, text: str) -> TomlFile:
     """Parse `text` (the content of `path`); a syntax error is kept, not raised."""
-    import tomlkit
-    from tomlkit.exceptions import TOMLKitError
 
     index = LineIndex.build(text)
     try:
@@ -147,7 +148,6 @@ def read_toml(path: Path) -> TomlFile:
 
 def literal(value: Any) -> str:
     """The TOML literal for a plain value, as tomlkit writes it."""
-    import tomlkit
 
     return tomlkit.item(value).as_string()
 
@@ -163,7 +163,6 @@ def render_table(header: str, values: dict[str, Any], indent: str, comments: dic
 
 def replace_value(line: str, key: str, value: Any) -> str:
     """`line` (a `key = old  # comment` line) with the value replaced, indent and comment kept."""
-    import tomlkit
 
     doc = tomlkit.parse(line if line.endswith("\n") else line + "\n")
     doc[key] = value
@@ -173,8 +172,6 @@ def replace_value(line: str, key: str, value: Any) -> str:
 
 def write_toml(path: Path, text: str) -> None:
     """Check that `text` parses, then write it atomically (never half-written)."""
-    import tomlkit
-    from tomlkit.exceptions import ParseError
 
     try:
         tomlkit.parse(text)

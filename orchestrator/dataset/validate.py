@@ -183,76 +183,87 @@ def _cross_rules(tf: TomlFile, model: Model, flags: Mapping[str, Any] | None, er
     te_cache = next((k for k in R.TE_CACHE_FLAGS if f.get(k)), None)
     latent_cache = next((k for k in R.LATENT_CACHE_FLAGS if f.get(k)), None)
     for d in range(len(model.datasets)):
-        value, scope = res.get("resolution", d)
-        resolution = parse_resolution(value)
-        if resolution is None:
-            if known:
-                err("no-resolution", "no resolution in data.toml and none from the training config",
-                    ("dataset", d), hint="add resolution = 1024 to [[datasets]]")
-            else:
-                err("no-resolution", "no resolution in data.toml: the trainer's --resolution must supply it",
-                    ("dataset", d), hint="add resolution = 1024 to [[datasets]]", severity=WARNING)
-        elif scope is not None and known and f.get("resolution") is not None \
-                and parse_resolution(f["resolution"]) not in (None, resolution):
-            err("toml-overrides-flag", f"data.toml's resolution {value} wins over the training config's "
-                f"{f['resolution']}", scope, "resolution", hint="keep one of them", severity=WARNING)
-        bs, bscope = res.get("batch_size", d)
-        if bscope is not None and known and f.get("train_batch_size") not in (None, bs):
-            err("toml-overrides-flag", f"data.toml's batch_size = {bs} wins over the training config's "
-                f"batch size {f['train_batch_size']}", bscope, "batch_size",
-                hint="remove batch_size from data.toml to let the training config decide", severity=WARNING)
-        step, sscope = res.get("bucket_reso_steps", d)
-        if step % R.BUCKET_STEP_MULTIPLE:
-            err("bucket-steps", f"bucket_reso_steps = {step} is not a multiple of 64: sd-scripts aborts",
-                sscope or ("dataset", d), "bucket_reso_steps", hint="use 64")
-        settings = bucket_settings(res, d)
-        if settings and settings.enable_bucket and step > 0:
-            adj = settings.adjusted()
-            if min(settings.resolution) < adj.min_bucket_reso:
-                err("bucket-range", f"min_bucket_reso {adj.min_bucket_reso} is above the resolution "
-                    f"{settings.resolution[0]}x{settings.resolution[1]}: sd-scripts aborts",
-                    res.get("min_bucket_reso", d)[1] or ("dataset", d), "min_bucket_reso")
-            if max(settings.resolution) > adj.max_bucket_reso:
-                err("bucket-range", f"max_bucket_reso {adj.max_bucket_reso} is below the resolution "
-                    f"{settings.resolution[0]}x{settings.resolution[1]}: sd-scripts aborts",
-                    res.get("max_bucket_reso", d)[1] or ("dataset", d), "max_bucket_reso")
-        vs, vscope = res.get("validation_split", d)
-        if not 0.0 <= float(vs) < 1.0:
-            err("bad-value", f"validation_split = {vs} must be at least 0.0 and below 1.0", vscope or ("dataset", d),
-                "validation_split")
-        seen_dirs: dict[str, int] = {}
-        for s, sub in enumerate(model.subsets[d]):
-            sc: Scope = ("subset", d, s)
-            reps, rscope = res.get("num_repeats", d, s)
-            if reps < 1:
-                err("num-repeats", f"num_repeats = {reps}: sd-scripts skips this subset", rscope or sc,
-                    "num_repeats", hint="use 1 or more")
-            image_dir = sub.get("image_dir")
-            if image_dir is not None:
-                if image_dir in seen_dirs:
-                    err("duplicate-image-dir", f'image_dir "{image_dir}" appears twice in dataset {d + 1}: '
-                        "sd-scripts skips the second", sc, "image_dir", hint="remove one of the two subsets")
-                seen_dirs.setdefault(image_dir, s)
-            if "conditioning_data_dir" in sub and known and not f.get("masked_loss"):
-                err("needs-masked-loss", "conditioning_data_dir is accepted only with masked loss", sc,
-                    "conditioning_data_dir", hint="enable masked_loss in the training config, or remove the key")
-            if te_cache:
-                for key, what in R.TE_CACHE_CONFLICTS:
-                    v, vsc = res.get(key, d, s)
-                    if (v is True) if key == "shuffle_caption" else (isinstance(v, (int, float)) and v > 0):
-                        err("te-cache-conflict", f"{key} {what} but the text-encoder outputs are cached "
-                            f"({te_cache}): sd-scripts aborts", vsc or sc, key,
-                            hint=f"set {key} = {'false' if key == 'shuffle_caption' else 0} or turn off "
-                            "text-encoder output caching")
-                v, vsc = res.get("caption_dropout_every_n_epochs", d, s)
-                if v and v > 0:
-                    err("te-cache-noop", "caption_dropout_every_n_epochs has no effect while text-encoder "
-                        "outputs are cached", vsc or sc, "caption_dropout_every_n_epochs", severity=WARNING)
-            if latent_cache:
-                for key in R.LATENT_CACHE_CONFLICTS:
-                    v, vsc = res.get(key, d, s)
-                    if v is True:
-                        err("latent-cache-conflict", f"{key} is true but latents are cached ({latent_cache}): "
-                            "sd-scripts aborts", vsc or sc, key,
-                            hint=f"set {key} = false or turn off latent caching")
+        _dataset_rules(res, d, known, f, err)
+        _subset_rules(res, model, d, known, f, te_cache, latent_cache, err)
     return []
+
+
+def _dataset_rules(res: Resolver, d: int, known: bool, f: Mapping[str, Any], err) -> None:
+    """Resolution, batch size, buckets and validation split of dataset `d`."""
+    value, scope = res.get("resolution", d)
+    resolution = parse_resolution(value)
+    if resolution is None:
+        if known:
+            err("no-resolution", "no resolution in data.toml and none from the training config",
+                ("dataset", d), hint="add resolution = 1024 to [[datasets]]")
+        else:
+            err("no-resolution", "no resolution in data.toml: the trainer's --resolution must supply it",
+                ("dataset", d), hint="add resolution = 1024 to [[datasets]]", severity=WARNING)
+    elif scope is not None and known and f.get("resolution") is not None \
+            and parse_resolution(f["resolution"]) not in (None, resolution):
+        err("toml-overrides-flag", f"data.toml's resolution {value} wins over the training config's "
+            f"{f['resolution']}", scope, "resolution", hint="keep one of them", severity=WARNING)
+    bs, bscope = res.get("batch_size", d)
+    if bscope is not None and known and f.get("train_batch_size") not in (None, bs):
+        err("toml-overrides-flag", f"data.toml's batch_size = {bs} wins over the training config's "
+            f"batch size {f['train_batch_size']}", bscope, "batch_size",
+            hint="remove batch_size from data.toml to let the training config decide", severity=WARNING)
+    step, sscope = res.get("bucket_reso_steps", d)
+    if step % R.BUCKET_STEP_MULTIPLE:
+        err("bucket-steps", f"bucket_reso_steps = {step} is not a multiple of 64: sd-scripts aborts",
+            sscope or ("dataset", d), "bucket_reso_steps", hint="use 64")
+    settings = bucket_settings(res, d)
+    if settings and settings.enable_bucket and step > 0:
+        adj = settings.adjusted()
+        if min(settings.resolution) < adj.min_bucket_reso:
+            err("bucket-range", f"min_bucket_reso {adj.min_bucket_reso} is above the resolution "
+                f"{settings.resolution[0]}x{settings.resolution[1]}: sd-scripts aborts",
+                res.get("min_bucket_reso", d)[1] or ("dataset", d), "min_bucket_reso")
+        if max(settings.resolution) > adj.max_bucket_reso:
+            err("bucket-range", f"max_bucket_reso {adj.max_bucket_reso} is below the resolution "
+                f"{settings.resolution[0]}x{settings.resolution[1]}: sd-scripts aborts",
+                res.get("max_bucket_reso", d)[1] or ("dataset", d), "max_bucket_reso")
+    vs, vscope = res.get("validation_split", d)
+    if not 0.0 <= float(vs) < 1.0:
+        err("bad-value", f"validation_split = {vs} must be at least 0.0 and below 1.0", vscope or ("dataset", d),
+            "validation_split")
+
+
+def _subset_rules(res: Resolver, model: Model, d: int, known: bool, f: Mapping[str, Any], te_cache: str | None,
+                  latent_cache: str | None, err) -> None:
+    """Repeats, duplicate folders, masked-loss inputs and caching conflicts of dataset `d`'s subsets."""
+    seen_dirs: dict[str, int] = {}
+    for s, sub in enumerate(model.subsets[d]):
+        sc: Scope = ("subset", d, s)
+        reps, rscope = res.get("num_repeats", d, s)
+        if reps < 1:
+            err("num-repeats", f"num_repeats = {reps}: sd-scripts skips this subset", rscope or sc,
+                "num_repeats", hint="use 1 or more")
+        image_dir = sub.get("image_dir")
+        if image_dir is not None:
+            if image_dir in seen_dirs:
+                err("duplicate-image-dir", f'image_dir "{image_dir}" appears twice in dataset {d + 1}: '
+                    "sd-scripts skips the second", sc, "image_dir", hint="remove one of the two subsets")
+            seen_dirs.setdefault(image_dir, s)
+        if "conditioning_data_dir" in sub and known and not f.get("masked_loss"):
+            err("needs-masked-loss", "conditioning_data_dir is accepted only with masked loss", sc,
+                "conditioning_data_dir", hint="enable masked_loss in the training config, or remove the key")
+        if te_cache:
+            for key, what in R.TE_CACHE_CONFLICTS:
+                v, vsc = res.get(key, d, s)
+                if (v is True) if key == "shuffle_caption" else (isinstance(v, (int, float)) and v > 0):
+                    err("te-cache-conflict", f"{key} {what} but the text-encoder outputs are cached "
+                        f"({te_cache}): sd-scripts aborts", vsc or sc, key,
+                        hint=f"set {key} = {'false' if key == 'shuffle_caption' else 0} or turn off "
+                        "text-encoder output caching")
+            v, vsc = res.get("caption_dropout_every_n_epochs", d, s)
+            if v and v > 0:
+                err("te-cache-noop", "caption_dropout_every_n_epochs has no effect while text-encoder "
+                    "outputs are cached", vsc or sc, "caption_dropout_every_n_epochs", severity=WARNING)
+        if latent_cache:
+            for key in R.LATENT_CACHE_CONFLICTS:
+                v, vsc = res.get(key, d, s)
+                if v is True:
+                    err("latent-cache-conflict", f"{key} is true but latents are cached ({latent_cache}): "
+                        "sd-scripts aborts", vsc or sc, key,
+                        hint=f"set {key} = false or turn off latent caching")

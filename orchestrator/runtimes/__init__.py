@@ -2,8 +2,8 @@
 
 `REGISTRY` lists every runtime: its name, and the dotted paths of its `ServerRuntime` and/or
 `TrainRuntime` classes (see `orchestrator.runtimes.base` for the interfaces and how to write one).
-Classes are imported on first use, so `--help` and `--plan` do not load Docker or cluster clients.
-Adding a runtime = one new module + one `Entry` line here.
+Classes are imported on first use, so `--help` loads none of them (their options are declared in
+the `Entry`). Adding a runtime = one new module + one `Entry` line here.
 """
 
 from __future__ import annotations
@@ -21,23 +21,53 @@ from orchestrator.runtimes.base import (LogLine, RuntimeEnv, RuntimeSetting, Run
 
 @dataclass(frozen=True)
 class Entry:
-    """One runtime: its name and where its implementations live ("module:Class", or None)."""
+    """One runtime: its name, where its implementations live ("module:Class", or None) and the options
+    only it has (declared here, so the CLI builds its flags without importing the runtime)."""
 
     name: str
     help: str
     server: str | None = None     # ServerRuntime implementation
     train: str | None = None      # TrainRuntime implementation
+    server_settings: tuple[RuntimeSetting, ...] = ()
+    train_settings: tuple[RuntimeSetting, ...] = ()
 
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("docker", "containers on this machine's Docker engine (the default)",
           server="orchestrator.runtimes.docker_comfyui:DockerServer",
-          train="orchestrator.runtimes.docker_train:DockerTrainer"),
+          train="orchestrator.runtimes.docker_train:DockerTrainer",
+          server_settings=(
+              RuntimeSetting("image", "advanced: use a pre-built image instead of ours", metavar="TAG"),
+              RuntimeSetting("rebuild", "rebuild the image even if it exists", kind="flag"),
+              RuntimeSetting("no_build", "fail instead of building a missing image", kind="flag")),
+          train_settings=(
+              RuntimeSetting("image", "use this (local) training image instead of flux-train built from "
+                             "Dockerfile.train", metavar="TAG"),
+              RuntimeSetting("rebuild", "rebuild the training image first", kind="flag"))),
     Entry("local", "processes from a checkout on this machine (ComfyUI: --comfyui DIR; sd-scripts: --sd-scripts DIR)",
           server="orchestrator.runtimes.local_comfyui:LocalServerRuntime",
-          train="orchestrator.runtimes.local_train:LocalTrainer"),
+          train="orchestrator.runtimes.local_train:LocalTrainer",
+          server_settings=(
+              RuntimeSetting("comfyui", "ComfyUI checkout for --runtime local", kind="path", metavar="DIR"),
+              RuntimeSetting("python", "Python interpreter for --runtime local (default: this one)", metavar="PY")),
+          train_settings=(
+              RuntimeSetting("sd_scripts", "sd-scripts checkout (local runtime)", kind="path", metavar="DIR"),
+              RuntimeSetting("python", "python of the sd-scripts environment (local runtime)", metavar="PY"))),
     Entry("ray", "ComfyUI workers as Ray actors on a Ray cluster (--address ADDR; needs the `ray` extra)",
-          server="orchestrator.runtimes.ray:RayServerRuntime"),
+          server="orchestrator.runtimes.ray:RayServerRuntime",
+          server_settings=(
+              RuntimeSetting("address", "Ray cluster address, e.g. HEAD:6379 (default: $RAY_ADDRESS, else the one "
+                                        "`comfyui up --runtime ray` recorded)", metavar="ADDR"),
+              RuntimeSetting("namespace", "Ray namespace of the workers (default flux-orchestrator)", metavar="NS"),
+              RuntimeSetting("worker_gpus", "GPUs per Ray worker (default 1; 0 = CPU workers)", metavar="N"),
+              RuntimeSetting("worker_cpus", "CPUs per Ray worker (default 1)", metavar="N"),
+              RuntimeSetting("comfyui", "ComfyUI checkout (--runtime ray: the same path on every node)", kind="path",
+                             metavar="DIR"),
+              RuntimeSetting("python", "Python of that checkout (default: the worker's own)", metavar="PY"),
+              RuntimeSetting("models", "models folder every Ray node sees at this path (default: this project's "
+                                       "models/)", kind="path", metavar="DIR"),
+              RuntimeSetting("work_dir", "where Ray workers keep their ComfyUI state on their node "
+                                         "(default /tmp/flux-orchestrator-ray)", kind="path", metavar="DIR"))),
 )
 DEFAULT = REGISTRY[0].name
 
@@ -60,13 +90,15 @@ def runtime_class(kind: str, name: str) -> type[Any]:
 
 def settings_of(kind: str) -> dict[str, tuple[RuntimeSetting, ...]]:
     """Each runtime's own options for `kind` (the CLI adds a flag for each)."""
-    return {n: runtime_class(kind, n).SETTINGS for n in names(kind)}
+    return {e.name: getattr(e, f"{kind}_settings") or getattr(runtime_class(kind, e.name), "SETTINGS", ())
+            for e in REGISTRY if getattr(e, kind) is not None}
 
 
 def _make(kind: str, name: str, env: RuntimeEnv, settings: Mapping[str, Any] | None) -> Any:
+    cls = runtime_class(kind, name)
     settings = dict(settings or {})
-    check_settings(name, runtime_class(kind, name).SETTINGS, settings, settings_of(kind))
-    return runtime_class(kind, name)(env, settings)
+    check_settings(name, settings_of(kind)[name], settings, settings_of(kind))
+    return cls(env, settings)
 
 
 def server_runtime(name: str, env: RuntimeEnv, settings: Mapping[str, Any] | None = None) -> ServerRuntime:

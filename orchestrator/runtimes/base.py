@@ -18,12 +18,16 @@ How to implement a third runtime (say `ray`):
    reached at all (the commands that look at every runtime, e.g. `comfyui status` and `down`, skip an
    unreachable one when another answered), `OrchestratorError` for other failures (exit 1). Never print:
    report progress through `env.reporter`.
-3. Declare the runtime-specific options as `SETTINGS: tuple[RuntimeSetting, ...]` on the class. The CLI
-   turns each into a flag (`--address`), refuses it with another runtime, and passes the parsed values in
-   `settings` (a missing option is absent or None). Options shared with other runtimes (`--python`)
-   are declared by each runtime that uses them.
-4. Add one line to `REGISTRY` in `orchestrator/runtimes/__init__.py`. Nothing else changes: the CLI's
-   `--runtime` choices, the help and the use cases come from the registry.
+3. Add one `Entry` to `REGISTRY` in `orchestrator/runtimes/__init__.py`: the name, a help line, the
+   "module:Class" of each implementation, and the runtime-specific options as
+   `server_settings=(RuntimeSetting("address", ...),)` / `train_settings=...`. The CLI turns each option
+   into a flag (`--address`), refuses it with another runtime, and passes the parsed values in `settings`
+   (a missing option is absent or None). An option shared with other runtimes (`--python`) is declared
+   by each runtime that uses it. (A `SETTINGS` tuple on the class works too, but then `--help` imports
+   the runtime's module to build the flags.) Nothing else changes: the CLI's `--runtime` choices, the help and the
+   use cases come from the registry.
+4. Keep the module's imports light enough for a command that uses it; the registry imports it only
+   when the runtime is used (or listed by `comfyui status | logs | down`).
 5. Paths: the product works with host paths (`Layout`). Whatever the server or trainer sees (a container
    mount, a path on another node, a shared file system) is the runtime's business: translate at the
    boundary (`TrainRuntime.files`, `TrainRuntime.outputs`), never assume the file system is shared.
@@ -42,7 +46,7 @@ from orchestrator.errors import RuntimeUnavailable, UsageError
 
 if TYPE_CHECKING:  # only for annotations: importing a runtime interface stays free of the plan's modules
     from orchestrator.comfy.serverspec import ServerOptions
-    from orchestrator.engine import Mount
+    from orchestrator.containers import Mount
     from orchestrator.gpus import GpuSelection
     from orchestrator.layout import Layout
     from orchestrator.progress import Reporter
@@ -128,7 +132,6 @@ class ServerRuntime(Protocol):
     cluster), so a later process finds the servers again: no state is kept in the object."""
 
     name: ClassVar[str]                       # the registry name
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]]
 
     def up(self, request: ServerRequest) -> ServerUp:
         """Start the servers unless they already run with the same settings; return once each started
@@ -206,8 +209,7 @@ class TrainJob(Protocol):
 class TrainRuntime(Protocol):
     """Runs a `TrainPlan`: plan (files, checks, describe) -> start / attach -> logs, stop -> outputs."""
 
-    name: ClassVar[str]
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]]
+    name: ClassVar[str]                       # the registry name
 
     def files(self, layout: "Layout", run_dir: Path) -> TrainerFiles:
         """The path translation for one run (pure: no I/O beyond resolving links)."""
@@ -239,7 +241,8 @@ def check_settings(runtime: str, known: tuple[RuntimeSetting, ...], settings: Ma
         owners = sorted({rt for rt, opts in others.items() for s in opts if s in foreign})
         flags = " and ".join(dict.fromkeys(s.flag for s in foreign))
         raise UsageError(f"{flags} {'apply' if len(foreign) > 1 else 'applies'} to --runtime "
-                         f"{' or '.join(owners)} only, not {runtime}")
+                         f"{' or '.join(owners)} only, not {runtime}",
+                         hint=f"add --runtime {owners[0]}, or leave {flags} out")
 
 
 

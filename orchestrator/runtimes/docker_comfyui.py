@@ -25,11 +25,12 @@ from orchestrator import images
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import LABEL_CONFIG, LABEL_GPU, LABEL_PROJECT_DIR, LABEL_SETTINGS, LABEL_URL, \
     LABEL_WORKER, ROLE, ServerOptions, WorkerPlan, changed_settings, plan, writable_dirs
-from orchestrator.engine import LABEL_PROJECT, LABEL_ROLE, BuildLine, Engine, connect, invoking_user, project_id
+from orchestrator.containers import LABEL_PROJECT, LABEL_ROLE, BuildLine, Container, invoking_user, project_id
+from orchestrator.engine import Engine, connect
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
 from orchestrator.progress import NullReporter, Reporter
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def our_labels(layout: Layout) -> dict[str, str]:
     return {LABEL_ROLE: ROLE, LABEL_PROJECT: project_id(layout.root)}
 
 
-def containers(engine: Engine, layout: Layout, *, running_only: bool = False) -> list[Any]:
+def containers(engine: Engine, layout: Layout, *, running_only: bool = False) -> list[Container]:
     """Our ComfyUI containers for this project, by worker index."""
     for attempt in range(3):
         try:
@@ -79,22 +80,21 @@ def containers(engine: Engine, layout: Layout, *, running_only: bool = False) ->
         except DockerError as e:  # one was removed between docker's list and its inspect: list again
             if "No such container" not in e.message or attempt == 2:
                 raise
-    return sorted(found, key=lambda c: int((c.labels or {}).get(LABEL_WORKER, "0") or 0))
+    return sorted(found, key=lambda c: int(c.labels.get(LABEL_WORKER, "0") or 0))
 
 
-def state_of(container: Any) -> WorkerContainer:
-    """A WorkerContainer from a docker-py Container (attrs as last loaded)."""
-    labels = container.labels or {}
-    st = container.attrs.get("State") or {}
+def state_of(container: Container) -> WorkerContainer:
+    """A WorkerContainer from what the engine reported of the container."""
+    labels = container.labels
     return WorkerContainer(
         index=int(labels.get(LABEL_WORKER, "0") or 0),
         name=container.name,
         url=labels.get(LABEL_URL, "?"),
         gpu=labels.get(LABEL_GPU, "?"),
-        state=st.get("Status") or container.status,
-        started_at=_parse_time(st.get("StartedAt")),
+        state=container.state,
+        started_at=_parse_time(container.started_at),
         config_hash=labels.get(LABEL_CONFIG, ""),
-        exit_code=st.get("ExitCode") if st.get("Status") == "exited" else None,
+        exit_code=container.exit_code,
     )
 
 
@@ -114,7 +114,7 @@ def down(engine: Engine, layout: Layout, *, grace: float = 20.0) -> list[WorkerC
     cs = containers(engine, layout)
     gone = [state_of(c) for c in cs]
 
-    def stop(c: Any) -> None:
+    def stop(c: Container) -> None:
         engine.stop(c, signal="SIGINT", grace=grace)
         engine.remove(c)
 
@@ -170,8 +170,20 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
     plans = plan(layout, options, tag, user or invoking_user())
     existing = {state_of(c).index: c for c in containers(engine, layout)}
     _check_config(existing, plans, recreate)
+    to_start = _clear_outdated(engine, existing, plans, reporter)
+    for p in to_start:
+        _check_port(engine, options.listen, p.host_port)
+    prepare_dirs(layout, user or invoking_user())
+    started = _start(engine, to_start, options.listen, timeout, reporter)
+    servers = tuple(state_of(c) for c in containers(engine, layout))
+    return UpResult(servers, tuple(p.index for p in started), tag)
 
+
+def _clear_outdated(engine: Engine, existing: dict[int, Container], plans: list[WorkerPlan],
+                    reporter: Reporter) -> list[WorkerPlan]:
+    """Remove stopped containers, ones with other settings and extra workers; return the plans to start."""
     to_start: list[WorkerPlan] = []
+    existing = dict(existing)
     for p in plans:
         c = existing.pop(p.index, None)
         if c is not None:
@@ -190,12 +202,13 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
         reporter.milestone(f"removing extra worker {c.name}")
         engine.stop(c, grace=20)
         engine.remove(c)
+    return to_start
 
-    for p in to_start:
-        _check_port(engine, options.listen, p.host_port)
-    prepare_dirs(layout, user or invoking_user())
 
-    started: list[tuple[WorkerPlan, Any]] = []
+def _start(engine: Engine, to_start: list[WorkerPlan], listen: str, timeout: float,
+           reporter: Reporter) -> list[WorkerPlan]:
+    """Start the containers, then wait until each answers; on any failure (Ctrl+C included) remove them all."""
+    started: list[tuple[WorkerPlan, Container]] = []
     try:
         for p in to_start:
             reporter.milestone(f"starting ComfyUI worker {p.index} ({p.spec.name}) on {p.url}"
@@ -204,7 +217,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 started.append((p, engine.run(p.spec)))
             except DockerError as e:
                 if "port" in e.message and "in use" in e.message:
-                    raise _port_error(engine, options.listen, p.host_port, e.message) from e
+                    raise _port_error(engine, listen, p.host_port, e.message) from e
                 raise
         for p, c in started:
             _wait_ready(engine, p, c, timeout, reporter)
@@ -217,8 +230,7 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 engine.stop(c, grace=5)
                 engine.remove(c)
         raise
-    servers = tuple(state_of(_reload(c)) for c in containers(engine, layout))
-    return UpResult(servers, tuple(p.index for p, _ in started), tag)
+    return [p for p, _ in started]
 
 
 def prepare_dirs(layout: Layout, user: str) -> list[Path]:
@@ -240,7 +252,7 @@ def prepare_dirs(layout: Layout, user: str) -> list[Path]:
     return created
 
 
-def _check_config(existing: dict[int, Any], plans: list[WorkerPlan], recreate: bool) -> None:
+def _check_config(existing: dict[int, Container], plans: list[WorkerPlan], recreate: bool) -> None:
     if recreate:
         return
     wanted = {p.index: p for p in plans}
@@ -253,7 +265,7 @@ def _check_config(existing: dict[int, Any], plans: list[WorkerPlan], recreate: b
         if p is None:
             problems.append(f"worker {index} ({st.url}) runs but --workers {len(plans)} would not start it")
         elif st.config_hash != p.spec.labels[LABEL_CONFIG]:
-            changed = changed_settings((c.labels or {}).get(LABEL_SETTINGS), json.loads(p.spec.labels[LABEL_SETTINGS]))
+            changed = changed_settings(c.labels.get(LABEL_SETTINGS), json.loads(p.spec.labels[LABEL_SETTINGS]))
             problems.append(f"worker {index} ({st.url}) runs with other settings: {', '.join(changed) or 'config'}")
     if problems:
         raise UsageError("ComfyUI is already running with a different configuration", details=problems,
@@ -289,15 +301,14 @@ def _comfyui_on_port(engine: Engine, port: int) -> tuple[str, str] | None:
     except DockerError:
         return None
     for c in found:
-        bindings = (c.attrs.get("HostConfig") or {}).get("PortBindings") or {}
-        if any(str(b.get("HostPort")) == str(port) for bs in bindings.values() for b in bs or []):
-            return c.name, (c.labels or {}).get(LABEL_PROJECT_DIR, "?")
+        if str(port) in c.host_ports:
+            return c.name, c.labels.get(LABEL_PROJECT_DIR, "?")
     return None
 
 
-def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter: Reporter) -> None:
+def _wait_ready(engine: Engine, p: WorkerPlan, c: Container, timeout: float, reporter: Reporter) -> None:
     def alive() -> bool:
-        return _reload(c).status in ("running", "created", "restarting")
+        return _reload(engine, c).running
 
     def waiting(elapsed: float) -> None:
         reporter.update(f"waiting for ComfyUI worker {p.index} at {p.url} ({elapsed:.0f}s)")
@@ -306,7 +317,7 @@ def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter:
         health.wait_until_ready(p.url, timeout=timeout, alive=alive, evidence=lambda: engine.tail(c, 30),
                                 on_wait=waiting, what=f"ComfyUI ({p.spec.name})")
     except OrchestratorError as e:
-        code = None if alive() else c.attrs.get("State", {}).get("ExitCode")
+        code = None if alive() else _reload(engine, c).exit_code
         suffix = "" if code is None else f" (exit code {code})"
         raise OrchestratorError(e.message + suffix, details=e.details,
                                 hint="the container was removed; fix the cause shown above and run `comfyui up` "
@@ -314,12 +325,12 @@ def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter:
     reporter.milestone(f"ComfyUI worker {p.index} is ready at {p.url}")
 
 
-def _reload(c: Any) -> Any:
+def _reload(engine: Engine, c: Container) -> Container:
+    """The container's current state (the last known one when it is gone)."""
     try:
-        c.reload()
-    except Exception:  # gone: keep the last known attrs
-        pass
-    return c
+        return engine.inspect(c) or c
+    except DockerError:
+        return c
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -347,8 +358,7 @@ def log_lines(engine: Engine, layout: Layout, *, follow: bool = False, tail: int
     yield from _merged(engine, cs, tail)
 
 
-def _split_lines(raw: Any) -> Iterator[str]:
-    chunks = [raw] if isinstance(raw, bytes) else raw
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
     pending = ""
     for chunk in chunks:
         pending += chunk.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
@@ -358,10 +368,10 @@ def _split_lines(raw: Any) -> Iterator[str]:
         yield pending
 
 
-def _merged(engine: Engine, cs: list[Any], tail: int | str) -> Iterator[tuple[int, str]]:
+def _merged(engine: Engine, cs: list[Container], tail: int | str) -> Iterator[tuple[int, str]]:
     q: queue.Queue[tuple[int, str] | None] = queue.Queue()
 
-    def pump(c: Any) -> None:
+    def pump(c: Container) -> None:
         try:
             for line in _split_lines(engine.logs(c, follow=True, tail=tail)):
                 q.put((state_of(c).index, line))
@@ -387,11 +397,6 @@ class DockerServer:
     """`ServerRuntime` on this machine's Docker engine: one labelled container per worker."""
 
     name: ClassVar[str] = "docker"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("image", "advanced: use a pre-built image instead of ours", metavar="TAG"),
-        RuntimeSetting("rebuild", "rebuild the image even if it exists", kind="flag"),
-        RuntimeSetting("no_build", "fail instead of building a missing image", kind="flag"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 
 from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
-from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
+from orchestrator.gpus import parse_gpus
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def environment(options: ServerOptions) -> dict[str, str]:
     """Extra environment of the local process: which GPUs it may see."""
     env = {"PYTHONUNBUFFERED": "1"}
     if options.gpus not in ("all", "none"):
-        ids = options.gpu_ids() or [str(i) for i in range(int(gpu_request(options.gpus)["count"]))]
+        ids = options.gpu_ids() or [str(i) for i in range(parse_gpus(options.gpus).processes(None))]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
     return env
 
@@ -257,10 +257,6 @@ class LocalServerRuntime:
     """`ServerRuntime` for a ComfyUI checkout on this machine: one background main.py (one worker)."""
 
     name: ClassVar[str] = "local"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("comfyui", "ComfyUI checkout for --runtime local", kind="path", metavar="DIR"),
-        RuntimeSetting("python", "Python interpreter for --runtime local (default: this one)", metavar="PY"),
-    )
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

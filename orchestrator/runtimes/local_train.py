@@ -1,4 +1,5 @@
-"""The local runtime: a plan run as a subprocess in an sd-scripts checkout (cloud pods without Docker).
+"""The local runtime for training (`LocalTrainer`): a plan run as a subprocess in an sd-scripts checkout
+(cloud pods without Docker). The trainer shares this machine's file system: paths are host paths.
 
 A small record `runs/.local-<config hash>.json` (pid, start time, run id; removed when the trainer ends) lets a second `train` of the same plan,
 from another shell, find the running trainer and follow its log instead of starting a duplicate."""
@@ -8,17 +9,27 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import UsageError
-from orchestrator.layout import atomic_write_text
+from orchestrator.containers import Mount
+from orchestrator.errors import ConfigError, UsageError
+from orchestrator.gpus import GpuSelection
+from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
+from orchestrator.runtimes.base import RuntimeEnv
+from orchestrator.train import rules
+from orchestrator.train.checks import ERROR, OK, WARN, Check
 from orchestrator.train.logparse import split_lines
-from orchestrator.train.plan import TrainPlan
+from orchestrator.train.outputs import recorded_exit_code
+
+if TYPE_CHECKING:  # annotations only: the planner's modules stay off `--help`
+    from orchestrator.train.plan import TrainPlan
 
 RECORD_PREFIX = ".local-"
 
@@ -34,7 +45,7 @@ class LocalHandle:
         self.sd_scripts_commit = commit
         self.record = record
 
-    def lines(self) -> Iterator[str]:
+    def logs(self) -> Iterator[str]:
         """The subprocess' stdout+stderr, split on \\r and \\n."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -92,7 +103,7 @@ class LocalFollower:
         self.log = log
         self.poll = poll
 
-    def lines(self) -> Iterator[str]:
+    def logs(self) -> Iterator[str]:
         """The run's log from the start, then what is appended while the trainer lives."""
         def chunks() -> Iterator[bytes]:
             while not self.log.exists() and pid_alive(self.pid):
@@ -116,8 +127,6 @@ class LocalFollower:
 
     def wait(self) -> int:
         """The exit code the owner recorded in the run's manifest (-1 when unknown)."""
-        from orchestrator.train.outputs import recorded_exit_code
-
         while pid_alive(self.pid):
             time.sleep(self.poll)
         return recorded_exit_code(self.log.parent)
@@ -126,14 +135,86 @@ class LocalFollower:
         """Not ours to stop: following ends, the trainer keeps running."""
 
 
-class LocalRunner:
-    """Runs a plan as a subprocess in an sd-scripts checkout with the given Python."""
+class HostFiles:
+    """`TrainerFiles` of a process on this machine: every path is the host path."""
 
-    def __init__(self, sd_scripts_dir: Path, python: str = "python3", *,
-                 popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> None:
-        self.sd_scripts_dir = Path(sd_scripts_dir)
-        self.python = python
-        self._popen = popen
+    def __init__(self, run_dir: Path, workdir: Path) -> None:
+        self.run_dir = run_dir
+        self.workdir = str(workdir)
+
+    def model(self, role: str, host: Path) -> str:
+        """The model file itself."""
+        return str(host)
+
+    def folder(self, host: Path) -> str:
+        """The dataset folder itself."""
+        return str(host)
+
+    def tokenizers(self, host: Path) -> str:
+        """The tokenizer cache itself."""
+        return str(host)
+
+    def run(self, relative: str) -> str:
+        """A path in the run folder."""
+        return f"{self.run_dir}/{relative}"
+
+    def mounts(self) -> tuple[Mount, ...]:
+        """Nothing to mount: the file system is shared."""
+        return ()
+
+    def environment(self, gpu: GpuSelection, processes: int) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES: the chosen ids, the first N GPUs, or none."""
+        if gpu.none:
+            return {"CUDA_VISIBLE_DEVICES": ""}
+        if gpu.all:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpu.ids) if gpu.ids else ",".join(str(i) for i in range(processes))}
+
+    def gpus(self, gpu: GpuSelection) -> str | None:
+        """GPUs are chosen through the environment."""
+        return None
+
+    def image(self) -> str | None:
+        """No image."""
+        return None
+
+
+class LocalTrainer:
+    """`TrainRuntime` as a subprocess in an sd-scripts checkout with the given Python.
+
+    Settings: `sd_scripts` (the checkout, required), `python` (default python3). Seams: `popen`."""
+
+    name: ClassVar[str] = "local"
+
+    def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
+        if not settings.get("sd_scripts"):
+            raise ConfigError("--runtime local needs --sd-scripts DIR (an sd-scripts checkout)",
+                              hint="train --runtime local --sd-scripts ~/sd-scripts "
+                                   "--python ~/sd-scripts/venv/bin/python")
+        self.sd_scripts_dir = Path(settings["sd_scripts"]).expanduser().resolve()
+        self.python = str(settings.get("python") or "python3")
+        self._python_given = settings.get("python")
+        self._popen: Callable[..., subprocess.Popen[bytes]] = env.seams.get("popen", subprocess.Popen)
+
+    def files(self, layout: Layout, run_dir: Path) -> HostFiles:
+        """Host paths; the checkout is the working directory."""
+        return HostFiles(run_dir, self.sd_scripts_dir)
+
+    def probe(self) -> None:
+        """Nothing slow to ask."""
+        return None
+
+    def checks(self, plan: TrainPlan, probe: Any = None) -> list[Check]:
+        """The sd-scripts checkout (at the commit our rules were made for) and the Python that runs it."""
+        return [_checkout_check(plan), _python_check(self._python_given)]
+
+    def describe(self, plan: TrainPlan) -> None:
+        """Nothing beyond the plan's workdir and environment."""
+        return None
+
+    def outputs(self, plan: TrainPlan) -> Path:
+        """The trainer writes straight into plan.output_dir."""
+        return plan.output_dir
 
     def command(self, plan: TrainPlan) -> list[str]:
         """The argv to execute: `accelerate launch ...` becomes `PY -m accelerate.commands.accelerate_cli launch ...`
@@ -164,7 +245,7 @@ class LocalRunner:
                                               "run_id": plan.run_id, "log": str(plan.run_dir / "train.log")}) + "\n")
         return LocalHandle(proc, plan.run_id, git_commit(workdir), record)
 
-    def find_running(self, plan: TrainPlan) -> LocalFollower | None:
+    def attach(self, plan: TrainPlan) -> LocalFollower | None:
         """The trainer another `train` started for the same plan, if it still runs."""
         record = _record_path(plan)
         try:
@@ -201,3 +282,26 @@ def git_commit(checkout: Path) -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _checkout_check(plan: TrainPlan) -> Check:
+    script = Path(plan.workdir) / plan.script
+    if not plan.workdir or not script.is_file():
+        return Check("sd_scripts", ERROR, f"{script} does not exist", "give the sd-scripts checkout with "
+                     "--sd-scripts DIR (commit 48d368fa or later)")
+    commit = git_commit(Path(plan.workdir))
+    if commit == rules.SD_SCRIPTS_COMMIT:
+        return Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir} at {commit[:8]}")
+    return Check("sd_scripts", WARN, f"sd-scripts checkout {plan.workdir} is at "
+                 f"{commit[:8] if commit else 'an unknown commit'}; the argument checks were made for "
+                 f"{rules.SD_SCRIPTS_COMMIT[:8]}", f"git -C {plan.workdir} checkout "
+                 f"{rules.SD_SCRIPTS_COMMIT[:8]} (the commit of the training image)")
+
+
+def _python_check(python: str | None) -> Check:
+    exe = python or "python3"
+    found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
+    if not found:
+        return Check("python", ERROR, f"python {exe!r} not found",
+                     "give the python of the sd-scripts environment with --python")
+    return Check("python", OK, f"{found} (runs accelerate from its environment)")

@@ -36,7 +36,7 @@ from orchestrator.batch.protocol import ImageRef, Outcome, Payload
 from orchestrator.errors import (ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError,
                                  RuntimeUnavailable, UsageError)
 from orchestrator.layout import Layout, atomic_write_text
-from orchestrator.runtimes.base import LogLine, RuntimeEnv, RuntimeSetting, ServerInfo, ServerRequest, ServerUp
+from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 NAMESPACE = "flux-orchestrator"
 PREFIX = "comfyui-"
@@ -362,20 +362,7 @@ class RayServerRuntime:
     """ComfyUI workers as Ray actors; see the module docstring."""
 
     name: ClassVar[str] = "ray"
-    SETTINGS: ClassVar[tuple[RuntimeSetting, ...]] = (
-        RuntimeSetting("address", "Ray cluster address, e.g. HEAD:6379 (default: $RAY_ADDRESS, else the one "
-                                  "`comfyui up --runtime ray` recorded)", metavar="ADDR"),
-        RuntimeSetting("namespace", f"Ray namespace of the workers (default {NAMESPACE})", metavar="NS"),
-        RuntimeSetting("worker_gpus", "GPUs per Ray worker (default 1; 0 = CPU workers)", metavar="N"),
-        RuntimeSetting("worker_cpus", "CPUs per Ray worker (default 1)", metavar="N"),
-        RuntimeSetting("comfyui", "ComfyUI checkout (--runtime ray: the same path on every node)", kind="path",
-                       metavar="DIR"),
-        RuntimeSetting("python", "Python interpreter of that checkout (default: the worker's own)", metavar="PY"),
-        RuntimeSetting("models", "models folder every Ray node sees at this path (default: this project's models/)",
-                       kind="path", metavar="DIR"),
-        RuntimeSetting("work_dir", f"where Ray workers keep their ComfyUI state on their node (default {WORK_DIR})",
-                       kind="path", metavar="DIR"),
-    )
+    # its options (--address, --namespace, --worker-gpus, ...) are declared in its registry Entry
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.env = env

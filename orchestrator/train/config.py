@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import yaml
+
 from orchestrator.errors import ConfigError
 from orchestrator.train import schema
 from orchestrator.train.schema import BOOL, CHOICE, FLOAT, INT, INT_OR_FLOAT, LIST, MAP, STR, Field
@@ -140,8 +142,6 @@ def _resolve_preset(name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], d
 
 def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
     """A YAML mapping and the line of each top-level key; syntax errors and duplicates name the line."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         node = yaml.compose(text, Loader=loader)
@@ -172,8 +172,6 @@ def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
 
 def parse_set(item: str) -> tuple[str, Any]:
     """`key=value` -> (key, YAML-typed value): `network_dim=32` -> 32, `seed=null` -> None."""
-    import yaml
-
     key, eq, raw = item.partition("=")
     key = key.strip()
     if not eq or not key:
@@ -207,69 +205,80 @@ def _suggest(word: str, choices: Iterable[str], what: str) -> str:
 
 def coerce(f: Field, value: Any, where: str) -> Any:
     """A validated, canonical value for field `f`, or ConfigError naming `where`."""
-    def bad(expected: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{where}: {f.name}: expected {expected}, got {value!r}", hint=hint or f"{f.name}: {f.doc}")
-
     if value is None:
         if not f.nullable:
-            raise bad("a value (null is not allowed here)")
+            raise _bad(f, value, where, "a value (null is not allowed here)")
         return None
     if f.auto and value == "auto":
         return "auto"
-    kind = f.kind
-    if kind == BOOL:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind == INT:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise bad("an integer" + (" or auto" if f.auto else ""))
-        try:
-            out = int(value)
-        except ValueError:
-            raise bad("an integer" + (" or auto" if f.auto else "")) from None
-        return _check_min(f, out, where)
-    if kind == FLOAT:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise bad("a number")
-        try:
-            out_f = float(value)
-        except ValueError:
-            raise bad("a number") from None
-        if not math.isfinite(out_f):
-            raise bad("a finite number")
-        return _check_min(f, out_f, where)
-    if kind == INT_OR_FLOAT:
-        return _int_or_float(f, value, where)
-    if kind == CHOICE:
-        if not isinstance(value, str) or value not in f.choices:
-            close = difflib.get_close_matches(str(value), f.choices, n=1, cutoff=0.5)
-            raise bad("one of " + ", ".join(f.choices), hint=f"did you mean {close[0]!r}?" if close else None)
-        return value
-    if kind == STR:
-        if f.name == "resolution" and isinstance(value, list) and len(value) == 2 \
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return f"{value[0]},{value[1]}"
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise bad("text")
-        text = str(value)
-        if f.name == "output_name" and not _NAME_RE.match(text):
-            raise bad("a file stem of letters, digits, '.', '_' or '-'", hint="e.g. tjtoy_v2")
-        if f.name == "output_name" and text.lower().endswith(".safetensors"):
-            raise bad("the name without .safetensors (the trainer adds it)", hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
-        if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
-            raise bad("WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
-        return text
-    if kind == LIST:
-        if isinstance(value, str):
-            return value   # a prompts file (checked by a rule)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip()
-                                                  for v in value):
-            raise bad("a list of one-line prompts, a .txt/.toml/.json file or auto")
-        return tuple(v.strip() for v in value)
-    if kind == MAP:
-        return _mapping(f, value, where)
-    raise AssertionError(kind)  # pragma: no cover
+    return _COERCE[f.kind](f, value, where)
+
+
+def _bad(f: Field, value: Any, where: str, expected: str, hint: str | None = None) -> ConfigError:
+    return ConfigError(f"{where}: {f.name}: expected {expected}, got {value!r}", hint=hint or f"{f.name}: {f.doc}")
+
+
+def _bool(f: Field, value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(f, value, where, "true or false")
+    return value
+
+
+def _int(f: Field, value: Any, where: str) -> int:
+    expected = "an integer" + (" or auto" if f.auto else "")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _bad(f, value, where, expected)
+    try:
+        out = int(value)
+    except ValueError:
+        raise _bad(f, value, where, expected) from None
+    return _check_min(f, out, where)
+
+
+def _float(f: Field, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _bad(f, value, where, "a number")
+    try:
+        out = float(value)
+    except ValueError:
+        raise _bad(f, value, where, "a number") from None
+    if not math.isfinite(out):
+        raise _bad(f, value, where, "a finite number")
+    return _check_min(f, out, where)
+
+
+def _choice(f: Field, value: Any, where: str) -> str:
+    if not isinstance(value, str) or value not in f.choices:
+        close = difflib.get_close_matches(str(value), f.choices, n=1, cutoff=0.5)
+        raise _bad(f, value, where, "one of " + ", ".join(f.choices),
+                   hint=f"did you mean {close[0]!r}?" if close else None)
+    return value
+
+
+def _str(f: Field, value: Any, where: str) -> str:
+    if f.name == "resolution" and isinstance(value, list) and len(value) == 2 \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return f"{value[0]},{value[1]}"
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _bad(f, value, where, "text")
+    text = str(value)
+    if f.name == "output_name" and not _NAME_RE.match(text):
+        raise _bad(f, value, where, "a file stem of letters, digits, '.', '_' or '-'", hint="e.g. tjtoy_v2")
+    if f.name == "output_name" and text.lower().endswith(".safetensors"):
+        raise _bad(f, value, where, "the name without .safetensors (the trainer adds it)",
+                   hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
+    if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
+        raise _bad(f, value, where, "WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
+    return text
+
+
+def _list(f: Field, value: Any, where: str) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        return value   # a prompts file (checked by a rule)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip()
+                                              for v in value):
+        raise _bad(f, value, where, "a list of one-line prompts, a .txt/.toml/.json file or auto")
+    return tuple(v.strip() for v in value)
 
 
 def _check_min(f: Field, value: float, where: str) -> Any:
@@ -340,3 +349,7 @@ def _plain(v: Any) -> Any:
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
     return v
+
+
+_COERCE = {BOOL: _bool, INT: _int, FLOAT: _float, INT_OR_FLOAT: _int_or_float,
+           CHOICE: _choice, STR: _str, LIST: _list, MAP: _mapping}

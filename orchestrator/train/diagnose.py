@@ -3,6 +3,7 @@ with the cause in words and the next step."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from orchestrator.errors import TrainingFailed
@@ -52,8 +53,6 @@ def oom_hint(plan: TrainPlan) -> str:
 
 def _saved_preset(plan_file: Path) -> str:
     """The preset name the planner recorded in the run folder ('' when unknown)."""
-    import json
-
     try:
         return str(json.loads(plan_file.read_text(encoding="utf-8")).get("preset") or "")
     except (OSError, ValueError, AttributeError):

@@ -180,27 +180,9 @@ class LogParser:
         text = line.rstrip()
         if not text.strip():
             return self._flush_info(events)
-
         bar = parse_bar(text)
         if bar is not None:
-            self._flush_info(events)
-            desc = str(bar["desc"])
-            if desc == "steps":
-                self._set_phase("training", events)
-                loss = _LOSS.search(str(bar["postfix"]))
-                events.append(StepProgress(
-                    step=int(bar["n"]), total=int(bar["total"]),  # type: ignore[call-overload]
-                    loss=float(loss.group(1)) if loss else None,
-                    seconds_per_step=bar["seconds_per_it"], eta=bar["eta"],  # type: ignore[arg-type]
-                    elapsed=bar["elapsed"]))  # type: ignore[arg-type]
-            elif not desc and self.phase in ("caching latents", "caching text"):
-                events.append(CacheProgress(self.phase, int(bar["n"]), int(bar["total"]),  # type: ignore[call-overload]
-                                            bar["eta"]))  # type: ignore[arg-type]
-            rest = str(bar["rest"])
-            if rest.strip():  # a log line written right after a redrawn bar, without a line break
-                events.extend(self.feed(rest))
-            return events
-
+            return self._bar(bar, events)
         text = _SOURCE.sub("", text)
         if self._in_info:
             m = _INFO.match(text)
@@ -212,38 +194,66 @@ class LogParser:
             self._set_phase("training", events)
             self._in_info, self._info = True, {}
             return events
-
-        m = _EPOCH.match(text)
-        if m:
-            self._end_sampling(events)
-            events.append(EpochStarted(int(m.group(1)), int(m.group(2))))
+        if self._milestone(text, events):
             return events
-        m = _SAVE.search(text)
-        if m:
-            self._end_sampling(events)
-            events.append(CheckpointSaved(m.group(1)))
-            return events
-        m = _STATE.search(text)
-        if m:
-            events.append(StateSaved(f"{m.group(1)} {m.group(2)}"))
-            return events
-        if "saving last state" in text:
-            events.append(StateSaved("last"))
-            return events
-        m = _SAMPLE.search(text)
-        if m:
-            self._set_phase("sampling", events)
-            events.append(SampleStarted(int(m.group(1))))
-            return events
-        if re.search(r"(^|\s)model saved\.$", text.strip()):
-            events.append(Finished())
-            return events
-
         error = self._error(text)
         if error is not None:
             events.append(error)
             return events
+        self._phase_from(text, events)
+        return events
 
+    def _bar(self, bar: dict[str, object], events: list[Event]) -> list[Event]:
+        """A tqdm bar: training steps, or a cache's progress; text glued after it is parsed too."""
+        self._flush_info(events)
+        desc = str(bar["desc"])
+        if desc == "steps":
+            self._set_phase("training", events)
+            loss = _LOSS.search(str(bar["postfix"]))
+            events.append(StepProgress(
+                step=int(bar["n"]), total=int(bar["total"]),  # type: ignore[call-overload]
+                loss=float(loss.group(1)) if loss else None,
+                seconds_per_step=bar["seconds_per_it"], eta=bar["eta"],  # type: ignore[arg-type]
+                elapsed=bar["elapsed"]))  # type: ignore[arg-type]
+        elif not desc and self.phase in ("caching latents", "caching text"):
+            events.append(CacheProgress(self.phase, int(bar["n"]), int(bar["total"]),  # type: ignore[call-overload]
+                                        bar["eta"]))  # type: ignore[arg-type]
+        rest = str(bar["rest"])
+        if rest.strip():  # a log line written right after a redrawn bar, without a line break
+            events.extend(self.feed(rest))
+        return events
+
+    def _milestone(self, text: str, events: list[Event]) -> bool:
+        """Epoch, save, state, sample and end lines; True when `text` was one."""
+        m = _EPOCH.match(text)
+        if m:
+            self._end_sampling(events)
+            events.append(EpochStarted(int(m.group(1)), int(m.group(2))))
+            return True
+        m = _SAVE.search(text)
+        if m:
+            self._end_sampling(events)
+            events.append(CheckpointSaved(m.group(1)))
+            return True
+        m = _STATE.search(text)
+        if m:
+            events.append(StateSaved(f"{m.group(1)} {m.group(2)}"))
+            return True
+        if "saving last state" in text:
+            events.append(StateSaved("last"))
+            return True
+        m = _SAMPLE.search(text)
+        if m:
+            self._set_phase("sampling", events)
+            events.append(SampleStarted(int(m.group(1))))
+            return True
+        if re.search(r"(^|\s)model saved\.$", text.strip()):
+            events.append(Finished())
+            return True
+        return False
+
+    def _phase_from(self, text: str, events: list[Event]) -> None:
+        """Phase changes told by plain log lines (caching, loading models)."""
         if "caching latents" in text:
             self._set_phase("caching latents", events)
         elif "caching Text Encoder outputs" in text or "cache Text Encoder outputs" in text \
@@ -253,7 +263,6 @@ class LogParser:
             self._set_phase("loading", events)
         elif self.phase in ("caching latents", "caching text") and any(k in text for k in _LOADING):
             self._set_phase("loading", events)
-        return events
 
     def _error(self, text: str) -> TrainerError | None:
         s = text.strip()

@@ -9,13 +9,17 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError
-from orchestrator.train.plan import TrainPlan
+
+if TYPE_CHECKING:  # annotations only: the planner's modules stay off `--help`
+    from orchestrator.train.plan import TrainPlan
 
 LORA_SUFFIXES = (".safetensors", ".ckpt", ".pt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -146,8 +150,6 @@ def latest_state(run_dir: Path) -> Path | None:
 
 def recorded_exit_code(run_dir: Path, *, timeout: float = 10.0, poll: float = 0.2) -> int:
     """The exit code the owning `train` wrote into a run's manifest once it ended (-1 when unknown)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -168,25 +170,21 @@ def dir_size(path: Path) -> int:
 
 
 def host_path(plan: TrainPlan, trainer_path: str) -> Path:
-    """Map a path as the trainer sees it to the host (through the mounts for docker, the workdir for local)."""
-    if plan.runtime == "docker":
-        p = PurePosixPath(trainer_path if trainer_path.startswith("/") else f"{plan.workdir}/{trainer_path}")
-        best = None
-        for m in plan.mounts:
-            target = PurePosixPath(m.target)
-            if (p == target or target in p.parents) and (best is None or len(m.target) > len(best.target)):
-                best = m
-        if best is not None:
-            return Path(best.source) / p.relative_to(best.target)
-        return Path(str(p))
-    p2 = Path(trainer_path)
-    return p2 if p2.is_absolute() else Path(plan.workdir) / p2
+    """Map a path as the trainer sees it to the host: relative ones are under the workdir, then through
+    the plan's mounts (longest target first); a path no mount covers is already a host path."""
+    p = PurePosixPath(trainer_path if trainer_path.startswith("/") else f"{plan.workdir}/{trainer_path}")
+    best = None
+    for m in plan.mounts:
+        target = PurePosixPath(m.target)
+        if (p == target or target in p.parents) and (best is None or len(m.target) > len(best.target)):
+            best = m
+    if best is not None:
+        return Path(best.source) / p.relative_to(best.target)
+    return Path(str(p))
 
 
 def dataset_fingerprint(plan: TrainPlan) -> dict[str, Any]:
     """SHA-256 over the names and contents of the dataset's images and captions (caches excluded)."""
-    import tomllib
-
     try:
         data = tomllib.loads(plan.dataset_toml)
     except tomllib.TOMLDecodeError:

@@ -2,7 +2,7 @@
 
 `build_plan` is pure given its inputs (layout, config, dataset report, clock, GPU count): it
 resolves `auto` values from the dataset, renders the command line and the trainer-side data.toml,
-and lays out the container (image, mounts, environment). Preflight checks live in `preflight.py`.
+with every path as the runtime's trainer sees it (`TrainRuntime.files`: mounts, environment, image). Preflight checks live in `preflight.py`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,21 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.engine import Mount, config_hash
-from orchestrator.errors import UsageError
+from orchestrator import gpus
+from orchestrator.dataset.trainer import trainer_toml as trainer_side_toml
+from orchestrator.containers import Mount, config_hash
+from orchestrator.errors import DatasetError, UsageError
+from orchestrator.gpus import GpuSelection
 from orchestrator.layout import Layout
+from orchestrator.models import model_set
 from orchestrator.train import arith, kohya
-from orchestrator.train.config import TrainConfig
+from orchestrator.train.config import TrainConfig, coerce
+from orchestrator.train.schema import BY_NAME
 
 if TYPE_CHECKING:
     from orchestrator.dataset import DatasetReport
+    from orchestrator.runtimes.base import TrainRuntime
 
-RUNTIMES = ("docker", "local")
-WORKDIR = "/opt/sd-scripts"
-C_DATA, C_MODELS, C_RUN = "/data/flux_data", "/models", "/run"
-C_HOME = "/tmp/home"   # writable for any uid; keeps caches out of the image and the project
 SAMPLE_DEFAULTS = (("--w", "1024"), ("--h", "1024"), ("--s", "20"), ("--g", "3.5"), ("--d", "42"))
 
 @dataclass(frozen=True)
@@ -37,14 +39,14 @@ class TrainPlan:
     output_name: str                 # sd-scripts --output_name
     output_dir: Path                 # host folder sd-scripts writes LoRAs/state/samples into: run_dir/"output"
     lora_dir: Path                   # host models/loras: finished LoRA files are hard-linked (or copied) here
-    runtime: str                     # "docker" | "local"
+    runtime: str                     # the registry name of the runtime it was planned for
     launcher_args: tuple[str, ...]   # accelerate words before the script
     script: str                      # "flux_train_network.py"
     trainer_args: tuple[str, ...]    # words after the script, with paths as the TRAINER sees them
-    workdir: str                     # trainer's working dir (container: "/opt/sd-scripts"; local: the checkout)
+    workdir: str                     # trainer's working dir, as the trainer sees it
     dataset_toml: str                # full text of the trainer-side data.toml (written to run_dir/"data.toml")
-    image: str | None                # docker image tag (None for local)
-    mounts: tuple[Mount, ...]        # docker only
+    image: str | None                # image tag (None: the runtime runs no image)
+    mounts: tuple[Mount, ...]        # host folders the runtime makes visible to the trainer (() when shared)
     environment: Mapping[str, str]   # PYTHONUNBUFFERED=1, HOME, HF_HOME, HF_HUB_OFFLINE=1, ...
     gpus: str | None                 # "all" | "2" | "0,1" | None
     config: Mapping[str, Any]        # the resolved training config (for manifest/report)
@@ -55,6 +57,7 @@ class TrainPlan:
     expected_outputs: tuple[str, ...]  # LoRA file names in output_dir: epoch saves then the final one
     resume_from: str | None = None   # trainer-side path of the state dir passed to --resume
     files: Mapping[str, str] = field(default_factory=dict)  # other inputs to write into run_dir (name -> text)
+    no_gpu: bool = False             # --gpus none: a stand-in trainer on the CPU
 
     def argv(self) -> list[str]:
         """The full trainer command line."""
@@ -63,149 +66,93 @@ class TrainPlan:
 
 @dataclass(frozen=True)
 class GpuRequest:
-    """`--gpus` parsed: what the container gets and how many trainer processes run."""
+    """`--gpus` parsed for training: what the runtime gets and how many trainer processes run."""
 
     spec: str | None        # engine value: "all" | "2" | "0,1" | None
     processes: int
     ids: tuple[str, ...] = ()
+    selection: GpuSelection = GpuSelection(count=1)
 
 
 def parse_gpus(value: str | None, visible: int | None) -> GpuRequest:
     """`all` (every GPU, one process each), `N` (a count), `0,1` / `device=1` (ids), `none` (no GPU:
-    stand-in trainers only); default one GPU."""
-    if value is None:
-        return GpuRequest("1", 1)
-    text = value.strip()
-    if text == "none":
-        return GpuRequest(None, 1)
-    if text.startswith("device="):
-        text = text[len("device="):] + ","
-    if text == "all":
-        return GpuRequest("all", max(1, visible or 1))
-    if text.isdigit() and int(text) >= 1:
-        return GpuRequest(text, int(text))
-    ids = tuple(p.strip() for p in text.split(",") if p.strip())
-    if "," in text and ids and all(i.isdigit() or i.startswith("GPU-") for i in ids):
-        return GpuRequest(",".join(ids) + ("," if len(ids) == 1 else ""), len(ids), ids)
-    raise UsageError(f"--gpus {value!r}: expected all, a count like 2, or ids like 0,1 (one id: device=1)")
+    stand-in trainers only); default one GPU. The grammar is orchestrator.gpus'."""
+    try:
+        sel = gpus.parse_gpus("1" if value is None else value)
+    except ValueError:
+        raise UsageError(f"--gpus {value!r}: expected all, a count like 2, or ids like 0,1 (one id: device=1)",
+                         hint=gpus.HINT) from None
+    return GpuRequest(sel.engine_value, sel.processes(visible), sel.ids, sel)
 
 
 def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport", now: datetime,
-               runtime: str = "docker", gpus: str | None = None, name: str | None = None,
-               resume: Path | None = None, image: str | None = None, sd_scripts: Path | None = None,
-               visible_gpus: int | None = None, prompts_file: tuple[str, str] | None = None,
-               ) -> tuple[TrainPlan, arith.Steps]:
-    """The plan and its step arithmetic. `resume` is a host state dir of an earlier run (its run folder
-    is reused); `prompts_file` is (extension, text) of a user prompts file."""
-    if runtime not in RUNTIMES:
-        raise UsageError(f"--runtime {runtime!r}: choose docker or local")
+               runtime: "TrainRuntime", gpus: str | None = None, name: str | None = None,
+               resume: Path | None = None, visible_gpus: int | None = None,
+               prompts_file: tuple[str, str] | None = None) -> tuple[TrainPlan, arith.Steps]:
+    """The plan and its step arithmetic; every path the trainer sees comes from `runtime.files`.
+    `resume` is a host state dir of an earlier run (its run folder is reused); `prompts_file` is
+    (extension, text) of a user prompts file."""
     if name is not None:
-        from orchestrator.train.config import coerce
-        from orchestrator.train.schema import BY_NAME
-
         config = config.replace({"output_name": coerce(BY_NAME["output_name"], name, "--name")}, "--name")
     gpu = parse_gpus(gpus, visible_gpus)
-    bs = int(config.get("train_batch_size") or 1)
-    train_subsets = [s for s in dataset.subsets if not s.is_reg and not getattr(s, "skipped", None)]
-    steps = arith.compute_steps(config.values, image_steps=sum(s.images * s.num_repeats for s in train_subsets),
-                                batches_per_epoch=dataset.batches_per_epoch(bs),
-                                train_images=sum(s.images for s in train_subsets), processes=gpu.processes)
-    config = config.replace(arith.resolve_auto(config.values, steps), "auto")
+    config, steps = _resolve_steps(config, dataset, gpu.processes)
     values = config.values
     output_name = str(values["output_name"])
-
-    if resume is not None:
-        run_dir = resume.parent.parent
-    else:
-        run_dir = layout.runs / f"{now:%Y%m%d-%H%M%S}-{output_name}"
-    docker = runtime == "docker"
-    run_c = C_RUN if docker else str(run_dir)
-    workdir = WORKDIR if docker else str(sd_scripts or "")
-    mounts: list[Mount] = []
-
-    extra_mounts: list[Mount] = []
-
-    def model_path(role: str, host: Path) -> str:
-        if not docker:
-            return str(host)
-        real = host.resolve()
-        if host.is_symlink() and not real.is_relative_to(host.parent.resolve()):
-            # a link to another disk: the folder mount would show a dangling link, so mount the file itself
-            target = f"{C_MODELS}/links/{role}/{host.name}"
-            extra_mounts.append(Mount(real, target))
-            return target
-        return f"{C_MODELS}/{host.parent.name}/{host.name}"
-
-    from orchestrator.models import model_set
-
-    files = {m.role: model_path(m.role, m.path(layout)) for m in model_set(str(values["t5xxl"]))}
-    extra_dirs: dict[Path, str] = {}
-
-    def folder_for_trainer(host: Path) -> str:
-        if not docker:
-            return str(host)
-        real, data = host.resolve(), layout.flux_data.resolve()
-        if real.is_relative_to(data) and host.is_relative_to(layout.flux_data):
-            return str(PurePosixPath(C_DATA, *host.relative_to(layout.flux_data).parts))
-        # outside flux_data (or a link to elsewhere): mount the real folder on its own
-        return extra_dirs.setdefault(real, f"/data/extra/{len(extra_dirs)}-{host.name}")
-
-    from orchestrator.dataset.trainer import trainer_toml as rewrite_folders
-    from orchestrator.errors import DatasetError
-
+    run_dir = resume.parent.parent if resume is not None else layout.runs / f"{now:%Y%m%d-%H%M%S}-{output_name}"
+    files = runtime.files(layout, run_dir)
+    models = {m.role: files.model(m.role, m.path(layout)) for m in model_set(str(values["t5xxl"]))}
     try:
-        trainer_toml = rewrite_folders(layout, dataset.toml_text, folder_for_trainer)
+        trainer_toml = trainer_side_toml(layout, dataset.toml_text, files.folder)
     except DatasetError:  # an unreadable data.toml is reported by the dataset check; keep the text as is
         trainer_toml = dataset.toml_text
-
-    plan_files: dict[str, str] = {}
-    prompts_name = None
-    prompts = values.get("sample_prompts")
-    if prompts_file is not None:
-        prompts_name = "sample_prompts" + prompts_file[0]
-        plan_files[prompts_name] = prompts_file[1]
-    elif prompts:
-        prompts_name = "sample_prompts.txt"
-        lines = auto_prompts(dataset) if prompts == "auto" else list(prompts)
-        plan_files[prompts_name] = "".join(with_sample_defaults(p) + "\n" for p in lines)
+    plan_files = _prompt_files(values, dataset, prompts_file)
+    prompts_name = next(iter(plan_files), None)
     logging_dir = values.get("logging_dir")
-    state_c = f"{run_c}/output/{resume.name}" if resume is not None else None
+    state_c = files.run(f"output/{resume.name}") if resume is not None else None
     paths = kohya.TrainerPaths(
-        flux=files["flux"], clip_l=files["clip_l"], t5xxl=files["t5xxl"], ae=files["ae"],
-        tokenizers=f"{C_MODELS}/tokenizers" if docker else str(layout.tokenizers),
-        dataset_config=f"{run_c}/data.toml", output_dir=f"{run_c}/output",
-        sample_prompts=f"{run_c}/{prompts_name}" if prompts_name else None,
-        logging_dir=f"{run_c}/{logging_dir}" if logging_dir else None, resume=state_c)
+        flux=models["flux"], clip_l=models["clip_l"], t5xxl=models["t5xxl"], ae=models["ae"],
+        tokenizers=files.tokenizers(layout.tokenizers), dataset_config=files.run("data.toml"),
+        output_dir=files.run("output"), sample_prompts=files.run(prompts_name) if prompts_name else None,
+        logging_dir=files.run(logging_dir) if logging_dir else None, resume=state_c)
     trainer_args = kohya.trainer_args(values, paths)
     launcher = kohya.launcher_args(values, gpu.processes)
-
-    environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    if docker:
-        environment.update({"HOME": C_HOME, "HF_HOME": f"{C_HOME}/.cache/huggingface",
-                            "XDG_CACHE_HOME": f"{C_HOME}/.cache"})
-        mounts = [Mount(layout.flux_data, C_DATA, read_only=False),
-                  *[Mount(d, f"{C_MODELS}/{d.name}") for d in (layout.checkpoints, layout.text_encoders, layout.vae,
-                                                               layout.tokenizers)],
-                  Mount(run_dir, C_RUN, read_only=False),
-                  *[Mount(host, target, read_only=False) for host, target in extra_dirs.items()], *extra_mounts]
-    elif gpu.spec is None:
-        environment["CUDA_VISIBLE_DEVICES"] = ""
-    elif gpu.spec != "all":
-        environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.ids) if gpu.ids else ",".join(
-            str(i) for i in range(gpu.processes))
-
+    environment = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                   **files.environment(gpu.selection, gpu.processes)}
+    image = files.image()
     plain = config.as_dict()
     hashed = {"config": plain, "trainer_args": [a for a in trainer_args if a != state_c and a != "--resume"],
               "launcher_args": launcher, "dataset_toml": trainer_toml, "image": image, "files": plan_files}
     plan = TrainPlan(
         run_id=run_dir.name, run_dir=run_dir, output_name=output_name, output_dir=run_dir / "output",
-        lora_dir=layout.loras, runtime=runtime, launcher_args=launcher, script=kohya.SCRIPT,
-        trainer_args=trainer_args, workdir=workdir, dataset_toml=trainer_toml, image=image if docker else None,
-        mounts=tuple(mounts), environment=environment, gpus=gpu.spec if docker else None, config=plain,
+        lora_dir=layout.loras, runtime=runtime.name, launcher_args=launcher, script=kohya.SCRIPT,
+        trainer_args=trainer_args, workdir=files.workdir, dataset_toml=trainer_toml, image=image,
+        mounts=files.mounts(), environment=environment, gpus=files.gpus(gpu.selection), config=plain,
         config_hash=config_hash(hashed), epochs=steps.epochs, total_steps=steps.total_steps,
         steps_per_epoch=steps.steps_per_epoch, expected_outputs=arith.expected_outputs(values, steps.epochs),
-        resume_from=state_c, files=plan_files)
+        resume_from=state_c, files=plan_files, no_gpu=gpu.selection.none)
     return plan, steps
+
+
+def _resolve_steps(config: TrainConfig, dataset: "DatasetReport", processes: int) -> tuple[TrainConfig, arith.Steps]:
+    """The step arithmetic of the dataset, and the config with its `auto` values resolved from it."""
+    bs = int(config.get("train_batch_size") or 1)
+    train_subsets = [s for s in dataset.subsets if not s.is_reg and not getattr(s, "skipped", None)]
+    steps = arith.compute_steps(config.values, image_steps=sum(s.images * s.num_repeats for s in train_subsets),
+                                batches_per_epoch=dataset.batches_per_epoch(bs),
+                                train_images=sum(s.images for s in train_subsets), processes=processes)
+    return config.replace(arith.resolve_auto(config.values, steps), "auto"), steps
+
+
+def _prompt_files(values: Mapping[str, Any], dataset: "DatasetReport",
+                  prompts_file: tuple[str, str] | None) -> dict[str, str]:
+    """The sample prompts file to write into the run folder ({} without samples): name -> text."""
+    prompts = values.get("sample_prompts")
+    if prompts_file is not None:
+        return {"sample_prompts" + prompts_file[0]: prompts_file[1]}
+    if prompts:
+        lines = auto_prompts(dataset) if prompts == "auto" else list(prompts)
+        return {"sample_prompts.txt": "".join(with_sample_defaults(p) + "\n" for p in lines)}
+    return {}
 
 
 def auto_prompts(dataset: "DatasetReport") -> list[str]:

@@ -1,8 +1,9 @@
 """Preflight: every check a run needs, before any container starts (well under a second).
 
 Models present and complete, tokenizers cached, the dataset check, the argument rules, output
-name collisions, free disk, GPUs, and the runtime (Docker + NVIDIA runtime, or a local checkout).
-The slow or external parts (Docker, GPU count, disk usage) come in as arguments.
+name collisions, free disk, GPUs, and the runtime's own checks (`TrainRuntime.checks`: the Docker
+engine and image, or the local checkout). The slow or external parts (the runtime's backend, GPU count,
+disk usage) come in as arguments.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,22 +23,12 @@ from orchestrator.train.plan import TrainPlan
 
 if TYPE_CHECKING:
     from orchestrator.dataset import DatasetReport
+    from orchestrator.runtimes.base import TrainRuntime
 
 TOKENIZER_DIRS = ("openai_clip-vit-large-patch14", "google_t5-v1_1-xxl")
 CACHE_BYTES_PER_IMAGE = 5 * 1024 * 1024      # latents (~0.5 MB) + T5/CLIP outputs (~4.2 MB) at 1024 px
 HOST_RAM_PER_PROCESS = 35 * 1024 ** 3         # FLUX + T5 + CLIP + AE loaded per process (README §3)
 OPTIMIZER_STATE_FACTOR = {"prodigy": 5, "adamw": 3, "adamw8bit": 2, "adafactor": 2}  # x LoRA params, fp32
-
-
-@dataclass(frozen=True)
-class EngineFacts:
-    """What the Docker engine told us (or why it could not)."""
-
-    reachable: bool
-    nvidia: bool = False
-    image_present: bool = False
-    error: str | None = None
-    hint: str | None = None
 
 
 def count_gpus() -> int | None:
@@ -62,10 +52,10 @@ def host_memory() -> int | None:
 
 
 def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, processes: int,
-              visible_gpus: int | None, engine: Callable[[], EngineFacts] | None = None,
-              python: str | None = None, disk_free: Callable[[Path], int] | None = None,
-              memory: int | None = None) -> list[Check]:
-    """All checks, passing ones included (status ok), in the order a person reads them."""
+              visible_gpus: int | None, runtime: "TrainRuntime", probe: Callable[[], Any] | None = None,
+              disk_free: Callable[[Path], int] | None = None, memory: int | None = None) -> list[Check]:
+    """All checks, passing ones included (status ok), in the order a person reads them; the runtime's
+    own checks get `probe` (its backend facts, asked in the background; None: not checked)."""
     values = plan.config
     checks = [*model_checks(layout, str(values["t5xxl"])), tokenizer_check(layout), *dataset_checks(dataset),
               *cache_dir_checks(plan, dataset)]
@@ -74,10 +64,7 @@ def preflight(plan: TrainPlan, layout: Layout, dataset: "DatasetReport", *, proc
     checks.append(collision_check(plan))
     checks.append(disk_check(plan, layout, dataset, disk_free or (lambda p: shutil.disk_usage(p).free)))
     checks += gpu_checks(plan, processes, visible_gpus, memory)
-    if plan.runtime == "docker":
-        checks += docker_checks(plan, engine)
-    else:
-        checks += local_checks(plan, python)
+    checks += runtime.checks(plan, probe)
     if plan.resume_from is not None:
         checks.append(resume_check(plan))
     return checks
@@ -218,7 +205,7 @@ def _same_fs(a: Path, b: Path) -> bool:
 def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int | None) -> list[Check]:
     """GPUs requested vs available, and host RAM for several processes."""
     out = []
-    if plan.gpus is None and plan.runtime == "docker" or plan.environment.get("CUDA_VISIBLE_DEVICES") == "":
+    if plan.no_gpu:
         return [Check("gpus", WARN, "no GPU requested (--gpus none): only a stand-in trainer runs like this")]
     ids = [g for g in (plan.gpus or "").split(",") if g.strip().isdigit()] if plan.gpus and "," in plan.gpus else []
     if visible is None:
@@ -237,63 +224,6 @@ def gpu_checks(plan: TrainPlan, processes: int, visible: int | None, memory: int
             out.append(Check("host_ram", ERROR, f"{format_bytes(memory)} of host RAM for {processes} processes "
                              f"(~{format_bytes(HOST_RAM_PER_PROCESS)} each): the OOM killer would end the run",
                              "use fewer GPUs"))
-    return out
-
-
-def docker_checks(plan: TrainPlan, engine: Callable[[], EngineFacts] | None) -> list[Check]:
-    """The engine, its NVIDIA runtime and the image."""
-    if engine is None:
-        return [Check("docker", WARN, "Docker not checked")]
-    facts = engine()
-    if not facts.reachable:
-        return [Check("docker", ERROR, facts.error or "the Docker engine is not reachable", facts.hint)]
-    out = [Check("docker", OK, "Docker engine reachable")]
-    if plan.gpus is None:
-        pass
-    elif facts.nvidia:
-        out.append(Check("nvidia_runtime", OK, "NVIDIA container runtime registered"))
-    else:
-        from orchestrator.engine import NVIDIA_HINT
-
-        out.append(Check("nvidia_runtime", ERROR, "this Docker engine has no NVIDIA runtime, so the training "
-                         "container cannot use a GPU", NVIDIA_HINT))
-    from orchestrator.images import TRAIN_REPO
-
-    if facts.image_present:
-        out.append(Check("image", OK, f"image {plan.image} is built"))
-    elif str(plan.image).startswith(TRAIN_REPO + ":"):
-        out.append(Check("image", OK, f"image {plan.image} will be built from Dockerfile.train first (once)"))
-    else:
-        out.append(Check("image", ERROR, f"image {plan.image} is not on this machine (it is never pulled)",
-                         f"`docker pull {plan.image}` or build it first"))
-    return out
-
-
-def local_checks(plan: TrainPlan, python: str | None) -> list[Check]:
-    """The sd-scripts checkout and the Python that runs it."""
-    out = []
-    script = Path(plan.workdir) / plan.script
-    if not plan.workdir or not script.is_file():
-        out.append(Check("sd_scripts", ERROR, f"{script} does not exist", "give the sd-scripts checkout with "
-                         "--sd-scripts DIR (commit 48d368fa or later)"))
-    else:
-        from orchestrator.train.runners import git_commit
-
-        commit = git_commit(Path(plan.workdir))
-        if commit == rules.SD_SCRIPTS_COMMIT:
-            out.append(Check("sd_scripts", OK, f"sd-scripts checkout {plan.workdir} at {commit[:8]}"))
-        else:
-            out.append(Check("sd_scripts", WARN, f"sd-scripts checkout {plan.workdir} is at "
-                             f"{commit[:8] if commit else 'an unknown commit'}; the argument checks were made for "
-                             f"{rules.SD_SCRIPTS_COMMIT[:8]}", f"git -C {plan.workdir} checkout "
-                             f"{rules.SD_SCRIPTS_COMMIT[:8]} (the commit of the training image)"))
-    exe = python or "python3"
-    found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
-    if not found:
-        out.append(Check("python", ERROR, f"python {exe!r} not found",
-                         "give the python of the sd-scripts environment with --python"))
-    else:
-        out.append(Check("python", OK, f"{found} (runs accelerate from its environment)"))
     return out
 
 

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
+from orchestrator.dataset import check_dataset
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
-from orchestrator.train.config import TrainConfig, coerce, load_config
+from orchestrator.train.config import TrainConfig, coerce, load_config, parse_set
+from orchestrator.train.outputs import check_resumable
 from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus
 from orchestrator.train.schema import BY_NAME
 
 if TYPE_CHECKING:
     from orchestrator.dataset import DatasetReport
+    from orchestrator.runtimes.base import TrainRuntime
 
 PLAN_FILE = "plan.json"
 TRAINER_FLAGS = ("cache_latents", "cache_latents_to_disk", "cache_text_encoder_outputs",
@@ -40,9 +47,6 @@ class PlanRequest:
     sets: tuple[str, ...] = ()
     name: str | None = None
     gpus: str | None = None
-    runtime: str = "docker"
-    sd_scripts: Path | None = None
-    python: str | None = None
     resume: str | None = None        # None: a new run; "": the newest run; else a run id or folder
 
 
@@ -57,21 +61,21 @@ class Prepared:
     checks: tuple[Check, ...]
     lora: arith.LoraSize
     processes: int
+    runtime: "TrainRuntime"
 
     @property
     def ok(self) -> bool:
         return not any(c.status == "error" for c in self.checks)
 
 
-def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | None,
-            engine: Callable[[], preflight.EngineFacts] | None, visible_gpus: int | None,
+def prepare(layout: Layout, req: PlanRequest, *, runtime: "TrainRuntime", now: datetime,
+            probe: Callable[[], Any] | None, visible_gpus: int | None,
             disk_free: Callable[[Path], int] | None = None, memory: int | None = None,
             latest_state: Callable[[Path], Path | None] | None = None) -> Prepared:
-    """Resolve config and dataset, build the plan, run every preflight check. Raises ConfigError for a
-    config that cannot be read; everything else is a check."""
-    from orchestrator.dataset import check_dataset
-
-    engine = _in_background(engine) if engine is not None else None   # the engine answers while we read
+    """Resolve config and dataset, build the plan for `runtime`, run every preflight check (`probe`: the
+    runtime's backend probe, run in the background meanwhile). Raises ConfigError for a config that
+    cannot be read; everything else is a check."""
+    probe = _in_background(probe) if probe is not None else None   # the backend answers while we read
     state: Path | None = None
     if req.resume is not None:
         config, state = _resume_config(layout, req, latest_state or newest_state)
@@ -84,25 +88,23 @@ def prepare(layout: Layout, req: PlanRequest, *, now: datetime, image: str | Non
     flags["masked_loss"] = False
     dataset = check_dataset(layout, trainer_flags=flags)
     prompts_file = read_prompts_file(layout, config.get("sample_prompts"))
-    plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=req.runtime, gpus=req.gpus,
-                             name=req.name, resume=state, image=image, sd_scripts=req.sd_scripts,
-                             visible_gpus=visible_gpus, prompts_file=prompts_file)
+    plan, steps = build_plan(layout, config, dataset=dataset, now=now, runtime=runtime, gpus=req.gpus,
+                             name=req.name, resume=state, visible_gpus=visible_gpus, prompts_file=prompts_file)
     processes = parse_gpus(req.gpus, visible_gpus).processes
     if state is not None:
         _check_same_dataset(plan, steps)
     checks = preflight.preflight(plan, layout, dataset, processes=processes, visible_gpus=visible_gpus,
-                                 engine=engine, python=req.python, disk_free=disk_free, memory=memory)
+                                 runtime=runtime, probe=probe, disk_free=disk_free, memory=memory)
     sources = {k: f"auto ({src})" if config.get(k) == "auto" else src for k, src in config.sources.items()}
     if req.name:
         sources["output_name"] = "--name"
     resolved = TrainConfig(config.preset, MappingProxyType(dict(plan.config)), MappingProxyType(sources))
-    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes)
+    return Prepared(plan, steps, resolved, dataset, tuple(checks), arith.lora_size(plan.config), processes,
+                    runtime)
 
 
-def _in_background(probe: Callable[[], preflight.EngineFacts]) -> Callable[[], preflight.EngineFacts]:
+def _in_background(probe: Callable[[], Any]) -> Callable[[], Any]:
     """Start `probe` in a thread now; the returned callable waits for its answer."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-probe")
     future = pool.submit(probe)
     pool.shutdown(wait=False)
@@ -134,9 +136,6 @@ def read_prompts_file(layout: Layout, value: Any) -> tuple[str, str] | None:
 def _check_prompts_syntax(path: Path, ext: str, text: str) -> None:
     """ConfigError (with the line) for a .toml/.json prompts file sd-scripts could not parse: it would crash at
     the first sampling point, after training for a while."""
-    import tomlkit
-    from tomlkit.exceptions import TOMLKitError
-
     try:
         if ext == ".toml":
             tomlkit.parse(text)
@@ -196,8 +195,6 @@ def _resume_config(layout: Layout, req: PlanRequest,
     base = TrainConfig(saved.get("preset", "?"), MappingProxyType(values),
                        MappingProxyType({k: f"run {run.name}" for k in values}))
     config = _apply_sets(base, req.sets)
-    from orchestrator.train.outputs import check_resumable
-
     check_resumable(base.as_dict(), config.as_dict())
     if req.name and req.name != values.get("output_name"):
         raise ConfigError("--name cannot change when resuming", hint=f"the run's name is {values.get('output_name')}")
@@ -225,9 +222,6 @@ def _check_same_dataset(plan: TrainPlan, steps: arith.Steps) -> None:
 def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
     if not sets:
         return base
-    # reuse load_config's --set handling on top of the saved values
-    from orchestrator.train.config import parse_set
-
     changes: dict[str, Any] = {}
     for item in sets:
         key, raw = parse_set(item)
@@ -274,13 +268,7 @@ def estimate(p: Prepared) -> float:
 def plan_json(p: Prepared) -> dict[str, Any]:
     """The plan as one JSON object (`train --plan --json`, and runs/<id>/plan.json)."""
     plan = p.plan
-    container = None
-    if plan.runtime == "docker":
-        from orchestrator.engine import invoking_user
-
-        container = {"image": plan.image, "gpus": plan.gpus, "user": invoking_user(), "workdir": plan.workdir,
-                     "mounts": [{"source": str(m.source), "target": m.target, "read_only": m.read_only}
-                                for m in plan.mounts], "environment": dict(plan.environment)}
+    container = p.runtime.describe(plan)
     s = p.steps
     return {
         "ok": p.ok, "run_id": plan.run_id, "run_dir": str(plan.run_dir), "preset": p.config.preset,

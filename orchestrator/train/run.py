@@ -1,10 +1,11 @@
-"""Execute a `TrainPlan` with a runner: run folder, live progress, LoRAs into models/loras, manifest,
+"""Execute a `TrainPlan` with a `TrainRuntime`: run folder, live progress, LoRAs into models/loras, manifest,
 report, recognised failures, and a clean stop on Ctrl+C."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from orchestrator.train.outputs import (dataset_fingerprint, dir_size, host_path
                                         state_dirs)
 from orchestrator.train.plan import TrainPlan
 from orchestrator.train.report import ReportData, render_report
-from orchestrator.train.runners import RunHandle, Runner
+from orchestrator.runtimes.base import TrainJob, TrainRuntime
 
 TAIL_LINES = 30
 LOG_NAME = "train.log"
@@ -94,12 +95,12 @@ _PHASE_TEXT = {"starting": "starting the trainer", "loading": "loading models", 
                "sampling": "generating sample images"}
 
 
-def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
+def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Reporter, *,
             on_event: Callable[[lp.Event], None] | None = None, raw_line: Callable[[str], None] | None = None,
             grace: float = 30.0, follow_existing: bool = True) -> RunResult:
     """Run `plan` to the end (see module doc); raises TrainingFailed, re-raises KeyboardInterrupt after cleanup."""
     if follow_existing:
-        existing = runner.find_running(plan)
+        existing = runtime.attach(plan)
         if existing is not None:
             return _follow(plan, existing, reporter, on_event=on_event, raw_line=raw_line)
 
@@ -121,10 +122,9 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     }
     _write_manifest(run_dir, manifest)
     try:
-        handle = runner.start(plan)
+        handle = runtime.start(plan)
     except BaseException:
         if fresh:  # nothing ever ran in this folder: leave no half-made run behind
-            import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             manifest.update(status="failed to start", ended_at=_now())
@@ -184,11 +184,11 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *,
     return result
 
 
-def _pump(plan: TrainPlan, handle: RunHandle, state: _Progress, log: TextIO, tail: deque[str], reporter: Reporter,
+def _pump(plan: TrainPlan, handle: TrainJob, state: _Progress, log: TextIO, tail: deque[str], reporter: Reporter,
           on_event: Callable[[lp.Event], None] | None, raw_line: Callable[[str], None] | None,
           linked: dict[str, Path], warnings: list[str]) -> int:
     parser = lp.LogParser()
-    for line in handle.lines():
+    for line in handle.logs():
         log.write(line + "\n")
         if line.strip():
             tail.append(line)
@@ -321,7 +321,7 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
                      last_loss=state.loss, duration=time.monotonic() - started, warnings=tuple(warnings or ()))
 
 
-def _follow(plan: TrainPlan, handle: RunHandle, reporter: Reporter, *, on_event: Callable[[lp.Event], None] | None,
+def _follow(plan: TrainPlan, handle: TrainJob, reporter: Reporter, *, on_event: Callable[[lp.Event], None] | None,
             raw_line: Callable[[str], None] | None) -> RunResult:
     """Show the progress of a trainer started earlier for the same plan (Ctrl+C leaves it running)."""
     run_id = handle.run_id or plan.run_id
@@ -330,7 +330,7 @@ def _follow(plan: TrainPlan, handle: RunHandle, reporter: Reporter, *, on_event:
     state = _Progress(plan)
     parser = lp.LogParser()
     started = time.monotonic()
-    for line in handle.lines():
+    for line in handle.logs():
         if raw_line is not None:
             raw_line(line)
         for event in parser.feed(line):

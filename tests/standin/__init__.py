@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 from orchestrator.engine import Engine
-from orchestrator.train.runners import SD_SCRIPTS_COMMIT_LABEL
+from orchestrator.runtimes.docker_train import SD_SCRIPTS_COMMIT_LABEL
 from tests.images import build_on_busybox, busybox_binary
 
 STANDIN_SCRIPT = Path(__file__).with_name("standin.sh")
