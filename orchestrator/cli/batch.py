@@ -171,23 +171,19 @@ def _servers(args: argparse.Namespace, ctx: Context) -> list[Any]:
     """The batch's servers: --server URLs; --ray's workers; else every runtime's (URLs and Ray workers)."""
     from orchestrator.batch.comfy_server import connect_servers
     from orchestrator.comfy import serve
-    from orchestrator.errors import ComfyUnavailable
-    from orchestrator.runtimes import RuntimeEnv, server_runtime
+    from orchestrator.runtimes import RuntimeEnv
 
     env = RuntimeEnv(ctx.layout)
     if args.ray and args.server:
         raise UsageError("give --server or --ray, not both")
     if args.ray:
-        rt = server_runtime("ray", env, {"address": args.ray, "namespace": args.ray_namespace})
-        workers = rt.batch_servers(timeout=args.timeout)
-        if not workers:
-            raise ComfyUnavailable(f"no ComfyUI worker runs on the Ray cluster at {args.ray}",
-                                   hint=f"start them: `comfyui up --runtime ray --address {args.ray} --workers N "
-                                        "--comfyui DIR`")
+        from orchestrator.runtimes.ray import batch_workers
+
+        workers = batch_workers(env, args.ray, args.ray_namespace, timeout=args.timeout)
         ctx.log(f"{len(workers)} Ray worker{'s' if len(workers) != 1 else ''} at {args.ray}: "
                 f"{', '.join(w.url for w in workers)}")
         return workers
-    workers: list[Any] = []
+    workers = []
     if not args.server and not os.environ.get("COMFYUI_URL", "").strip():
         try:
             workers = serve.dispatchers(env, timeout=args.timeout)

@@ -563,6 +563,17 @@ class RayServerRuntime:
         atomic_write_text(path, json.dumps({"address": target.address, "namespace": target.namespace}, indent=2) + "\n")
 
 
+def batch_workers(env: RuntimeEnv, address: str, namespace: str | None = None, *,
+                  timeout: float = 30.0) -> list[RayServer]:
+    """`batch run --ray ADDR`: the workers on that cluster as batch Servers; ComfyUnavailable when none runs."""
+    workers = RayServerRuntime(env, {"address": address, "namespace": namespace}).batch_servers(timeout=timeout)
+    if not workers:
+        raise ComfyUnavailable(f"no ComfyUI worker runs on the Ray cluster at {address}",
+                               hint=f"start them: `comfyui up --runtime ray --address {address} --workers N "
+                                    "--comfyui DIR`")
+    return workers
+
+
 def _kill(ray: Any, handle: Any, *, grace: float) -> None:
     """Stop the worker's ComfyUI, then the actor for good (no restart)."""
     try:
