@@ -41,6 +41,6 @@ def test_every_name_said_to_live_in_a_module_is_defined_there():
 
 def test_the_runtimes_table_lists_the_registry():
     for entry in runtimes.REGISTRY:
-        for target in (entry.server, entry.train):
+        for target in (t for t in (entry.server, entry.train) if t is not None):
             module, _, cls = target.partition(":")
             assert f"`{cls}` in `{module.replace('.', '/')}.py`" in DOC

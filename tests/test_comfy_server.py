@@ -200,9 +200,9 @@ def test_status_logs_and_down(engine, standins, project, run_cli):
     r = run_cli("comfyui", "status")
     assert r.code == 0
     header, _, row = r.out.splitlines()
-    assert header.split() == ["WORKER", "URL", "STATE", "DEVICE", "QUEUE", "UPTIME", "RUNTIME"]
+    assert header.split() == ["WORKER", "URL", "STATE", "DEVICE", "QUEUE", "UPTIME", "RUNTIME", "NAME"]
     assert row.split()[:4] == ["0", f"http://127.0.0.1:{port}", "running", "cpu"]
-    assert "1 running, 2 pending" in row and row.split()[-1] == "docker"
+    assert "1 running, 2 pending" in row and row.split()[-2] == "docker"
     [js] = json.loads(run_cli("comfyui", "status", "--json").out)
     assert js["queue_running"] == 1 and js["queue_pending"] == 2 and js["devices"] == ["cpu"]
     assert js["uptime_s"] >= 0 and js["responding"] is True

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_registered_runtime_implements_its_interfaces(project, tmp_path):
     env = RuntimeEnv(project)
-    assert runtimes.names("server") == ("docker", "local") and runtimes.names("train") == ("docker", "local")
+    assert runtimes.names("server") == ("docker", "local", "ray") and runtimes.names("train") == ("docker", "local")
     for name in runtimes.names("server"):
         rt = runtimes.server_runtime(name, env)
         assert isinstance(rt, ServerRuntime) and rt.name == name
@@ -36,12 +36,14 @@ def test_every_registered_runtime_implements_its_interfaces(project, tmp_path):
 
 def test_a_runtime_refuses_the_options_of_another_and_unknown_names(project):
     env = RuntimeEnv(project)
-    with pytest.raises(UsageError, match=r"--comfyui applies to --runtime local only, not docker"):
+    with pytest.raises(UsageError, match=r"--comfyui applies to --runtime local or ray only, not docker"):
         runtimes.server_runtime("docker", env, {"comfyui": Path("/x")})
     with pytest.raises(UsageError, match=r"--image and --no-build apply to --runtime docker only"):
         runtimes.server_runtime("local", env, {"image": "x", "no_build": True})
+    with pytest.raises(UsageError, match="choose docker or local or ray"):
+        runtimes.runtime_class("server", "kubernetes")
     with pytest.raises(UsageError, match="choose docker or local"):
-        runtimes.runtime_class("server", "ray")
+        runtimes.runtime_class("train", "ray")
     with pytest.raises(OrchestratorError, match="needs --sd-scripts"):
         runtimes.train_runtime("local", env, {})
 

@@ -40,6 +40,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--server", action="append", metavar="URL", default=[],
                    help="a ComfyUI server; repeat for several (default: $COMFYUI_URL, else this project's "
                         "running ComfyUI containers, else http://127.0.0.1:8188)")
+    p.add_argument("--ray", metavar="ADDR",
+                   help="run on the ComfyUI workers of the Ray cluster at ADDR (started with `comfyui up --runtime "
+                        "ray`; default when --server is not given: the workers `comfyui up --runtime ray` recorded)")
+    p.add_argument("--ray-namespace", metavar="NS", help="Ray namespace of those workers (default flux-orchestrator)")
     p.add_argument("--depth", type=int, default=2, metavar="K",
                    help="jobs kept queued per server: 1 running + K-1 waiting (default 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
@@ -163,6 +167,49 @@ def _server_urls(args: argparse.Namespace, ctx: Context) -> list[str]:
     return urls
 
 
+def _servers(args: argparse.Namespace, ctx: Context) -> list[Any]:
+    """The batch's servers: --server URLs; --ray's workers; else every runtime's (URLs and Ray workers)."""
+    from orchestrator.batch.comfy_server import connect_servers
+    from orchestrator.comfy import serve
+    from orchestrator.runtimes import RuntimeEnv
+
+    env = RuntimeEnv(ctx.layout)
+    if args.ray and args.server:
+        raise UsageError("give --server or --ray, not both")
+    if args.ray:
+        from orchestrator.runtimes.ray import batch_workers
+
+        workers = batch_workers(env, args.ray, args.ray_namespace, timeout=args.timeout)
+        ctx.log(f"{len(workers)} Ray worker{'s' if len(workers) != 1 else ''} at {args.ray}: "
+                f"{', '.join(w.url for w in workers)}")
+        return workers
+    workers = []
+    if not args.server and not os.environ.get("COMFYUI_URL", "").strip():
+        try:
+            workers = serve.dispatchers(env, timeout=args.timeout)
+        except OrchestratorError as e:
+            ctx.log(f"cannot reach the recorded Ray workers ({e.message}); looking for other servers")
+        if workers:
+            ctx.log(f"found {len(workers)} Ray worker{'s' if len(workers) != 1 else ''}: "
+                    f"{', '.join(w.url for w in workers)}")
+            try:
+                urls = serve.endpoints(env)
+            except OrchestratorError:
+                urls = []
+            return workers + (connect_servers(urls, timeout=args.timeout) if urls else [])
+    return connect_servers(_server_urls(args, ctx), timeout=args.timeout)
+
+
+def _connect(url: str, timeout: float) -> Any:
+    """A server an earlier run queued a job on (to collect it); only URLs can be reached this way."""
+    from orchestrator.batch.comfy_server import ComfyServer
+    from orchestrator.errors import ComfyUnavailable
+
+    if not url.startswith(("http://", "https://")):
+        raise ComfyUnavailable(f"{url} is not part of this run")
+    return ComfyServer.connect(url, timeout=timeout)
+
+
 def format_progress(p: Any) -> str:
     """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 5 done +2 queued · gpu2:8188 ...`."""
     from orchestrator.progress import format_duration
@@ -183,7 +230,6 @@ def format_progress(p: Any) -> str:
 
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.batch.comfy_server import ComfyServer, connect_servers
     from orchestrator.batch.prompts import PromptBuilder
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
@@ -191,8 +237,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     if args.depth < 1:
         raise UsageError(f"--depth {args.depth}: must be at least 1 (2 keeps the GPU busy between images)")
     jf, out = _load(args, ctx)
-    urls = _server_urls(args, ctx)
-    servers = connect_servers(urls, timeout=args.timeout)
+    servers = _servers(args, ctx)
     builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
     builder.check(jf.jobs)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
@@ -209,7 +254,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
 
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
-                            connect=lambda url: ComfyServer.connect(url, timeout=args.timeout),
+                            connect=lambda url: _connect(url, args.timeout),
                             on_progress=on_progress, log=ctx.log)
     except KeyboardInterrupt:
         ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "

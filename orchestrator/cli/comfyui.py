@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
@@ -71,11 +71,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run_up)
 
     p = sub.add_parser("down", help="stop and remove ComfyUI (every worker)")
+    _only_runtime(p)
     p.set_defaults(handler=run_down)
     p = sub.add_parser("status", help="URL, state, GPU, queue length and uptime of each ComfyUI")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _only_runtime(p)
     p.set_defaults(handler=run_status)
     p = sub.add_parser("logs", help="show ComfyUI's log ([comfy] prefix)")
+    _only_runtime(p)
     p.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines (Ctrl+C ends)")
     p.add_argument("--tail", type=argtypes.count, metavar="N", help="only the last N lines")
     p.add_argument("--worker", type=argtypes.count, metavar="I", help="only worker I (default: all)")
@@ -145,8 +148,22 @@ def _env(ctx: Context) -> RuntimeEnv:
 
 # -- down / status / logs ----------------------------------------------------------------------
 
+def _only_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=[e.name for e in REGISTRY if e.server], default=None,
+                   help="only the servers of this runtime (default: every runtime)")
+
+
+def _runtimes(args: argparse.Namespace, ctx: Context) -> Any:
+    """The one runtime --runtime names (default settings: it finds its servers itself), or None for all."""
+    if args.runtime is None:
+        return None
+    from orchestrator.runtimes import server_runtime
+
+    return [server_runtime(args.runtime, _env(ctx))]
+
+
 def run_down(args: argparse.Namespace, ctx: Context) -> int:
-    gone = _serve().down(_env(ctx))
+    gone = _serve().down(_env(ctx), runtimes=_runtimes(args, ctx))
     for s in gone:
         ctx.out(f"stopped {s.runtime} ComfyUI {s.name} ({s.url})")
     if not gone:
@@ -155,7 +172,7 @@ def run_down(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_status(args: argparse.Namespace, ctx: Context) -> int:
-    rows = _serve().status(_env(ctx))
+    rows = _serve().status(_env(ctx), runtimes=_runtimes(args, ctx))
     if args.json:
         ctx.out_json([r.as_dict() for r in rows])
         return 0
@@ -170,13 +187,14 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
             state = "running, not answering"
         queue = "-" if r.queue_running is None else f"{r.queue_running} running, {r.queue_pending} pending"
         gpu = ", ".join(r.devices) or ("CPU" if i.gpu == "none" else f"GPU {i.gpu}")
-        table.append([str(i.worker), i.url, state, gpu, queue, format_duration(i.uptime_s), i.runtime])
-    ctx.out(render_table(["WORKER", "URL", "STATE", "DEVICE", "QUEUE", "UPTIME", "RUNTIME"], table))
+        table.append([str(i.worker), i.url, state, gpu, queue, format_duration(i.uptime_s), i.runtime, i.name])
+    ctx.out(render_table(["WORKER", "URL", "STATE", "DEVICE", "QUEUE", "UPTIME", "RUNTIME", "NAME"], table))
     return 0
 
 
 def run_logs(args: argparse.Namespace, ctx: Context) -> int:
-    found = _serve().logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker)
+    found = _serve().logs(_env(ctx), follow=args.follow, tail=args.tail, worker=args.worker,
+                          runtimes=_runtimes(args, ctx))
     try:
         for line in found.lines:
             ctx.out(f"{_prefix(line.worker, found.servers)} {line.text}")

@@ -85,9 +85,26 @@ def up(env: RuntimeEnv, options: UpOptions, *, runtime: ServerRuntime | None = N
 def status(env: RuntimeEnv, *, probe: bool = True, runtimes: Sequence[ServerRuntime] | None = None,
            ) -> list[ServerStatus]:
     """Every server of the project (every runtime, or `runtimes`), with its devices and queue when `probe`
-    and running."""
-    return [_probe(s) if probe and s.state == "running" else ServerStatus(s)
-            for s in _through_all(env, runtimes, lambda rt: rt.status())]
+    and running.
+
+    A runtime whose servers are not reached by URL from here (Ray workers listen on their own nodes)
+    answers the probe itself: it has `describe()` -> [(ServerInfo, (running, pending) | None)].
+    """
+    def one(rt: ServerRuntime) -> list[ServerStatus]:
+        describe = getattr(rt, "describe", None)
+        if describe is None:
+            return [_probe(s) if probe and s.state == "running" else ServerStatus(s) for s in rt.status()]
+        return [ServerStatus(info, queue is not None, (), *(queue or (None, None))) for info, queue in describe()]
+
+    return _through_all(env, runtimes, one)
+
+
+def dispatchers(env: RuntimeEnv, *, timeout: float = 30.0,
+                runtimes: Sequence[ServerRuntime] | None = None) -> list[Any]:
+    """Batch `Server`s of the runtimes whose servers are reached through the runtime, not a URL (Ray
+    workers): those with `batch_servers(timeout=)`. Where `batch run` finds them without --server."""
+    return _through_all(env, runtimes,
+                        lambda rt: list(getattr(rt, "batch_servers", lambda **_: [])(timeout=timeout)))
 
 
 def down(env: RuntimeEnv, *, grace: float = 20.0, runtimes: Sequence[ServerRuntime] | None = None,

@@ -53,6 +53,21 @@ REGISTRY: tuple[Entry, ...] = (
           train_settings=(
               RuntimeSetting("sd_scripts", "sd-scripts checkout (local runtime)", kind="path", metavar="DIR"),
               RuntimeSetting("python", "python of the sd-scripts environment (local runtime)", metavar="PY"))),
+    Entry("ray", "ComfyUI workers as Ray actors on a Ray cluster (--address ADDR; needs the `ray` extra)",
+          server="orchestrator.runtimes.ray:RayServerRuntime",
+          server_settings=(
+              RuntimeSetting("address", "Ray cluster address, e.g. HEAD:6379 (default: $RAY_ADDRESS, else the one "
+                                        "`comfyui up --runtime ray` recorded)", metavar="ADDR"),
+              RuntimeSetting("namespace", "Ray namespace of the workers (default flux-orchestrator)", metavar="NS"),
+              RuntimeSetting("worker_gpus", "GPUs per Ray worker (default 1; 0 = CPU workers)", metavar="N"),
+              RuntimeSetting("worker_cpus", "CPUs per Ray worker (default 1)", metavar="N"),
+              RuntimeSetting("comfyui", "ComfyUI checkout (--runtime ray: the same path on every node)", kind="path",
+                             metavar="DIR"),
+              RuntimeSetting("python", "Python of that checkout (default: the worker's own)", metavar="PY"),
+              RuntimeSetting("models", "models folder every Ray node sees at this path (default: this project's "
+                                       "models/)", kind="path", metavar="DIR"),
+              RuntimeSetting("work_dir", "where Ray workers keep their ComfyUI state on their node "
+                                         "(default /tmp/flux-orchestrator-ray)", kind="path", metavar="DIR"))),
 )
 DEFAULT = REGISTRY[0].name
 

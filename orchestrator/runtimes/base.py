@@ -244,7 +244,7 @@ def check_settings(runtime: str, known: tuple[RuntimeSetting, ...], settings: Ma
     if foreign:
         owners = sorted({rt for rt, opts in others.items() for s in opts if s in foreign})
         flags = " and ".join(dict.fromkeys(s.flag for s in foreign))
-        raise UsageError(f"{flags} {'apply' if len(foreign) > 1 else 'applies'} to --runtime "
+        raise UsageError(f"{flags} {'apply' if len(set(s.flag for s in foreign)) > 1 else 'applies'} to --runtime "
                          f"{' or '.join(owners)} only, not {runtime}",
                          hint=f"add --runtime {owners[0]}, or leave {flags} out")
 
