@@ -150,3 +150,22 @@ def test_sampling_ends_when_the_loop_prints_again():
             "\nsaving checkpoint: /run/output/toy.safetensors\n")
     phases = [e.phase for e in events_of(text) if isinstance(e, lp.PhaseChanged)]
     assert phases == ["training", "sampling", "training"]
+
+
+def test_the_real_trainer_output_from_an_h200_run_gives_every_training_field():
+    """sd-scripts 48d368fa's own output (captured on an H200 with the GPU kit, random weights): its
+    'running training' block has a 'num validation images' line between ours, which used to end the
+    block after the first key (the progress line said 'None optimizer steps (None epochs ...')."""
+    from pathlib import Path
+
+    from orchestrator.train.logparse import CheckpointSaved, StepProgress, TrainingInfo, parse_lines, split_output
+
+    text = (Path(__file__).parent / "fixtures" / "sdscripts_48d368fa_h200_train.log").read_text()
+    events = parse_lines(split_output(text))
+    infos = [e for e in events if isinstance(e, TrainingInfo)]
+    assert infos == [TrainingInfo(images=13, reg_images=0, batches_per_epoch=13, epochs=2, batch_size=1,
+                                  grad_accum=1, total_steps=26)]
+    steps = [e for e in events if isinstance(e, StepProgress)]
+    assert steps[-1].step == steps[-1].total == 26 and steps[-1].seconds_per_step == 1.32
+    assert [Path(e.path).name for e in events if isinstance(e, CheckpointSaved)] == [
+        "bench_default_1796417901-000001.safetensors", "bench_default_1796417901.safetensors"]

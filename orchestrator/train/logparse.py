@@ -126,6 +126,8 @@ _INFO_KEYS = {
     "total optimization steps": "total_steps",
 }
 _INFO = re.compile(r"^\s*(" + "|".join(re.escape(k) for k in _INFO_KEYS) + r")\b.*?[:=]\s*(\d+)\s*$")
+# any other "  key / translation: N" line of the same block, which must not end it
+_INFO_OTHER = re.compile(r"^\s+[a-z][\w *]+ / .*[:=]\s*\d+\s*$")
 _SOURCE = re.compile(r"\s{2,}[\w./-]+\.py:\d+\s*$")   # rich's "file.py:123" column at the right
 _EXC = re.compile(r"^(?:[\w.]+\.)?(?P<name>[A-Z]\w*(?:Error|Exception|Invalid))(?::\s*(?P<msg>.*))?$")
 _LOADING = ("Building Flux model", "Loaded Flux", "Building CLIP", "Loading state dict", "Loaded CLIP",
@@ -188,6 +190,10 @@ class LogParser:
             m = _INFO.match(text)
             if m:
                 self._info[_INFO_KEYS[m.group(1)]] = int(m.group(2))
+                if m.group(1) == "total optimization steps":  # the block's last line
+                    self._flush_info(events)
+                return events
+            if _INFO_OTHER.match(text):  # e.g. "num validation images * repeats" (newer sd-scripts)
                 return events
             self._flush_info(events)
         if "running training" in text:
