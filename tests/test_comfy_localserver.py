@@ -182,3 +182,23 @@ def test_more_workers_than_gpus_is_a_usage_error(project, run_cli, checkout, sto
     r = run_cli("comfyui", "up", "--runtime", "local", "--comfyui", str(checkout), "--python", sys.executable,
                 "--gpus", "device=0", "--port", str(free_ports()))
     assert r.code == 2 and "CUDA_VISIBLE_DEVICES='' allows 0" in r.err and "unset it" in r.err
+
+
+def test_speed_fast_starts_comfyui_with_the_measured_fp8_flags_and_comfy_args_follow(project, run_cli, checkout,
+                                                                                     stop_local):
+    port = free_ports()
+    r = up_local(run_cli, checkout, port, "--speed", "fast", "--comfy-arg=--highvram")
+    assert r.code == 0, r.err
+    argv = json.loads((localserver.state_dir(project) / "user" / "standin-argv.json").read_text())
+    i = argv.index("--fast")
+    assert argv[i:i + 4] == ["--fast", "fp8_matrix_mult", "--fp8_e4m3fn-unet", "--highvram"]
+
+
+def test_speed_standard_adds_no_flags_and_an_unknown_speed_is_a_usage_error(project, run_cli, checkout, stop_local):
+    port = free_ports()
+    r = up_local(run_cli, checkout, port)
+    assert r.code == 0, r.err
+    argv = json.loads((localserver.state_dir(project) / "user" / "standin-argv.json").read_text())
+    assert "--fast" not in argv and not any(a.startswith("--fp8") for a in argv)
+    r = up_local(run_cli, checkout, port, "--speed", "max")
+    assert r.code == 2 and "--speed" in r.err and "Traceback" not in r.err

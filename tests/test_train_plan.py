@@ -278,11 +278,11 @@ def test_gpu_ids_as_the_trainer_sees_them(seed, tmp_path):
 def test_sample_prompts(seed):
     plan, _ = plan_for(seed)
     text = plan.files["sample_prompts.txt"]
-    assert text.splitlines() == ["a photo of tjtoy toy --w 1024 --h 1024 --s 20 --g 3.5 --d 42",
-                                 "a photo of sparkgpu gpu --w 1024 --h 1024 --s 20 --g 3.5 --d 42"]
-    assert with_sample_defaults("x --w 512 --d 7") == "x --w 512 --d 7 --h 1024 --s 20 --g 3.5"
+    assert text.splitlines() == ["a photo of tjtoy toy --w 512 --h 512 --s 12 --g 3.5 --d 42",
+                                 "a photo of sparkgpu gpu --w 512 --h 512 --s 12 --g 3.5 --d 42"]
+    assert with_sample_defaults("x --w 768 --d 7") == "x --w 768 --d 7 --h 512 --s 12 --g 3.5"
     custom, _ = plan_for(seed, sets=["sample_prompts=[a tjtoy toy on a desk]"])
-    assert custom.files["sample_prompts.txt"].startswith("a tjtoy toy on a desk --w 1024")
+    assert custom.files["sample_prompts.txt"].startswith("a tjtoy toy on a desk --w 512")
     none, _ = plan_for(seed, "playbook")
     assert none.files == {} and "--sample_prompts" not in none.trainer_args
     assert auto_prompts(check_dataset(seed)) == ["a photo of tjtoy toy", "a photo of sparkgpu gpu"]

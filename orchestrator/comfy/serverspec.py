@@ -33,6 +33,18 @@ LABEL_PROJECT_DIR = LABEL_PREFIX + "comfyui.project-dir"  # to name the owner of
 LOOPBACK = "127.0.0.1"
 
 
+# `comfyui up --speed`: ComfyUI flags per speed mode, each measured on an H200 with the GPU kit
+# (bench/inference_gpu.py, bench/results/inference-h200.json; 1024x1024, 28 steps, random weights):
+# - standard: bf16 weights and compute, 4.96 s per image.
+# - fast: FLUX weights stored in fp8 (e4m3fn) and fp8 matrix products through comfy-kitchen,
+#   4.46 s per image (-10 %); the image differs from bf16 at the same seed (PSNR 28.7 dB measured on
+#   random weights), so it is opt-in.
+SPEED_FLAGS: dict[str, tuple[str, ...]] = {
+    "standard": (),
+    "fast": ("--fast", "fp8_matrix_mult", "--fp8_e4m3fn-unet"),
+}
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """What the user asked for with `comfyui up`."""
