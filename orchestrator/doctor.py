@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator import models
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.layout import Layout
 from orchestrator.progress import format_bytes
 
@@ -227,7 +227,10 @@ def check_tokenizer(t: models.TokenizerStatus) -> Check:
 def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: bool) -> list[Check]:
     from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
 
-    hub = make_hub() if make_hub is not None else Hub.from_env()
+    try:
+        hub = make_hub() if make_hub is not None else Hub.from_env()
+    except ConfigError as e:  # a malformed token (the message names its source, never the value)
+        return [Check("hf token", FAIL, e.message, e.hint)]
     card = model_card_url(models.FLUX_REPO)
     reach: list[Check] = []
     if online:
@@ -245,12 +248,18 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
                           f"accept the licence at {card}, then {LOGIN_HINT}")]
         return reach + [Check("hf token", INFO, "none found (not needed: the gated files are already here)")]
     if not online:
+        if hub.token_warnings:
+            return [Check("hf token", WARN, f"found ({hub.token_source}); " + "; ".join(hub.token_warnings),
+                          "store the token without surrounding whitespace")]
         return [Check("hf token", OK, f"found ({hub.token_source}); not checked online (`doctor --online` does)")]
     try:
         user = hub.whoami()
     except OrchestratorError as e:
         return reach + [Check("hf token", FAIL, e.message, e.hint)]
-    checks = reach + [Check("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
+    checks = reach + [Check("hf token", WARN if hub.token_warnings else OK,
+                            f"valid ({hub.token_source}): logged in as {user}"
+                            + "".join(f"; {w}" for w in hub.token_warnings),
+                            "store the token without surrounding whitespace" if hub.token_warnings else None)]
     try:
         hub.file_info(models.FLUX_REPO, models.FLUX_DEV.filename, gated=True)
         checks.append(Check("flux licence", OK, f"{user} has access to {models.FLUX_REPO}"))

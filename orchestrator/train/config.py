@@ -117,7 +117,24 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
         else:
             values[top] = coerce(f, raw, f"--set {item}")
         sources[top] = "--set"
+    samples_off(values, sources)
     return TrainConfig(preset, MappingProxyType(values), MappingProxyType(sources))
+
+
+SAMPLE_SCHEDULE = ("sample_every_n_epochs", "sample_every_n_steps", "sample_at_first")
+
+
+def samples_off(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """sample_prompts turned off (none/null/false/off) also turns off a schedule that came from a preset;
+    a schedule the user set in the same breath is left for the rules to point out."""
+    if values.get("sample_prompts") is not None:
+        return
+    for key in SAMPLE_SCHEDULE:
+        src = sources.get(key, "built-in")
+        if values.get(key) not in (None, False) and (src == "built-in" or src.startswith("preset ")
+                                                      or src.startswith("run ")):
+            values[key] = False if schema.BY_NAME[key].kind == BOOL else None
+            sources[key] = "off with sample_prompts"
 
 
 def _resolve_preset(name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -178,11 +195,21 @@ def parse_set(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not eq or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set network_dim=32")
+    if any(ord(c) < 32 or ord(c) == 127 for c in item):
+        raise ConfigError(f"--set {item!r}: contains a control character (a tab or line break?)",
+                          hint="give the value on one line, without control characters")
+    if not raw.strip():
+        raise ConfigError(f"--set {key}=: the value is empty",
+                          hint=f"give a value; `--unset {key}` (or `--set {key}=null`) unsets it, and none/off "
+                               "turn an optional feature off")
     try:
-        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw.strip() else None
+        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         value = raw  # not YAML: keep the text
     return key, value
+
+
+OFF_WORDS = ("none", "null", "false", "off")
 
 
 def _field(key: str, where: str) -> Field:
@@ -210,13 +237,16 @@ def coerce(f: Field, value: Any, where: str) -> Any:
     def bad(expected: str, hint: str | None = None) -> ConfigError:
         return ConfigError(f"{where}: {f.name}: expected {expected}, got {value!r}", hint=hint or f"{f.name}: {f.doc}")
 
+    kind = f.kind
+    off = value is None or value is False or (isinstance(value, str) and value.strip().lower() in OFF_WORDS)
+    if kind == BOOL and off:
+        return False
+    if off and f.nullable:
+        return None   # none / null / false / off: the optional feature is off (not given to sd-scripts)
     if value is None:
-        if not f.nullable:
-            raise bad("a value (null is not allowed here)")
-        return None
+        raise bad("a value (null is not allowed here)")
     if f.auto and value == "auto":
         return "auto"
-    kind = f.kind
     if kind == BOOL:
         if not isinstance(value, bool):
             raise bad("true or false")
@@ -263,6 +293,8 @@ def coerce(f: Field, value: Any, where: str) -> Any:
     if kind == LIST:
         if isinstance(value, str):
             return value   # a prompts file (checked by a rule)
+        if isinstance(value, list) and not value:
+            return None
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip()
                                                   for v in value):
             raise bad("a list of one-line prompts, a .txt/.toml/.json file or auto")

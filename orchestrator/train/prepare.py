@@ -19,7 +19,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
-from orchestrator.train.config import TrainConfig, coerce, load_config
+from orchestrator.train.config import TrainConfig, coerce, load_config, samples_off
 from orchestrator.train.plan import TrainPlan, build_plan, parse_gpus
 from orchestrator.train.schema import BY_NAME
 
@@ -242,7 +242,10 @@ def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
                 merged[sub] = raw
             raw = merged
         changes[top] = coerce(BY_NAME[top], raw, f"--set {item}")
-    return base.replace(changes, "--set")
+    config = base.replace(changes, "--set")
+    values, sources = dict(config.values), dict(config.sources)
+    samples_off(values, sources)
+    return TrainConfig(config.preset, MappingProxyType(values), MappingProxyType(sources))
 
 
 def write_inputs(prepared: Prepared) -> None:
