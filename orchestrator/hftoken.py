@@ -30,10 +30,10 @@ _seen: set[str] = set()
 
 @dataclass(frozen=True)
 class Token:
-    """A checked token and where it came from; `repr` never shows the value."""
+    """A checked token and where it came from (value None: none found, only warnings); `repr` never shows it."""
 
-    value: str = field(repr=False)
-    source: str                          # e.g. "HF_TOKEN", "--token", "the token file /home/me/.cache/huggingface/token"
+    value: str | None = field(repr=False)
+    source: str | None                   # e.g. "HF_TOKEN", "--token", "the token file /home/me/.cache/huggingface/token"
     warnings: tuple[str, ...] = ()       # e.g. "HF_TOKEN: surrounding whitespace removed"
 
 
@@ -113,8 +113,8 @@ def find_token(explicit: str | None = None, environ: Mapping[str, str] | None = 
             continue
         if not raw.strip():
             if raw:  # set to whitespace only: say so, then look further like huggingface_hub does
-                path = token_file(env)
-                return _from_file(path, official_hub, (f"{name} holds only whitespace: ignored",))
+                ignored = (f"{name} holds only whitespace: ignored",)
+                return _from_file(token_file(env), official_hub, ignored) or Token(None, name, ignored)
             continue
         return Token(*_checked(raw, name, official_hub))
     return _from_file(token_file(env), official_hub, ())

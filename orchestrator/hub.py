@@ -86,8 +86,8 @@ class Hub:
         HF_TOKEN or huggingface_hub's saved login, checked first (ConfigError naming the source when malformed)."""
         endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         found = _find_token(token, official_hub=_origin(endpoint) == _origin(DEFAULT_ENDPOINT))
-        if found is None:
-            return cls(endpoint=endpoint, timeout=timeout)
+        if found.value is None:
+            return cls(endpoint=endpoint, timeout=timeout, token_warnings=found.warnings)
         return cls(endpoint=endpoint, token_source=found.source, timeout=timeout, _token=found.value,
                    token_warnings=found.warnings)
 
@@ -239,11 +239,11 @@ class _NoBar:
         return False
 
 
-def _find_token(explicit: str | None, *, official_hub: bool) -> Token | None:
+def _find_token(explicit: str | None, *, official_hub: bool) -> Token:
     """--token, HF_TOKEN, the token file (checked by hftoken), then huggingface_hub's other sources
-    (OIDC in CI, a Colab secret), checked the same way."""
-    found = find_token(explicit, official_hub=official_hub)
-    if found is not None:
+    (OIDC in CI, a Colab secret), checked the same way; a Token with value None when there is none."""
+    found = find_token(explicit, official_hub=official_hub) or Token(None, None)
+    if found.value is not None:
         return found
     try:
         from huggingface_hub import get_token
@@ -252,9 +252,9 @@ def _find_token(explicit: str | None, *, official_hub: bool) -> Token | None:
     except Exception:  # a broken login file or OIDC set-up: behave as if not logged in
         token = None
     if not token:
-        return None
+        return found
     value, warnings = check_token(token, "huggingface_hub's login (OIDC or a Colab secret)", official_hub=official_hub)
-    return Token(value, "huggingface_hub's login", warnings)
+    return Token(value, "huggingface_hub's login", found.warnings + warnings)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
