@@ -128,7 +128,10 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
     def model_path(role: str, host: Path) -> str:
         if not docker:
             return str(host)
-        real = host.resolve()
+        try:
+            real = host.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop (RuntimeError before 3.13): the model check says so
+            return f"{C_MODELS}/{host.parent.name}/{host.name}"
         if host.is_symlink() and not real.is_relative_to(host.parent.resolve()):
             # a link to another disk: the folder mount would show a dangling link, so mount the file itself
             target = f"{C_MODELS}/links/{role}/{host.name}"
@@ -144,7 +147,10 @@ def build_plan(layout: Layout, config: TrainConfig, *, dataset: "DatasetReport",
     def folder_for_trainer(host: Path) -> str:
         if not docker:
             return str(host)
-        real, data = host.resolve(), layout.flux_data.resolve()
+        try:
+            real, data = host.resolve(), layout.flux_data.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop or a NUL: the dataset check reports the folder
+            return str(PurePosixPath(C_DATA, host.name))
         if real.is_relative_to(data) and host.is_relative_to(layout.flux_data):
             return str(PurePosixPath(C_DATA, *host.relative_to(layout.flux_data).parts))
         # outside flux_data (or a link to elsewhere): mount the real folder on its own
