@@ -279,7 +279,7 @@ def coerce(f: Field, value: Any, where: str) -> Any:
     if kind == STR:
         if f.name == "resolution" and isinstance(value, list) and len(value) == 2 \
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return f"{value[0]},{value[1]}"
+            value = f"{value[0]},{value[1]}"
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise bad("text")
         text = str(value)
@@ -289,6 +289,11 @@ def coerce(f: Field, value: Any, where: str) -> Any:
             raise bad("the name without .safetensors (the trainer adds it)", hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
         if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
             raise bad("WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
+        if f.name == "resolution" and not all(schema.MIN_SIDE <= int(side) <= schema.MAX_SIDE
+                                              for side in text.split(",")):
+            raise bad(f"sides of {schema.MIN_SIDE} to {schema.MAX_SIDE} pixels", hint="e.g. 1024 or 1024,768")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise bad("text without control characters (tabs, line breaks, NUL)")
         return text
     if kind == LIST:
         if isinstance(value, str):
@@ -305,10 +310,21 @@ def coerce(f: Field, value: Any, where: str) -> Any:
 
 
 def _check_min(f: Field, value: float, where: str) -> Any:
-    if f.minimum is not None and value < f.minimum:
-        raise ConfigError(f"{where}: {f.name}: must be at least {f.minimum:g}, got {value!r}",
-                          hint=f"{f.name}: {f.doc}")
+    """The accepted range of a number (INT fields stop at schema.MAX_INT when the schema names no maximum)."""
+    maximum = f.maximum if f.maximum is not None else (schema.MAX_INT if f.kind == INT else None)
+    if (f.minimum is not None and value < f.minimum) or (maximum is not None and value > maximum):
+        shown = value if abs(value) < 1e15 else f"{value:.3g}"
+        if f.minimum is not None and maximum is not None:
+            accepted = f"must be {_num(f.minimum)} to {_num(maximum)}"
+        else:
+            accepted = f"must be at least {_num(f.minimum)}" if f.minimum is not None else \
+                f"must be at most {_num(maximum)}"
+        raise ConfigError(f"{where}: {f.name}: {accepted}, got {shown}", hint=f"{f.name}: {f.doc}")
     return value
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _int_or_float(f: Field, value: Any, where: str) -> int | float | str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def network_args_values(inp: RuleInput) -> Iterator[Check]:
                         "0 disables that layer")
     for key in NETWORK_FLOAT_ARGS + ("conv_alpha",):
         if net.get(key) is not None and not _is_number(net[key]):
-            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a number")
+            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a finite number")
     in_dims = net.get("in_dims")
     if in_dims is not None and not _valid_in_dims(in_dims):
         yield Check("network_args:in_dims", ERROR, f"network_args.in_dims = {in_dims!r}: expected 5 ranks "
@@ -189,9 +190,8 @@ def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
