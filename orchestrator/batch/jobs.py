@@ -117,6 +117,8 @@ def load_job_file(path: Path) -> JobFile:
         raise ConfigError(f"cannot read job file {path}: {e.strerror or e}") from None
     try:
         data, lines = _parse_with_lines(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: an alias refers to itself (&a ... *a)", hint="write the value out") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -91,13 +91,21 @@ def _add_common_to_subcommands(parser: argparse.ArgumentParser) -> None:
                 _add_common_to_subcommands(child)
 
 
+MAX_LINE = 600   # characters of one error line: a 10,000-character value must not fill the screen
+
+
+def _line(text: str) -> str:
+    text = redact(text)
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE - 1] + "…"
+
+
 def render_error(err: OrchestratorError, stream: TextIO) -> None:
     """`error: ...`, indented evidence lines, then `hint: ...`; a token that slipped into any of them is masked."""
-    stream.write(redact(f"error: {err.message}\n"))
+    stream.write(_line(f"error: {err.message}") + "\n")
     for line in err.details:
-        stream.write(redact(f"  {line}\n"))
+        stream.write(_line(f"  {line}") + "\n")
     if err.hint:
-        stream.write(redact(f"hint: {err.hint}\n"))
+        stream.write(_line(f"hint: {err.hint}") + "\n")
 
 
 def _print_traceback(stream: TextIO) -> None:

@@ -183,7 +183,16 @@ def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
             raise ConfigError(f"{where}:{key_node.start_mark.line + 1}: {key} is set twice "
                               f"(first on line {lines[key]})", hint="keep one of them")
         lines[key] = key_node.start_mark.line + 1
-    data = yaml.load(text, Loader=loader)
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:   # e.g. a !!python/... tag: the safe loader refuses to build it
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        raise ConfigError(f"{where}{line}: {problem}", hint="write plain values (numbers, text, lists, mappings); "
+                          "YAML tags such as !!python/... are not allowed") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: an alias refers to itself (&a ... *a)", hint="write the value out") from None
     return {str(k): v for k, v in data.items()}, lines
 
 
