@@ -242,6 +242,8 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
             pass  # it answered (a refused token is the next check's business)
         reach = [Check("hub", OK, f"{hub.endpoint} reachable")]
     if not hub.has_token:
+        if hub.token_warnings:   # e.g. HF_TOKEN set to whitespace only: say so rather than "none found"
+            return reach + [Check("hf token", WARN, "; ".join(hub.token_warnings), LOGIN_HINT)]
         if needed:
             return reach + [Check("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
                                             "gated and not downloaded yet",

@@ -150,6 +150,9 @@ def test_empty_token_option_and_blank_variable(secret_hub, run_cli, monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "  \n")
     r = run_cli("download", "--dry-run", "--only", "ae")
     assert r.code == 0 and "HF_TOKEN holds only whitespace: ignored" in r.err
+    r = run_cli("doctor")
+    row = next(line for line in r.out.splitlines() if line.startswith("hf token"))
+    assert "WARN" in row and "HF_TOKEN holds only whitespace: ignored" in row
 
 
 def test_wrong_shape_on_the_official_hub(run_cli, monkeypatch):
