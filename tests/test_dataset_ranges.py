@@ -145,3 +145,19 @@ def test_unreadable_image_and_folder(seed, run_cli):
         _assert_clear(run_cli("dataset", "check"), "cannot list")
     finally:
         folder.chmod(0o755)
+
+
+def test_dataset_add_refuses_a_trigger_with_a_line_break_and_leaves_pipes_out(seed, run_cli, tmp_path):
+    from tests.train_project import make_images
+
+    src = tmp_path / "photos"
+    make_images(src, 3, (64, 64))
+    os.mkfifo(src / "pipe.png")
+    before = seed.data_toml.read_text()
+    r = run_cli("dataset", "add", "newc", "--from", str(src), "--trigger", "newc\nthing")
+    assert r.code == 2 and "--trigger 'newc\\nthing' contains a control character" in r.err
+    assert seed.data_toml.read_text() == before and not (seed.flux_data / "newc").exists()
+    r = run_cli("dataset", "add", "newc", "--from", str(src), "--trigger", "newc thing")   # the pipe: no hang
+    assert r.code == 0, r.err
+    assert "left out" in r.err and "pipe.png: is not a regular file" in r.err
+    assert sorted(p.name for p in (seed.flux_data / "newc").iterdir()) == ["img00.png", "img01.png", "img02.png"]
