@@ -150,6 +150,9 @@ def _json_mutations(text: str, rng: random.Random, n: int) -> Iterator[tuple[str
             yield f"{'/'.join(map(str, p))} -> {str(v)[:20]!r}", _dumps(_set(doc, p, v)), None
         if isinstance(p[-1], str):
             yield f"{'/'.join(map(str, p))} dropped", _dumps(_set(doc, p, _DROP)), None
+    for key, value in (("nodes", "5"), ("links", '"x"'), ("nodes", "[]")):   # a key given twice: the last one wins
+        yield f"duplicate {key}", text.replace("{", '{"' + key + '": ' + value + ",", 1).encode(), None
+        yield f"duplicate {key} after", text.rstrip().rstrip("}").rstrip().encode() + f', "{key}": {value}}}'.encode(), None
     yield "top level is a list", _dumps([doc]), 2
     yield "top level is a number", b"42", 2
     yield "deeply nested", b"[" * 100_000 + b"]" * 100_000, 2
