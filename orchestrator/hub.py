@@ -77,7 +77,6 @@ class Hub:
     token_source: str | None = None         # "HF_TOKEN" | "--token" | "the token file PATH" | None (no token)
     timeout: float = 10.0
     _token: str | None = field(default=None, repr=False)
-
     token_warnings: tuple[str, ...] = ()  # e.g. whitespace removed around the token (names the source only)
 
     @classmethod
