@@ -7,6 +7,7 @@ traceback, no "bug"/"unexpected" wording, and nothing written. A few also run as
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -129,6 +130,30 @@ def _line_mutations(text: str, values: list[str], rng: random.Random, n: int) ->
         yield f"line {i + 1} duplicated", "".join(lines[:i + 1] + [lines[i]] + lines[i + 1:]).encode(), None
 
 
+def _yaml_mutations(text: str, rng: random.Random, n: int) -> Iterator[tuple[str, bytes, int | None]]:
+    """Nested values of a YAML file (network_args.x, jobs[0].seeds[1], defaults.size) swapped and dropped."""
+    import yaml
+
+    doc = yaml.safe_load(text)
+    paths: list[tuple] = []
+
+    def walk(node, p):
+        if p:
+            paths.append(p)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, p + (k,))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, p + (i,))
+
+    walk(doc, ())
+    for p in rng.sample(paths, min(3 * n, len(paths))):
+        for v in rng.sample(JSON_VALUES, min(n, len(JSON_VALUES))):
+            yield f"{'.'.join(map(str, p))} -> {str(v)[:20]!r}", yaml.safe_dump(_set(doc, p, v)).encode(), None
+        yield f"{'.'.join(map(str, p))} dropped", yaml.safe_dump(_set(doc, p, _DROP)).encode(), None
+
+
 def _json_mutations(text: str, rng: random.Random, n: int) -> Iterator[tuple[str, bytes, int | None]]:
     """Values anywhere in the workflow JSON swapped for other types and extremes; keys dropped."""
     doc = json.loads(text)
@@ -162,7 +187,7 @@ _DROP = object()
 
 
 def _set(doc, path, value):
-    out = json.loads(json.dumps(doc))
+    out = copy.deepcopy(doc)
     node = out
     for k in path[:-1]:
         node = node[k]
@@ -185,6 +210,8 @@ def _mutations(target: Target, rng: random.Random, n: int) -> Iterator[tuple[str
         yield from _json_mutations(target.text, rng, n)
     else:
         yield from _line_mutations(target.text, TOML_VALUES if target.name == "data.toml" else YAML_VALUES, rng, n)
+    if target.name in ("train.yaml", "jobs.yaml"):
+        yield from _yaml_mutations(target.text, rng, n)
 
 
 # -- the harness ------------------------------------------------------------------------------------
