@@ -117,6 +117,8 @@ def load_job_file(path: Path) -> JobFile:
         raise ConfigError(f"cannot read job file {path}: {e.strerror or e}") from None
     try:
         data, lines = _parse_with_lines(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: an alias refers to itself (&a ... *a)", hint="write the value out") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -220,8 +222,9 @@ def expand(data: Any, lines: dict[tuple, int], path: Path) -> JobFile:
         pb.add(("jobs",), "expected a non-empty list of jobs (`jobs:` then `- prompt: ...`)")
         entries = []
     out = defaults.get("out", f"outputs/batch-{path.stem}")
-    if not isinstance(out, str) or not out.strip():
-        pb.add(("defaults", "out"), "expected a folder path")
+    if not isinstance(out, str) or not out.strip() or _bad_text(out, path_like=True):
+        pb.add(("defaults", "out"), "expected a folder path" + (f" ({_bad_text(out, path_like=True)})"
+                                                                  if isinstance(out, str) and out.strip() else ""))
     jobs: list[Job] = []
     for g, entry in enumerate(entries):
         jobs.extend(_expand_entry(g, entry, defaults, pb))
@@ -276,23 +279,24 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         return good
 
     def is_prompt(x):
-        return (isinstance(x, str) and bool(x.strip())), x
+        return (isinstance(x, str) and bool(x.strip()) and not _bad_text(x, multiline=True)), x
 
     def is_number(x):
-        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+            and -MAX_STRENGTH <= x <= MAX_STRENGTH
         return ok, (float(x) if ok else x)
 
     def is_lora(x):
         if x is None or (isinstance(x, str) and x.strip().lower() == "none"):
             return True, None
-        return (isinstance(x, str) and bool(x.strip())), x
+        return (isinstance(x, str) and bool(x.strip()) and not _bad_text(x, path_like=True)), x
 
     def is_size(x):
         m = _SIZE.match(str(x)) if isinstance(x, (str, int)) else None
-        if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        if not m:
             return False, x
         w, h = int(m.group(1)), int(m.group(2))
-        return (w % 8 == 0 and h % 8 == 0), (w, h)
+        return (w % 8 == 0 and h % 8 == 0 and MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE), (w, h)
 
     if "prompt" not in merged and "prompts" not in merged:
         pb.add(p, "missing `prompt`")
@@ -300,18 +304,21 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
     prompts = one_or_many("prompt", "prompts", is_prompt, "a non-empty prompt text")
     loras = one_or_many("lora", "loras", is_lora, "a LoRA file name (or none)") if (
         "lora" in merged or "loras" in merged) else [None]
-    strengths = one_or_many("strength", "strengths", is_number, "a number") if (
-        "strength" in merged or "strengths" in merged) else [1.0]
-    sizes = one_or_many("size", "sizes", is_size, "a size WxH with multiples of 8 (e.g. 1024x1024)") if (
-        "size" in merged or "sizes" in merged) else [(1024, 1024)]
+    strengths = one_or_many("strength", "strengths", is_number, f"a number from -{MAX_STRENGTH} to {MAX_STRENGTH}") \
+        if ("strength" in merged or "strengths" in merged) else [1.0]
+    sizes = one_or_many("size", "sizes", is_size, f"a size WxH with multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
+                        "(e.g. 1024x1024)") if ("size" in merged or "sizes" in merged) else [(1024, 1024)]
     seeds = _seeds(entry, merged, src, pb, p)
-    steps = _typed(merged, "steps", int, src, pb, "a whole number of steps >= 1", lambda v: v >= 1)
-    guidance = _typed(merged, "guidance", (int, float), src, pb, "a number >= 0",
-                      lambda v: math.isfinite(v) and v >= 0)
-    sampler = _typed(merged, "sampler", str, src, pb, "a sampler name")
-    scheduler = _typed(merged, "scheduler", str, src, pb, "a scheduler name")
-    workflow = _typed(merged, "workflow", str, src, pb, "a workflow file path")
-    template = _typed(merged, "name", str, src, pb, "a name template like \"toy-{strength}-{seed}\"") or DEFAULT_NAME
+    steps = _typed(merged, "steps", int, src, pb, f"a whole number of steps from 1 to {MAX_STEPS}",
+                   lambda v: 1 <= v <= MAX_STEPS)
+    guidance = _typed(merged, "guidance", (int, float), src, pb, f"a number from 0 to {MAX_GUIDANCE}",
+                      lambda v: math.isfinite(v) and 0 <= v <= MAX_GUIDANCE)
+    sampler = _typed(merged, "sampler", str, src, pb, "a sampler name", _plain)
+    scheduler = _typed(merged, "scheduler", str, src, pb, "a scheduler name", _plain)
+    workflow = _typed(merged, "workflow", str, src, pb, "a workflow file path",
+                      lambda v: bool(v.strip()) and not _bad_text(v, path_like=True))
+    template = _typed(merged, "name", str, src, pb, "a name template like \"toy-{strength}-{seed}\"",
+                      _plain) or DEFAULT_NAME
     sets = _sets(merged, src, pb)
     jobs: list[Job] = []
     for prompt, (w, h), lora, strength, seed in itertools.product(prompts, sizes, loras, strengths, seeds):
@@ -336,6 +343,26 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
                         guidance=None if guidance is None else float(guidance), sampler=sampler,
                         scheduler=scheduler, workflow=wf, sets=sets))
     return jobs
+
+
+# Ranges of ComfyUI's own inputs (EmptySD3LatentImage, BasicScheduler, FluxGuidance, LoraLoader): past
+# them the server rejects the prompt, so the job file is refused up front.
+MIN_SIDE, MAX_SIDE, MAX_STEPS, MAX_GUIDANCE, MAX_STRENGTH = 16, 16384, 10000, 100, 100
+MAX_PATH = 4096
+
+
+def _bad_text(text: str, *, path_like: bool = False, multiline: bool = False) -> str | None:
+    """Why `text` cannot be a value here (control characters, too long), or None."""
+    allowed = "\n\r\t" if multiline else ""
+    if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in text):
+        return "contains a control character"
+    if path_like and (len(text) > MAX_PATH or any(len(part) > 255 for part in re.split(r"[/\\]", text))):
+        return "too long for a path"
+    return None
+
+
+def _plain(v: str) -> bool:
+    return not _bad_text(v) and len(v) <= 1000
 
 
 def _fmt_float(v: float) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 HELP = "Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)"
 EXAMPLES = """train --plan
 train --preset default --set network_dim=32
+train --set sample_prompts=none --unset seed
 train --preset 24gb --name tjtoy_v2
 train --config train.yaml --plan --json
 train --gpus 2
@@ -38,7 +39,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="YAML file of overrides (default: train.yaml in the project folder, if present)")
     parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],
                         help="override one key, e.g. --set network_dim=32 --set network_args.train_blocks=single "
-                             "(repeatable; applied last)")
+                             "(repeatable; applied last). none, null, false or off turn an optional feature off: "
+                             "--set sample_prompts=none makes no samples (and drops the preset's sample schedule); "
+                             "an empty value (KEY=) is an error")
+    parser.add_argument("--unset", dest="sets", metavar="KEY", action=_Unset, default=[],
+                        help="remove one key (same as --set KEY=null): sd-scripts' own default applies; "
+                             "KEY.SUB removes one entry of network_args/optimizer_args (repeatable)")
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
                         help="GPUs: all, a count N (the first N), or ids like 0,1 / 2,3 (one id: device=1); more "
@@ -50,6 +56,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
                         help="continue the newest run (or RUN) from its newest saved state")
     parser.set_defaults(handler=run)
+
+
+class _Unset(argparse.Action):
+    """`--unset KEY` is `--set KEY=null`, kept in order with the --set options."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        key = str(values).strip()
+        if not key or "=" in key:
+            raise ConfigError(f"--unset {values!r}: expected a key name without a value",
+                              hint="e.g. --unset network_dim (to set a value: --set KEY=VALUE)")
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append(f"{key}=null")
+        setattr(namespace, self.dest, items)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.dataset import rules as R
 from orchestrator.dataset.edit import SyncResult, sync_dataset
 from orchestrator.dataset.scan import read_header, scan_folder
 from orchestrator.dataset.toml import read_toml
@@ -37,6 +38,10 @@ def add_concept(layout: Layout, name: str, source: Path, *, trigger: str | None 
     if not NAME.match(name):
         raise UsageError(f"concept name {name!r} must be letters, digits, '_', '-' or '.', starting with a "
                          "letter or digit", hint="e.g. `dataset add tjtoy --from ~/photos/toy`")
+    bad_trigger = R.range_problem(R.KEYS["class_tokens"], trigger) if trigger is not None else None
+    if bad_trigger or (trigger is not None and not trigger.strip()):
+        raise UsageError(f"--trigger {trigger!r} {bad_trigger or 'is empty'}",
+                         hint='give the trigger word and class on one line, e.g. --trigger "tjtoy toy"')
     source = source.expanduser()
     if not source.is_dir():
         raise UsageError(f"--from {source} is not a folder", hint="give the folder that holds the photos")

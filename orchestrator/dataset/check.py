@@ -143,6 +143,11 @@ def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,
         problems.append(Problem(ERROR, "image-dir-tilde", f'image_dir "{value}": the trainer does not expand ~',
                                 toml, line, 'write it relative to the project, e.g. "flux_data/<concept>"'))
         return None
+    if not folder.exists() and folder.is_symlink():
+        problems.append(Problem(ERROR, "image-dir-missing", f'image_dir "{value}" is a symbolic link that leads '
+                                f"nowhere (a loop, or its target is gone): {folder} -> {_link_target(folder)}",
+                                toml, line, "point the link (or image_dir) at the concept's real folder"))
+        return None
     if not folder.exists():
         problems.append(Problem(ERROR, "image-dir-missing", f'image_dir "{value}" does not exist ({folder}): '
                                 "sd-scripts silently skips it", toml, line,
@@ -158,6 +163,13 @@ def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,
         problems.append(Problem(ERROR, "image-dir-unreadable", f"cannot list {folder}: {e.strerror or e}",
                                 toml, line, "check the folder's permissions"))
         return None
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 def _caption_ext(value: Any) -> str:
