@@ -233,14 +233,15 @@ def write_builtin_workflows(folder: Path) -> list[Path]:
 def ensure_builtin_workflows(folder: Path, *, force: bool = False) -> list[Path]:
     """Write the shipped workflows that are missing from `folder` (all of them with `force`); never
     touches a file the user edited unless forced. Returns the paths written."""
-    from orchestrator.layout import atomic_write_text
+    from orchestrator.files import atomic_write_text, file_lock
 
     written = []
-    for filename, doc in builtin_workflows().items():
-        path = folder / filename
-        if force or not path.exists():
-            atomic_write_text(path, render(doc))
-            written.append(path)
+    with file_lock(folder):  # the check and the write together: a file saved meanwhile is never overwritten
+        for filename, doc in builtin_workflows().items():
+            path = folder / filename
+            if force or not path.exists():
+                atomic_write_text(path, render(doc))
+                written.append(path)
     return written
 
 

@@ -22,7 +22,8 @@ from orchestrator.comfy import health
 from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
-from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.files import atomic_write_text, file_lock
+from orchestrator.layout import Layout
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
 
@@ -117,32 +118,33 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
     if python is not None and shutil.which(str(Path(python).expanduser())) is None:
         raise UsageError(f"--python {python}: no such program (or it is not executable)",
                          hint="give the Python of your ComfyUI environment, e.g. --python ~/ComfyUI/.venv/bin/python")
-    current = running(layout)
-    if current is not None:
-        return current, False
-    url = server_url(options.listen, options.port)
-    if health.port_in_use(options.listen, options.port):
-        raise OrchestratorError(
-            f"port {options.port} on {options.listen} is already in use by another program, "
-            "so ComfyUI cannot listen there",
-            hint=f"choose another port with `comfyui up --port {options.port + 1}`, or stop what holds it: "
-                 f"`ss -ltnp 'sport = :{options.port}'`")
-    d = state_dir(layout)
-    custom_nodes = comfyui / "custom_nodes"
-    layout.ensure_dirs(d / "temp", d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
-                       *layout.model_dirs().values())
-    if not custom_nodes.is_dir():
-        custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
-    _link_workflows(layout)
-    atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
-    py = str(Path(python).expanduser()) if python else sys.executable
-    argv = command(layout, comfyui, py, options)
-    log = log_file(layout)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment(options)}, start_new_session=True)
-    server = LocalServer(proc.pid, url, str(comfyui), py, tuple(argv), time.time(), str(log))
-    atomic_write_text(pid_file(layout), json.dumps(asdict(server), indent=2))
+    with file_lock(pid_file(layout), what="comfyui up --runtime local"):  # one start, one pid file
+        current = running(layout)
+        if current is not None:
+            return current, False
+        url = server_url(options.listen, options.port)
+        if health.port_in_use(options.listen, options.port):
+            raise OrchestratorError(
+                f"port {options.port} on {options.listen} is already in use by another program, "
+                "so ComfyUI cannot listen there",
+                hint=f"choose another port with `comfyui up --port {options.port + 1}`, or stop what holds it: "
+                     f"`ss -ltnp 'sport = :{options.port}'`")
+        d = state_dir(layout)
+        custom_nodes = comfyui / "custom_nodes"
+        layout.ensure_dirs(d / "temp", d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
+                           *layout.model_dirs().values())
+        if not custom_nodes.is_dir():
+            custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
+        _link_workflows(layout)
+        atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
+        py = str(Path(python).expanduser()) if python else sys.executable
+        argv = command(layout, comfyui, py, options)
+        log = log_file(layout)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **environment(options)}, start_new_session=True)
+        server = LocalServer(proc.pid, url, str(comfyui), py, tuple(argv), time.time(), str(log))
+        atomic_write_text(pid_file(layout), json.dumps(asdict(server), indent=2))
     if reporter is not None:
         reporter.milestone(f"started ComfyUI from {comfyui} (pid {proc.pid}); waiting for {url}")
     try:
@@ -157,11 +159,12 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
 
 def down(layout: Layout, *, grace: float = 20.0) -> LocalServer | None:
     """Stop the local server (SIGINT to its process group, then SIGKILL after `grace`)."""
-    server = running(layout)
-    if server is None:
-        return None
-    _terminate(server.pid, grace=grace)
-    pid_file(layout).unlink(missing_ok=True)
+    with file_lock(pid_file(layout), what="comfyui down --runtime local"):
+        server = running(layout)
+        if server is None:
+            return None
+        _terminate(server.pid, grace=grace)
+        pid_file(layout).unlink(missing_ok=True)
     return server
 
 
