@@ -27,9 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.errors import LockTimeout
+from orchestrator.errors import LockTimeout, UsageError
 
-LOCK_TIMEOUT = 60.0   # seconds; a data.toml edit takes milliseconds, a LoRA copy a few seconds
+LOCK_TIMEOUT = 60.0   # seconds (FLUX_LOCK_TIMEOUT overrides); a data.toml edit takes milliseconds
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -133,7 +133,7 @@ def file_lock(path: Path, *, timeout: float | None = None, what: str | None = No
     lp = lock_path(path)
     lp.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock_for(lp)
-    wait = LOCK_TIMEOUT if timeout is None else timeout
+    wait = default_lock_timeout() if timeout is None else timeout
     try:
         lock.acquire(timeout=wait)
     except Timeout:
@@ -165,6 +165,21 @@ def _lock_for(lp: Path):
         if lock is None:
             lock = _LOCKS[str(lp)] = FileLock(str(lp))
         return lock
+
+
+def default_lock_timeout() -> float:
+    """Seconds to wait for a lock: $FLUX_LOCK_TIMEOUT, else LOCK_TIMEOUT."""
+    raw = os.environ.get("FLUX_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"FLUX_LOCK_TIMEOUT={raw!r}: expected a number of seconds >= 0",
+                         hint=f"e.g. FLUX_LOCK_TIMEOUT=120, or unset it for the default {LOCK_TIMEOUT:g}")
+    return value
 
 
 def _note_holder(lp: Path, what: str | None) -> None:
