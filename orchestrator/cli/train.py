@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from datetime import datetime
 
     from orchestrator.train import preflight
+    from orchestrator.train.checks import blocking_error
     from orchestrator.train.prepare import PlanRequest, plan_json, prepare
 
     if args.json and not args.plan:
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},
                           "checks": []})
         raise
+    # --plan and the run share prepare() and this verdict, so a plan that passes is a run that starts
+    failure = blocking_error(prepared.checks)
     if args.plan:
         if args.json:
             ctx.out_json(plan_json(prepared))
@@ -89,8 +92,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             from orchestrator.cli.train_view import render_plan
 
             ctx.out(render_plan(prepared, ctx.layout.root, verbose=ctx.verbose))
-        return 0 if prepared.ok else 2
-    return _run(args, ctx, prepared, engine_box.get("engine"))
+    if failure is not None:
+        raise failure
+    return 0 if args.plan else _run(args, ctx, prepared, engine_box.get("engine"))
 
 
 def _probe(image: str, box: dict[str, Any]) -> Any:
@@ -122,15 +126,10 @@ def _latest_state() -> Any:
 def _run(args: argparse.Namespace, ctx: Context, prepared: Any, engine: Any) -> int:
     import shutil
 
-    from orchestrator.train.checks import errors, warnings
+    from orchestrator.train.checks import warnings
     from orchestrator.train.prepare import write_inputs
     from orchestrator.train.run import execute
 
-    blocking = errors(prepared.checks)
-    if blocking:
-        raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
-                          details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
-                          hint="fix them; `train --plan` shows the whole plan")
     seen: dict[str, int] = {}
     warns = warnings(prepared.checks)
     for c in warns:
