@@ -126,3 +126,16 @@ def test_built_prompts_do_not_share_state(tmp_path):
             node["inputs"][k] = "scribbled"
     assert json.dumps(first, sort_keys=True) == before
     assert builder.build(jobs[0]).prompt == first
+
+
+def test_a_list_value_in_set_is_checked_too(tmp_path):
+    """`set:` values may be lists (unhashable): the check still builds those jobs."""
+    layout = _project(tmp_path)
+    path = tmp_path / "list.yaml"
+    path.write_text('jobs:\n  - prompt: a\n    seeds: [1, 2]\n    set: {"Nope.x": [1, 2]}\n')
+    try:
+        PromptBuilder(layout).check(load_job_file(path).jobs)
+    except ConfigError as e:
+        assert e.message == "2 job(s) cannot be turned into a ComfyUI prompt" and "Nope" in e.details[1]
+    else:
+        raise AssertionError("a --set on a missing node must fail")
