@@ -13,7 +13,9 @@ Image generation is not timed.
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -74,20 +76,36 @@ def generate_jpegs(root: Path, n: int, concepts: int = 10) -> None:
             (folder / f"img{i:04d}.txt").write_text(f"concept{i % concepts:02d} thing, photo {i}\n")
 
 
-def timed_cli(root: Path, *extra: str) -> tuple[float, int]:
+def timed_cli(root: Path, *extra: str, cache: Path | None = None) -> tuple[float, float, int]:
+    """(wall s, CPU s of the child: user + sys, exit code) of one fresh `dataset check` process; `cache`
+    is its XDG_CACHE_HOME (an empty folder = a first check, nothing remembered)."""
+    env = {**os.environ, **({"XDG_CACHE_HOME": str(cache)} if cache else {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "orchestrator", "--project-dir", str(root), "dataset", "check", *extra],
-                       cwd=ROOT, capture_output=True, text=True)
-    return time.perf_counter() - t, r.returncode
+                       cwd=ROOT, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), r.returncode
 
 
 def timed_lib(root: Path, verify: bool) -> tuple[float, object]:
+    """Seconds of one in-process `check_dataset()` with an empty hash cache (a first check)."""
     from orchestrator.dataset import check_dataset
     from orchestrator.layout import Layout
 
-    t = time.perf_counter()
-    report = check_dataset(Layout.at(root), verify=verify)
-    return time.perf_counter() - t, report
+    old = os.environ.get("XDG_CACHE_HOME")
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        try:
+            t = time.perf_counter()
+            report = check_dataset(Layout.at(root), verify=verify)
+            return time.perf_counter() - t, report
+        finally:
+            if old is None:
+                os.environ.pop("XDG_CACHE_HOME", None)
+            else:
+                os.environ["XDG_CACHE_HOME"] = old
 
 
 def project(root: Path, n: int, mixed: bool) -> Path:
@@ -103,12 +121,17 @@ def project(root: Path, n: int, mixed: bool) -> Path:
     return root
 
 
-def median_cli(root: Path, runs: int, *extra: str) -> tuple[float, int]:
-    times, code = [], 0
-    for _ in range(runs):
-        t, code = timed_cli(root, *extra)
-        times.append(t)
-    return statistics.median(times), code
+def median_cli(root: Path, runs: int, *extra: str, cold: bool) -> tuple[float, float, int]:
+    """Median wall and CPU seconds of `runs` CLI checks; cold: each with an empty hash cache."""
+    walls, cpus, code = [], [], 0
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as caches:
+        warm = Path(caches) / "warm"
+        timed_cli(root, *extra, cache=warm)           # fills the warm cache
+        for n in range(runs):
+            wall, cpu, code = timed_cli(root, *extra, cache=Path(caches) / f"cold{n}" if cold else warm)
+            walls.append(wall)
+            cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus), code
 
 
 def main() -> None:
@@ -123,22 +146,27 @@ def main() -> None:
         small = project(base / "small", 10, args.mixed)
         large = project(base / "large", args.images, args.mixed)
         kind = "mixed images" if args.mixed else "1024x1024 JPEGs"
-        print(f"dataset check of {kind}: median of {args.runs} runs, CLI wall time (Python start-up included)")
-        for label, extra in (("dataset check", ()), ("dataset check --verify", ("--verify",))):
-            timed_cli(small, *extra)  # warm the page cache and Python's bytecode cache
-            timed_cli(large, *extra)
-            t10, _ = median_cli(small, args.runs, *extra)
-            tn, code = median_cli(large, args.runs, *extra)
+        print(f"dataset check of {kind}: medians of {args.runs} fresh CLI processes (Python start-up included);")
+        print("cold = first check (no remembered hashes), warm = the same files checked again; CPU = user + sys")
+        for label, extra, cold in (("dataset check, cold", (), True), ("dataset check, warm", (), False),
+                                   ("--verify", ("--verify",), True)):
+            w10, c10, _ = median_cli(small, args.runs, *extra, cold=cold)
+            wn, cn, code = median_cli(large, args.runs, *extra, cold=cold)
             goal = "   goal < 2 s" if not extra else ""
-            print(f"  {label:24s}    10 images: {t10:6.2f} s ({t10 / 10 * 1000:6.2f} ms/image)")
-            print(f"  {label:24s} {args.images:5d} images: {tn:6.2f} s ({tn / args.images * 1000:6.2f} ms/image, "
-                  f"x{(tn / args.images) / (t10 / 10):.2f} per image vs 10; exit {code}){goal}")
-        lib, report = timed_lib(large, verify=False)
-        vlib, _ = timed_lib(large, verify=True)
+            print(f"  {label:20s}    10 images: {w10:6.2f} s wall, {c10:5.2f} s CPU")
+            print(f"  {label:20s} {args.images:5d} images: {wn:6.2f} s wall, {cn:5.2f} s CPU (exit {code}){goal}")
+            print(f"  {'':20s} per image: {wn / args.images * 1000:6.2f} ms wall, {cn / args.images * 1000:6.2f} ms "
+                  f"CPU; over the 10-image run: +{(wn - w10) / (args.images - 10) * 1000:.2f} ms per extra image "
+                  f"(x{(wn / args.images) / (w10 / 10):.2f} of its per-image wall time: start-up spread wider)")
+        for verify in (False, True):
+            t10, _ = timed_lib(small, verify)
+            tn, report = timed_lib(large, verify)
+            print(f"  check_dataset(verify={verify!s:5s}) in-process, cold: 10 images {t10 * 1000:6.1f} ms "
+                  f"({t10 / 10 * 1000:.2f} ms/image), {args.images} images {tn:5.2f} s ({tn / args.images * 1000:.2f} "
+                  f"ms/image, x{(tn / args.images) / (t10 / 10):.2f} per image vs 10)")
         images = sum(s.images for s in report.subsets)  # type: ignore[attr-defined]
-        print(f"  check_dataset() in-process: {lib:6.2f} s, --verify {vlib:6.2f} s; {images} images in "
-              f"{len(report.subsets)} concepts, {len(report.warnings())} warnings, "  # type: ignore[attr-defined]
-              f"{len(report.errors())} errors")  # type: ignore[attr-defined]
+        print(f"  {images} images in {len(report.subsets)} concepts, "  # type: ignore[attr-defined]
+              f"{len(report.warnings())} warnings, {len(report.errors())} errors")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
