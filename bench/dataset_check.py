@@ -158,14 +158,16 @@ def main() -> None:
             print(f"  {'':20s} per image: {wn / args.images * 1000:6.2f} ms wall, {cn / args.images * 1000:6.2f} ms "
                   f"CPU; over the 10-image run: +{(wn - w10) / (args.images - 10) * 1000:.2f} ms per extra image "
                   f"(x{(wn / args.images) / (w10 / 10):.2f} of its per-image wall time: start-up spread wider)")
+        report = None
         for verify in (False, True):
             t10, _ = timed_lib(small, verify)
-            tn, report = timed_lib(large, verify)
+            tn, result = timed_lib(large, verify)
+            report = result if not verify else report   # the headers-only report is the one printed
             print(f"  check_dataset(verify={verify!s:5s}) in-process, cold: 10 images {t10 * 1000:6.1f} ms "
                   f"({t10 / 10 * 1000:.2f} ms/image), {args.images} images {tn:5.2f} s ({tn / args.images * 1000:.2f} "
                   f"ms/image, x{(tn / args.images) / (t10 / 10):.2f} per image vs 10)")
         images = sum(s.images for s in report.subsets)  # type: ignore[attr-defined]
-        print(f"  {images} images in {len(report.subsets)} concepts, "  # type: ignore[attr-defined]
+        print(f"  headers-only report: {images} images in {len(report.subsets)} concepts, "  # type: ignore[attr-defined]
               f"{len(report.warnings())} warnings, {len(report.errors())} errors")  # type: ignore[attr-defined]
 
 
