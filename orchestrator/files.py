@@ -18,6 +18,7 @@ holder dies, so a crashed command never leaves a stale lock. Who holds it is not
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -131,15 +132,25 @@ def file_lock(path: Path, *, timeout: float | None = None, what: str | None = No
 
     path = Path(path)
     lp = lock_path(path)
-    lp.parent.mkdir(parents=True, exist_ok=True)
-    lock = _lock_for(lp)
     wait = default_lock_timeout() if timeout is None else timeout
+    lock = None
     try:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock_for(lp)
         lock.acquire(timeout=wait)
     except Timeout:
         raise LockTimeout(f"{path} is locked by another command: waited {wait:g} s for it",
                           hint=f"{_holder(lp)}; wait for it to finish and run again (the lock is {lp}, freed "
                                "automatically when its holder exits)") from None
+    except OSError as e:   # (after Timeout: filelock's Timeout is an OSError too)
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        lock = None
+    if lock is None:
+        # A folder we cannot create the lock file in is one no atomic write can go to either (its temp
+        # file goes next to the target): a read-only project is read without a lock; a write fails there.
+        yield
+        return
     first = lock.lock_counter == 1
     try:
         if first:

@@ -214,3 +214,35 @@ def test_generated_images_sidecars_and_batch_manifest_follow_the_umask(tmp_path,
     index = write_index(tmp_path / "out", "batch x", [], {}, {}, [])
     assert _mode(index) == 0o666 & ~umask
     assert json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])["event"] == "run"
+
+
+def test_fix_orientation_keeps_the_photo_readable(project, umask):
+    """The upright copy replaces the photo with the photo's own mode (it was mkstemp's 0600 before)."""
+    from orchestrator.dataset.fix import fix_orientation
+    from tests.dataset_images import exif_rotated
+
+    photo = exif_rotated(project.flux_data / "toy" / "side.jpg")
+    os.chmod(photo, 0o644)
+    fixed = fix_orientation(project, [photo])
+    assert [f.path for f in fixed] == [photo] and _mode(photo) == 0o644
+    assert fixed[0].original.exists() and not [p for p in photo.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_a_folder_without_room_for_a_lock_is_read_unlocked(project, monkeypatch):
+    """EACCES/EROFS creating the lock file (a read-only project): reading goes on; any write would fail anyway."""
+    import errno
+
+    import orchestrator.files as files
+
+    class NoLock:
+        def acquire(self, timeout):
+            raise PermissionError(errno.EACCES, "Permission denied", "x.lock")
+
+    monkeypatch.setattr(files, "_lock_for", lambda lp: NoLock())
+    with file_lock(project.data_toml, timeout=0.1):
+        ran = True
+    assert ran
+    monkeypatch.setattr(files, "_lock_for", lambda lp: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError):           # other failures are not hidden
+        with file_lock(project.data_toml, timeout=0.1):
+            pass

@@ -235,9 +235,12 @@ def ensure_builtin_workflows(folder: Path, *, force: bool = False) -> list[Path]
     touches a file the user edited unless forced. Returns the paths written."""
     from orchestrator.files import atomic_write_text, file_lock
 
-    written = []
+    written: list[Path] = []
+    docs = builtin_workflows()
+    if not force and all((folder / name).exists() for name in docs):
+        return written   # nothing to write: no lock either (the folder may be read-only)
     with file_lock(folder):  # the check and the write together: a file saved meanwhile is never overwritten
-        for filename, doc in builtin_workflows().items():
+        for filename, doc in docs.items():
             path = folder / filename
             if force or not path.exists():
                 atomic_write_text(path, render(doc))
