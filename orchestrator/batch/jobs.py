@@ -7,6 +7,8 @@ so a contact sheet has one column per seed). See `FORMAT` for the user documenta
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -47,6 +49,7 @@ DEFAULT_WORKFLOW_LORA = "workflows/finetuned_flux.json"
 DEFAULT_WORKFLOW_BASE = "workflows/base_flux.json"
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str)   # = json.dumps(..., sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,10 @@ class Job:
             "workflow": self.workflow, "set": {k: v for k, v in self.sets},
         }
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Stable identity of the job across runs: a hash of its settings."""
-        blob = json.dumps(self.settings(), sort_keys=True, default=str).encode()
+        """Stable identity of the job across runs: a hash of its settings (computed once per job)."""
+        blob = _KEY_JSON.encode(self.settings()).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -227,7 +230,7 @@ def expand(data: Any, lines: dict[tuple, int], path: Path) -> JobFile:
                                                                   if isinstance(out, str) and out.strip() else ""))
     jobs: list[Job] = []
     for g, entry in enumerate(entries):
-        jobs.extend(_expand_entry(g, entry, defaults, pb))
+        jobs.extend(_expand_entry(g, entry, defaults, pb, start=len(jobs)))
     if pb.items:
         _raise(pb, path)
     unique, notes = _dedupe(jobs, pb)
@@ -242,7 +245,7 @@ def _raise(pb: _Problems, path: Path) -> None:
                       hint="fix the lines above; `batch plan FILE` checks a job file without running it")
 
 
-def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job]:
+def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems, *, start: int = 0) -> list[Job]:
     p = ("jobs", g)
     if not isinstance(entry, dict):
         pb.add(p, "expected a mapping like `- prompt: \"...\"`")
@@ -321,13 +324,19 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
                       _plain) or DEFAULT_NAME
     sets = _sets(merged, src, pb)
     jobs: list[Job] = []
+    line = pb.lines.get(p, 1)
+    guidance_v = None if guidance is None else float(guidance)
+    slugs = {x: _slug(x) for x in prompts}            # per distinct value, not per job: a grid repeats them
+    labels = {x: lora_label(x) for x in loras}
+    shown = {x: _fmt_float(x) for x in [*strengths, 0.0]}
+    guidance_label = _fmt_float(guidance) if guidance is not None else ""
     for prompt, (w, h), lora, strength, seed in itertools.product(prompts, sizes, loras, strengths, seeds):
         wf = workflow or (DEFAULT_WORKFLOW_LORA if lora is not None else DEFAULT_WORKFLOW_BASE)
         strength_v = strength if lora is not None else 0.0
-        fields = {"prompt": prompt, "slug": _slug(prompt), "lora": lora_label(lora),
-                  "strength": _fmt_float(strength_v), "seed": seed, "size": f"{w}x{h}", "width": w,
-                  "height": h, "steps": steps if steps is not None else "", "guidance":
-                  _fmt_float(guidance) if guidance is not None else "", "group": g + 1}
+        fields = {"prompt": prompt, "slug": slugs[prompt], "lora": labels[lora],
+                  "strength": shown[strength_v], "seed": seed, "size": f"{w}x{h}", "width": w,
+                  "height": h, "steps": steps if steps is not None else "", "guidance": guidance_label,
+                  "group": g + 1}
         try:
             raw = template.format(index=len(jobs) + 1, **fields)
         except (KeyError, IndexError, ValueError, AttributeError) as e:
@@ -338,10 +347,9 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         if not name:
             pb.add(src("name"), f"name template {template!r} gives an empty file name")
             return []
-        jobs.append(Job(index=0, group=g, line=pb.lines.get(p, 1), name=name, prompt=prompt, seed=seed,
+        jobs.append(Job(index=start + len(jobs), group=g, line=line, name=name, prompt=prompt, seed=seed,
                         lora=lora, strength=strength_v, width=w, height=h, steps=steps,
-                        guidance=None if guidance is None else float(guidance), sampler=sampler,
-                        scheduler=scheduler, workflow=wf, sets=sets))
+                        guidance=guidance_v, sampler=sampler, scheduler=scheduler, workflow=wf, sets=sets))
     return jobs
 
 
@@ -444,5 +452,9 @@ def _dedupe(jobs: list[Job], pb: _Problems) -> tuple[list[Job], list[str]]:
                    "add the varying fields to `name`, e.g. \"{slug}-{lora}-{strength}-{seed}\"")
             continue
         by_key[job.key] = by_name[job.name] = job
-        unique.append(Job(**{**job.__dict__, "index": len(unique)}))
+        if job.index != len(unique):   # renumbered after a dropped duplicate
+            moved = dataclasses.replace(job, index=len(unique))
+            moved.__dict__["key"] = job.key   # the cached key: the index is not part of it
+            job = moved
+        unique.append(job)
     return unique, notes

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     # deferred: the planner's modules cost ~70 ms, kept off every `--help` (bench/cli_startup.py)
     from orchestrator.cli.train_view import render_plan
     from orchestrator.train.api import TrainOptions, plan_training
+    from orchestrator.train.checks import blocking_error
     from orchestrator.train.prepare import plan_json
 
     if args.json and not args.plan:
@@ -90,13 +91,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},
                           "checks": []})
         raise
+    # --plan and the run share prepare() and this verdict, so a plan that passes is a run that starts
+    failure = blocking_error(prepared.checks)
     if args.plan:
         if args.json:
             ctx.out_json(plan_json(prepared))
         else:
             ctx.out(render_plan(prepared, ctx.layout.root, verbose=ctx.verbose))
-        return 0 if prepared.ok else 2
-    return _run(ctx, env, prepared)
+    if failure is not None:
+        raise failure
+    return 0 if args.plan else _run(ctx, env, prepared)
 
 
 def _run(ctx: Context, env: RuntimeEnv, prepared: Prepared) -> int:

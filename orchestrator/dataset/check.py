@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner
 from orchestrator.dataset.captions import check_captions
+from orchestrator.dataset.hashcache import HashCache
 from orchestrator.dataset.images import check_duplicates, check_images, folder_problems
 from orchestrator.dataset.paths import concept_folders, resolve_image_dir
 from orchestrator.dataset.report import ERROR, WARNING, DatasetReport, DatasetSummary, Problem, SubsetSummary
@@ -77,7 +78,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
     if tf.path == layout.data_toml:
         problems += _unlisted_folders(layout, [folder for *_, folder, _scan in plans])
     reporter.update("looking for duplicates")
-    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
+    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify, cache=HashCache())
     problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):
         problems.append(Problem(ERROR, "nothing-to-train", "no subset has images the trainer can load: "
