@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator import models
 from orchestrator.containers import NVIDIA_HINT
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.hub import LOGIN_HINT, Hub, HubUnreachable, model_card_url
 from orchestrator.images import comfy_image, train_image
 from orchestrator.layout import Layout
@@ -263,6 +263,8 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
         if check is None:
             raise
         return [Finding("hf token", FAIL, check.summary, check.fix)]
+    except ConfigError as e:  # a malformed token (the message names its source, never the value)
+        return [Finding("hf token", FAIL, e.message, e.hint)]
     card = model_card_url(models.FLUX_REPO)
     reach: list[Finding] = []
     if online:
@@ -274,18 +276,26 @@ def check_token(make_hub: Callable[[], Any] | None, *, online: bool, needed: boo
             pass  # it answered (a refused token is the next check's business)
         reach = [Finding("hub", OK, f"{hub.endpoint} reachable")]
     if not hub.has_token:
+        if hub.token_warnings:   # e.g. HF_TOKEN set to whitespace only: say so rather than "none found"
+            return reach + [Finding("hf token", WARN, "; ".join(hub.token_warnings), LOGIN_HINT)]
         if needed:
             return reach + [Finding("hf token", WARN, "no Hugging Face token (HF_TOKEN or `hf auth login`); FLUX.1-dev is "
                                             "gated and not downloaded yet",
                           f"accept the licence at {card}, then {LOGIN_HINT}")]
         return reach + [Finding("hf token", INFO, "none found (not needed: the gated files are already here)")]
     if not online:
+        if hub.token_warnings:
+            return [Finding("hf token", WARN, f"found ({hub.token_source}); " + "; ".join(hub.token_warnings),
+                            "store the token without surrounding whitespace")]
         return [Finding("hf token", OK, f"found ({hub.token_source}); not checked online (`doctor --online` does)")]
     try:
         user = hub.whoami()
     except OrchestratorError as e:
         return reach + [Finding("hf token", FAIL, e.message, e.hint)]
-    checks = reach + [Finding("hf token", OK, f"valid ({hub.token_source}): logged in as {user}")]
+    checks = reach + [Finding("hf token", WARN if hub.token_warnings else OK,
+                              f"valid ({hub.token_source}): logged in as {user}"
+                              + "".join(f"; {w}" for w in hub.token_warnings),
+                              "store the token without surrounding whitespace" if hub.token_warnings else None)]
     try:
         hub.file_info(models.FLUX_REPO, models.FLUX_DEV.filename, gated=True)
         checks.append(Finding("flux licence", OK, f"{user} has access to {models.FLUX_REPO}"))

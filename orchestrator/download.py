@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import models
-from orchestrator.errors import DownloadError, UsageError
+from orchestrator.errors import DownloadError, LockTimeout, UsageError
+from orchestrator.files import atomic_write_text, file_lock, fsync_dir
 from orchestrator.hub import EntryMissing, Hub, HubUnreachable, RemoteFile, TransferInterrupted
-from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.layout import Layout
 from orchestrator.progress import Reporter, format_bytes
 from orchestrator.transfer import HashingSink, Progress, verify_file
 
@@ -270,6 +271,7 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
         raise DownloadError(f"{target.name} arrived corrupt: {problem}; the bad copy was deleted",
                             hint="run the same command again to download it afresh")
     os.replace(partial, target)
+    fsync_dir(target.parent)
     _record(layout, item, remote, sink.sha256, verified=sink.checkable)
     if loud or resume:
         sink.progress.finish()
@@ -287,9 +289,16 @@ def _manifest_entry(layout: Layout, item: Item, manifest: dict[str, dict]) -> di
 
 
 def _record(layout: Layout, item: Item, remote: RemoteFile, sha256: str | None, *, verified: bool) -> None:
-    """Add one completed file to models/<MANIFEST_NAME> (read-modify-write, atomic)."""
-    manifest = models.read_manifest(layout)
-    manifest[_manifest_key(layout, item)] = {
+    """Add one completed file to models/<MANIFEST_NAME> (read-modify-write under its lock, atomic)."""
+    path = layout.models / models.MANIFEST_NAME
+    with file_lock(path):  # two downloads (`--only ae` and `--only clip_l`) may finish at the same time
+        manifest = models.read_manifest(layout)
+        manifest[_manifest_key(layout, item)] = _entry(item, remote, sha256, verified=verified)
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _entry(item: Item, remote: RemoteFile, sha256: str | None, *, verified: bool) -> dict:
+    return {
         "size": remote.size if remote.size is not None else _size(item.target),
         "sha256": sha256 or remote.sha256,
         "verified": verified,
@@ -299,7 +308,6 @@ def _record(layout: Layout, item: Item, remote: RemoteFile, sha256: str | None, 
         "filename": remote.filename,
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_text(layout.models / models.MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _recorded_complete(layout: Layout, item: Item, manifest: dict[str, dict]) -> bool:
@@ -312,21 +320,17 @@ def _recorded_complete(layout: Layout, item: Item, manifest: dict[str, dict]) ->
 @contextmanager
 def _project_lock(layout: Layout) -> Iterator[None]:
     """One `download` per project at a time (two would write the same partial files)."""
+    from contextlib import ExitStack
+
+    stack = ExitStack()
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on Linux/macOS
+        stack.enter_context(file_lock(layout.models / "download", timeout=0, what="download"))  # models/.download.lock
+    except LockTimeout as e:
+        raise DownloadError("another `download` is already running for this project",
+                            hint=f"wait for it to finish (or stop it), then run again ({(e.hint or '').split(';')[0]})"
+                            ) from None
+    with stack:
         yield
-        return
-    with open(layout.models / ".download.lock", "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DownloadError("another `download` is already running for this project",
-                                hint="wait for it to finish (or stop it), then run again") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _size(path: Path) -> int | None:

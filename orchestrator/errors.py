@@ -10,6 +10,7 @@
     ├── DependencyMissing                          exit 1: a Python package we need is not installed
     ├── DownloadError                              exit 1: the Hub or the disk failed us
     ├── TrainingFailed                             exit 1: the trainer exited badly (evidence: log tail)
+    ├── LockTimeout                                exit 1: another command holds a project file's lock
     └── ComfyError                                 exit 1
         ├── ComfyUnavailable                       exit 1: no server at the URL
         ├── ComfyRejected                          exit 2: the server refused the prompt (node errors)
@@ -78,6 +79,10 @@ class DownloadError(OrchestratorError):
 
 class TrainingFailed(OrchestratorError):
     """The trainer exited with an error, or without writing its LoRA."""
+
+
+class LockTimeout(OrchestratorError):
+    """Another command kept a project file locked for longer than we wait."""
 
 
 class ComfyError(OrchestratorError):

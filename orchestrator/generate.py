@@ -27,7 +27,8 @@ from orchestrator.comfy import events as ev
 from orchestrator.comfy.patch import TARGETS, PromptParams, patch_prompt
 from orchestrator.comfy.workflow import Workflow, load_workflow, to_api_prompt
 from orchestrator.errors import ConfigError
-from orchestrator.layout import Layout, atomic_write_bytes, atomic_write_text
+from orchestrator.files import atomic_write_bytes, atomic_write_text, file_lock
+from orchestrator.layout import Layout
 from orchestrator.progress import Reporter, format_duration
 
 BASE_WORKFLOW = "base_flux.json"
@@ -200,8 +201,9 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
         stem = f"{stamp.strftime('%H%M%S')}-{slugify(req.prompt)}-s{values.get('seed', seed)}"
         for k, image in enumerate(images):
             data = client.view(image)
-            path = unique_path(folder, stem if len(images) == 1 else f"{stem}-{k + 1}", ".png", taken)
-            atomic_write_bytes(path, data)
+            with file_lock(folder):  # another `generate` may pick a name in this folder at the same time
+                path = unique_path(folder, stem if len(images) == 1 else f"{stem}-{k + 1}", ".png", taken)
+                atomic_write_bytes(path, data)
             sidecar = path.with_suffix(".json")
             timings = {f"{key}_s": round(value, 3) for key, value in result.timings.items()}
             timings["download_s"] = round(time.monotonic() - fetch_started, 3)

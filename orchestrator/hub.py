@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from orchestrator import __version__
 from orchestrator.errors import DownloadError
+from orchestrator.hftoken import Token, check_token, find_token, redact
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PUBLIC_SITE = "https://huggingface.co"     # model cards and token settings live here, whatever the endpoint
@@ -77,17 +78,21 @@ class Hub:
     """A Hub endpoint plus the caller's token. Build with `Hub.from_env()`."""
 
     endpoint: str = DEFAULT_ENDPOINT
-    token_source: str | None = None         # "HF_TOKEN" | "saved login" | None (no token)
+    token_source: str | None = None         # "HF_TOKEN" | "--token" | "the token file PATH" | None (no token)
     timeout: float = 10.0
     _token: str | None = field(default=None, repr=False)
+    token_warnings: tuple[str, ...] = ()  # e.g. whitespace removed around the token (names the source only)
 
     @classmethod
-    def from_env(cls, endpoint: str | None = None, *, timeout: float = 10.0) -> "Hub":
-        """Endpoint from the argument or HF_ENDPOINT (read now, not at import); token from HF_TOKEN
-        or huggingface_hub's saved login."""
+    def from_env(cls, endpoint: str | None = None, *, timeout: float = 10.0, token: str | None = None) -> "Hub":
+        """Endpoint from the argument or HF_ENDPOINT (read now, not at import); token from `token` (--token),
+        HF_TOKEN or huggingface_hub's saved login, checked first (ConfigError naming the source when malformed)."""
         endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        token, source = _find_token()
-        return cls(endpoint=endpoint, token_source=source, timeout=timeout, _token=token)
+        found = _find_token(token, official_hub=_origin(endpoint) == _origin(DEFAULT_ENDPOINT))
+        if found.value is None:
+            return cls(endpoint=endpoint, timeout=timeout, token_warnings=found.warnings)
+        return cls(endpoint=endpoint, token_source=found.source, timeout=timeout, _token=found.value,
+                   token_warnings=found.warnings)
 
     @property
     def has_token(self) -> bool:
@@ -237,19 +242,22 @@ class _NoBar:
         return False
 
 
-def _find_token() -> tuple[str | None, str | None]:
-    """(token, where it came from). Reads HF_TOKEN first, then huggingface_hub's saved login."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = (os.environ.get(var) or "").strip()
-        if value:
-            return value, "HF_TOKEN" if var == "HF_TOKEN" else var
+def _find_token(explicit: str | None, *, official_hub: bool) -> Token:
+    """--token, HF_TOKEN, the token file (checked by hftoken), then huggingface_hub's other sources
+    (OIDC in CI, a Colab secret), checked the same way; a Token with value None when there is none."""
+    found = find_token(explicit, official_hub=official_hub) or Token(None, None)
+    if found.value is not None:
+        return found
     try:
         from huggingface_hub import get_token
 
         token = get_token()
     except Exception:  # a broken login file or OIDC set-up: behave as if not logged in
         token = None
-    return (token, "saved login (hf auth login)") if token else (None, None)
+    if not token:
+        return found
+    value, warnings = check_token(token, "huggingface_hub's login (OIDC or a Colab secret)", official_hub=official_hub)
+    return Token(value, "huggingface_hub's login", found.warnings + warnings)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -278,7 +286,7 @@ def _is_network_error(e: BaseException) -> bool:
 
 
 def _short(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
+    text = redact(" ".join(str(e).split())) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -68,6 +68,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)   # caches (dataset check's hashes) go under HOME
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ Every request is recorded (method, path, headers) so tests can check Range and A
 Misbehaviour on demand: `throttle` (seconds per 64 KiB chunk), `cut_after` (drop the connection
 after N body bytes, once per path), `pause_after` (stop after N body bytes until an event is set,
 once per path), `corrupt` (serve wrong bytes for a path), `fail_status`
-(answer every resolve with e.g. 503), `before_body` hook.
+(answer every resolve with e.g. 503), `before_body` hook, `echo_credentials` (put a refused token
+into the error message, as a careless mirror might).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class HubServer:
     corrupt: set[str] = field(default_factory=set)               # file names served with wrong bytes
     before_body: Callable[[str], None] | None = None
     fail_status: int | None = None                               # answer every resolve with this status
+    echo_credentials: bool = False                               # a careless mirror: echo a refused token back
 
     def add(self, repo: str, filename: str, data: bytes, *, lfs: bool = False) -> None:
         self.repos.setdefault(repo, {})[filename] = (data, lfs)
@@ -136,7 +138,7 @@ def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return self._error(hub.fail_status, None, "Internal Error - We're working hard to fix this")
             token = self._token()
             if token is not None and token not in hub.tokens:
-                return self._error(401, None, INVALID_CREDENTIALS)
+                return self._error(401, None, INVALID_CREDENTIALS + (f" ({token})" if hub.echo_credentials else ""))
             if repo not in hub.repos:
                 return self._error(401 if token is None else 404, "RepoNotFound", "Repository not found")
             if repo in hub.gated:

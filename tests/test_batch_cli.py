@@ -37,15 +37,17 @@ def test_plan_prints_count_entries_and_a_sample(run_cli, project):
 
 
 def test_plan_json_lists_every_job(run_cli, project):
+    copy_workflows(project)
     r = run_cli("batch", "plan", str(write_jobs(project)), "--json")
     doc = json.loads(r.out)
     assert doc["total"] == 16 and len(doc["jobs"]) == 16
     assert doc["jobs"][0]["name"] == "toy-0.6-1" and doc["jobs"][0]["strength"] == 0.6
 
 
-def test_plan_warns_about_a_missing_workflow(run_cli, project):
+def test_plan_fails_on_a_missing_workflow_as_run_does(run_cli, project):
     r = run_cli("batch", "plan", str(write_jobs(project)))
-    assert r.code == 0 and "warning: workflow workflows/finetuned_flux.json not found" in r.err
+    assert r.code == 2 and "job(s) cannot be turned into a ComfyUI prompt" in r.err
+    assert "workflow workflows/finetuned_flux.json not found" in r.err and r.out == ""
 
 
 def test_plan_bad_file_is_exit_2_with_lines(run_cli, project):
@@ -223,8 +225,8 @@ def test_plan_checks_the_prompts_offline(run_cli, project):
     copy_workflows(project)
     path = write_jobs(project, 'jobs:\n  - {prompt: a, set: {"Nope.steps": 3}}\n')
     r = run_cli("batch", "plan", str(path))
-    assert r.code == 0 and "1 image from 1 job entry" in r.out
-    assert "warning: 1 job(s) cannot be turned into a ComfyUI prompt (checked offline" in r.err
+    assert r.code == 2 and r.out == ""           # what `batch run` would refuse: an error, not a warning
+    assert "error: 1 job(s) cannot be turned into a ComfyUI prompt" in r.err
     assert "Nope" in r.err
     r = run_cli("batch", "plan", str(write_jobs(project)))
     assert r.err == ""

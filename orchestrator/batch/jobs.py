@@ -7,6 +7,8 @@ so a contact sheet has one column per seed). See `FORMAT` for the user documenta
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -47,6 +49,7 @@ DEFAULT_WORKFLOW_LORA = "workflows/finetuned_flux.json"
 DEFAULT_WORKFLOW_BASE = "workflows/base_flux.json"
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+_KEY_JSON = json.JSONEncoder(sort_keys=True, default=str)   # = json.dumps(..., sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,10 @@ class Job:
             "workflow": self.workflow, "set": {k: v for k, v in self.sets},
         }
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Stable identity of the job across runs: a hash of its settings."""
-        blob = json.dumps(self.settings(), sort_keys=True, default=str).encode()
+        """Stable identity of the job across runs: a hash of its settings (computed once per job)."""
+        blob = _KEY_JSON.encode(self.settings()).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -117,6 +120,8 @@ def load_job_file(path: Path) -> JobFile:
         raise ConfigError(f"cannot read job file {path}: {e.strerror or e}") from None
     try:
         data, lines = _parse_with_lines(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: an alias refers to itself (&a ... *a)", hint="write the value out") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -220,11 +225,12 @@ def expand(data: Any, lines: dict[tuple, int], path: Path) -> JobFile:
         pb.add(("jobs",), "expected a non-empty list of jobs (`jobs:` then `- prompt: ...`)")
         entries = []
     out = defaults.get("out", f"outputs/batch-{path.stem}")
-    if not isinstance(out, str) or not out.strip():
-        pb.add(("defaults", "out"), "expected a folder path")
+    if not isinstance(out, str) or not out.strip() or _bad_text(out, path_like=True):
+        pb.add(("defaults", "out"), "expected a folder path" + (f" ({_bad_text(out, path_like=True)})"
+                                                                  if isinstance(out, str) and out.strip() else ""))
     jobs: list[Job] = []
     for g, entry in enumerate(entries):
-        jobs.extend(_expand_entry(g, entry, defaults, pb))
+        jobs.extend(_expand_entry(g, entry, defaults, pb, start=len(jobs)))
     if pb.items:
         _raise(pb, path)
     unique, notes = _dedupe(jobs, pb)
@@ -239,7 +245,7 @@ def _raise(pb: _Problems, path: Path) -> None:
                       hint="fix the lines above; `batch plan FILE` checks a job file without running it")
 
 
-def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job]:
+def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems, *, start: int = 0) -> list[Job]:
     p = ("jobs", g)
     if not isinstance(entry, dict):
         pb.add(p, "expected a mapping like `- prompt: \"...\"`")
@@ -276,23 +282,24 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         return good
 
     def is_prompt(x):
-        return (isinstance(x, str) and bool(x.strip())), x
+        return (isinstance(x, str) and bool(x.strip()) and not _bad_text(x, multiline=True)), x
 
     def is_number(x):
-        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+            and -MAX_STRENGTH <= x <= MAX_STRENGTH
         return ok, (float(x) if ok else x)
 
     def is_lora(x):
         if x is None or (isinstance(x, str) and x.strip().lower() == "none"):
             return True, None
-        return (isinstance(x, str) and bool(x.strip())), x
+        return (isinstance(x, str) and bool(x.strip()) and not _bad_text(x, path_like=True)), x
 
     def is_size(x):
         m = _SIZE.match(str(x)) if isinstance(x, (str, int)) else None
-        if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        if not m:
             return False, x
         w, h = int(m.group(1)), int(m.group(2))
-        return (w % 8 == 0 and h % 8 == 0), (w, h)
+        return (w % 8 == 0 and h % 8 == 0 and MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE), (w, h)
 
     if "prompt" not in merged and "prompts" not in merged:
         pb.add(p, "missing `prompt`")
@@ -300,27 +307,36 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
     prompts = one_or_many("prompt", "prompts", is_prompt, "a non-empty prompt text")
     loras = one_or_many("lora", "loras", is_lora, "a LoRA file name (or none)") if (
         "lora" in merged or "loras" in merged) else [None]
-    strengths = one_or_many("strength", "strengths", is_number, "a number") if (
-        "strength" in merged or "strengths" in merged) else [1.0]
-    sizes = one_or_many("size", "sizes", is_size, "a size WxH with multiples of 8 (e.g. 1024x1024)") if (
-        "size" in merged or "sizes" in merged) else [(1024, 1024)]
+    strengths = one_or_many("strength", "strengths", is_number, f"a number from -{MAX_STRENGTH} to {MAX_STRENGTH}") \
+        if ("strength" in merged or "strengths" in merged) else [1.0]
+    sizes = one_or_many("size", "sizes", is_size, f"a size WxH with multiples of 8 from {MIN_SIDE} to {MAX_SIDE} "
+                        "(e.g. 1024x1024)") if ("size" in merged or "sizes" in merged) else [(1024, 1024)]
     seeds = _seeds(entry, merged, src, pb, p)
-    steps = _typed(merged, "steps", int, src, pb, "a whole number of steps >= 1", lambda v: v >= 1)
-    guidance = _typed(merged, "guidance", (int, float), src, pb, "a number >= 0",
-                      lambda v: math.isfinite(v) and v >= 0)
-    sampler = _typed(merged, "sampler", str, src, pb, "a sampler name")
-    scheduler = _typed(merged, "scheduler", str, src, pb, "a scheduler name")
-    workflow = _typed(merged, "workflow", str, src, pb, "a workflow file path")
-    template = _typed(merged, "name", str, src, pb, "a name template like \"toy-{strength}-{seed}\"") or DEFAULT_NAME
+    steps = _typed(merged, "steps", int, src, pb, f"a whole number of steps from 1 to {MAX_STEPS}",
+                   lambda v: 1 <= v <= MAX_STEPS)
+    guidance = _typed(merged, "guidance", (int, float), src, pb, f"a number from 0 to {MAX_GUIDANCE}",
+                      lambda v: math.isfinite(v) and 0 <= v <= MAX_GUIDANCE)
+    sampler = _typed(merged, "sampler", str, src, pb, "a sampler name", _plain)
+    scheduler = _typed(merged, "scheduler", str, src, pb, "a scheduler name", _plain)
+    workflow = _typed(merged, "workflow", str, src, pb, "a workflow file path",
+                      lambda v: bool(v.strip()) and not _bad_text(v, path_like=True))
+    template = _typed(merged, "name", str, src, pb, "a name template like \"toy-{strength}-{seed}\"",
+                      _plain) or DEFAULT_NAME
     sets = _sets(merged, src, pb)
     jobs: list[Job] = []
+    line = pb.lines.get(p, 1)
+    guidance_v = None if guidance is None else float(guidance)
+    slugs = {x: _slug(x) for x in prompts}            # per distinct value, not per job: a grid repeats them
+    labels = {x: lora_label(x) for x in loras}
+    shown = {x: _fmt_float(x) for x in [*strengths, 0.0]}
+    guidance_label = _fmt_float(guidance) if guidance is not None else ""
     for prompt, (w, h), lora, strength, seed in itertools.product(prompts, sizes, loras, strengths, seeds):
         wf = workflow or (DEFAULT_WORKFLOW_LORA if lora is not None else DEFAULT_WORKFLOW_BASE)
         strength_v = strength if lora is not None else 0.0
-        fields = {"prompt": prompt, "slug": _slug(prompt), "lora": lora_label(lora),
-                  "strength": _fmt_float(strength_v), "seed": seed, "size": f"{w}x{h}", "width": w,
-                  "height": h, "steps": steps if steps is not None else "", "guidance":
-                  _fmt_float(guidance) if guidance is not None else "", "group": g + 1}
+        fields = {"prompt": prompt, "slug": slugs[prompt], "lora": labels[lora],
+                  "strength": shown[strength_v], "seed": seed, "size": f"{w}x{h}", "width": w,
+                  "height": h, "steps": steps if steps is not None else "", "guidance": guidance_label,
+                  "group": g + 1}
         try:
             raw = template.format(index=len(jobs) + 1, **fields)
         except (KeyError, IndexError, ValueError, AttributeError) as e:
@@ -331,11 +347,30 @@ def _expand_entry(g: int, entry: Any, defaults: dict, pb: _Problems) -> list[Job
         if not name:
             pb.add(src("name"), f"name template {template!r} gives an empty file name")
             return []
-        jobs.append(Job(index=0, group=g, line=pb.lines.get(p, 1), name=name, prompt=prompt, seed=seed,
+        jobs.append(Job(index=start + len(jobs), group=g, line=line, name=name, prompt=prompt, seed=seed,
                         lora=lora, strength=strength_v, width=w, height=h, steps=steps,
-                        guidance=None if guidance is None else float(guidance), sampler=sampler,
-                        scheduler=scheduler, workflow=wf, sets=sets))
+                        guidance=guidance_v, sampler=sampler, scheduler=scheduler, workflow=wf, sets=sets))
     return jobs
+
+
+# Ranges of ComfyUI's own inputs (EmptySD3LatentImage, BasicScheduler, FluxGuidance, LoraLoader): past
+# them the server rejects the prompt, so the job file is refused up front.
+MIN_SIDE, MAX_SIDE, MAX_STEPS, MAX_GUIDANCE, MAX_STRENGTH = 16, 16384, 10000, 100, 100
+MAX_PATH = 4096
+
+
+def _bad_text(text: str, *, path_like: bool = False, multiline: bool = False) -> str | None:
+    """Why `text` cannot be a value here (control characters, too long), or None."""
+    allowed = "\n\r\t" if multiline else ""
+    if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in text):
+        return "contains a control character"
+    if path_like and (len(text) > MAX_PATH or any(len(part) > 255 for part in re.split(r"[/\\]", text))):
+        return "too long for a path"
+    return None
+
+
+def _plain(v: str) -> bool:
+    return not _bad_text(v) and len(v) <= 1000
 
 
 def _fmt_float(v: float) -> str:
@@ -417,5 +452,9 @@ def _dedupe(jobs: list[Job], pb: _Problems) -> tuple[list[Job], list[str]]:
                    "add the varying fields to `name`, e.g. \"{slug}-{lora}-{strength}-{seed}\"")
             continue
         by_key[job.key] = by_name[job.name] = job
-        unique.append(Job(**{**job.__dict__, "index": len(unique)}))
+        if job.index != len(unique):   # renumbered after a dropped duplicate
+            moved = dataclasses.replace(job, index=len(unique))
+            moved.__dict__["key"] = job.key   # the cached key: the index is not part of it
+            job = moved
+        unique.append(job)
     return unique, notes

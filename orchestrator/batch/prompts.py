@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ class PromptBuilder:
         self.layout = layout
         self._object_info = object_info
         self._schema = None
-        self._bases: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._bases: dict[str, _Base] = {}
         self.schema_source = "builtin"
 
     def _schemas(self):
@@ -37,7 +38,8 @@ class PromptBuilder:
                 self._schema = load_builtin_schema()
         return self._schema
 
-    def _base(self, workflow: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _base(self, workflow: str) -> "_Base":
+        from orchestrator.comfy.patch import PromptTemplate
         from orchestrator.comfy.workflow import load_workflow, to_api_prompt
 
         if workflow not in self._bases:
@@ -48,16 +50,18 @@ class PromptBuilder:
                                   hint="workflow paths in a job file are relative to the project folder")
             wf = load_workflow(path)
             prompt = to_api_prompt(wf, self._schemas() if wf.kind == "ui" else None, rng=random.Random(0))
-            self._bases[workflow] = (prompt, wf.data if wf.kind == "ui" else None)
+            types = frozenset(n.get("class_type") for n in prompt.values())
+            self._bases[workflow] = _Base(prompt, wf.data if wf.kind == "ui" else None, PromptTemplate(prompt), types)
         return self._bases[workflow]
 
     def build(self, job: Job, *, with_ui: bool = True) -> Payload:
         """The patched prompt for one job; ConfigError when the workflow cannot take a setting.
-        `with_ui=False` skips copying the browser workflow (what `check` needs: it is per-job work)."""
-        from orchestrator.comfy.patch import PromptParams, patch_prompt
+        `with_ui=False` (what `check` needs) skips the browser workflow and shares the template's unpatched
+        nodes instead of copying them: the prompt is for reading only then."""
+        from orchestrator.comfy.patch import PromptParams
 
-        base, ui = self._base(job.workflow)
-        types = {n.get("class_type") for n in base.values()}
+        b = self._base(job.workflow)
+        base, ui, types = b.prompt, b.ui, b.types
         has_lora = bool(types & {"LoraLoader", "LoraLoaderModelOnly"})
         if job.lora is not None and not has_lora:
             raise ConfigError(f"job {job.name}: LoRA {job.lora} given but {job.workflow} has no LoraLoader",
@@ -73,7 +77,7 @@ class PromptBuilder:
             filename_prefix=None if own_prefix or "SaveImage" not in types else f"batch/{job.name}",
             sets=sets)
         try:
-            prompt = patch_prompt(base, params)
+            prompt = b.template.patch(params, share=not with_ui)
         except ConfigError as e:
             raise ConfigError(f"job {job.name} (line {job.line}): {e.message}", hint=e.hint, details=e.details) from None
         if ui is not None and with_ui:  # the PNG's workflow reopens in the browser with this image's values
@@ -83,12 +87,26 @@ class PromptBuilder:
         return Payload(prompt=prompt, workflow=ui)
 
     def check(self, jobs: Sequence[Job]) -> None:
-        """Build every job before anything is queued: a workflow that cannot take the settings fails now."""
+        """Build every job before anything is queued: a workflow that cannot take the settings fails now.
+
+        Jobs that differ only in seed, size, strength and name are built once, when that one builds: whether
+        a patch fails depends on the graph and on string values, and these are numbers the job file already
+        checked (whole seeds and sizes, finite strengths) and a name that goes where a text goes. Jobs of a
+        kind that fails are each built, so every problem line is the one a per-job build gives."""
         problems: list[str] = []
         seen: set[str] = set()
+        passed: set[tuple] = set()
         for job in jobs:
+            kind = (job.workflow, job.prompt, job.lora, job.steps, job.guidance, job.sampler, job.scheduler, job.sets)
+            try:
+                if kind in passed:
+                    continue
+            except TypeError:   # an unhashable `set:` value (a list): no short cut
+                kind = None
             try:
                 self.build(job, with_ui=False)
+                if kind is not None:
+                    passed.add(kind)
             except ConfigError as e:
                 line = e.message if not e.details else f"{e.message} ({'; '.join(e.details[:3])})"
                 if line not in seen:
@@ -97,6 +115,16 @@ class PromptBuilder:
         if problems:
             raise ConfigError(f"{len(problems)} job(s) cannot be turned into a ComfyUI prompt", details=problems[:20],
                               hint="fix the job file or the workflow; `batch plan FILE` shows the jobs")
+
+
+@dataclass(frozen=True)
+class _Base:
+    """A workflow converted once: its API prompt, browser workflow, patch template and node types."""
+
+    prompt: dict[str, Any]
+    ui: dict[str, Any] | None
+    template: Any
+    types: frozenset
 
 
 def _split(ref: str) -> tuple[str, str]:

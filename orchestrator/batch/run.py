@@ -9,9 +9,10 @@ from pathlib import Path
 from orchestrator.batch.jobs import Job, JobFile
 from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
 from orchestrator.batch.outputs import make_saver
+from orchestrator.batch.plan import check_conflicts
 from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings
 from orchestrator.batch.sheets import Sheet, make_sheets, write_index
-from orchestrator.errors import ComfyError, ConfigError
+from orchestrator.errors import ComfyError
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,6 @@ class BatchSummary:
     index: Path | None
     sheets: tuple[Path, ...]
     failures: tuple[tuple[str, str], ...]   # (job name, error)
-
-
-def check_conflicts(jobs: Sequence[Job], manifest: Manifest) -> None:
-    """Refuse to overwrite images an earlier, different version of the job file made under the same name."""
-    keys = {j.key for j in jobs}
-    names = {j.name: j for j in jobs}
-    clashes = [f"{rec.name}: made with other settings ({', '.join(rec.files) or 'no files'})"
-               for rec in manifest.jobs.values()
-               if rec.state == "done" and rec.key not in keys and rec.name in names]
-    if clashes:
-        raise ConfigError(f"{len(clashes)} output name(s) in {manifest.path.parent} belong to a different version of "
-                          "this job file", details=clashes[:10],
-                          hint="use a new --out folder, or change the `name` template, so nothing is overwritten")
 
 
 def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_dir: Path,
@@ -100,7 +88,7 @@ def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = job_file.jobs
     with Manifest(out_dir / MANIFEST_NAME) as manifest:
-        check_conflicts(jobs, manifest)
+        check_conflicts(jobs, manifest.jobs, out_dir)   # again, under the manifest's lock
         save = make_saver(out_dir, job_file.path)
         scheduler = Scheduler(servers, manifest, build, save, settings)
         with manifest.deferred_sync():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import TextIO
 from orchestrator import __version__
 from orchestrator.cli.context import Context
 from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.hftoken import redact, remember
 
 PROG = "python -m orchestrator"
 
@@ -91,13 +93,42 @@ def _add_common_to_subcommands(parser: argparse.ArgumentParser) -> None:
                 _add_common_to_subcommands(child)
 
 
+MAX_LINE = 600   # characters of one error line: a 10,000-character value must not fill the screen
+
+
+def _line(text: str) -> str:
+    text = redact(text)
+    return text if len(text) <= MAX_LINE else text[:MAX_LINE - 1] + "…"
+
+
 def render_error(err: OrchestratorError, stream: TextIO) -> None:
-    """`error: ...`, indented evidence lines, then `hint: ...`."""
-    stream.write(f"error: {err.message}\n")
+    """`error: ...`, indented evidence lines, then `hint: ...`; a token that slipped into any of them is masked."""
+    stream.write(_line(f"error: {err.message}") + "\n")
     for line in err.details:
-        stream.write(f"  {line}\n")
+        stream.write(_line(f"  {line}") + "\n")
     if err.hint:
-        stream.write(f"hint: {err.hint}\n")
+        stream.write(_line(f"hint: {err.hint}") + "\n")
+
+
+def _print_traceback(stream: TextIO) -> None:
+    """The current exception's traceback (--debug), with any token masked."""
+    stream.write(redact(traceback.format_exc()))
+
+
+def _unexpected(e: BaseException, stream: TextIO) -> None:
+    stream.write(redact(f"error: unexpected {type(e).__name__}: {e}\n"))
+    stream.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
+
+
+def _remember_secrets(argv: Sequence[str]) -> None:
+    """Values of HF_TOKEN and --token, masked in every error we print (defence in depth)."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        remember(os.environ.get(name))
+    for i, word in enumerate(argv):
+        if word == "--token" and i + 1 < len(argv):
+            remember(argv[i + 1])
+        elif word.startswith("--token="):
+            remember(word[len("--token="):])
 
 
 def check_project_dir(value: str, *, may_create: bool) -> None:
@@ -156,6 +187,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     err = stderr if stderr is not None else sys.stderr
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
+    _remember_secrets(args_list)
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(args_list)
@@ -175,7 +207,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
             ctx.close()
     except OrchestratorError as e:
         if debug:
-            traceback.print_exc(file=err)
+            _print_traceback(err)
         render_error(e, err)
         return e.exit_code
     except KeyboardInterrupt:
@@ -185,21 +217,19 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         return 1
     except OSError as e:
         if debug:
-            traceback.print_exc(file=err)
+            _print_traceback(err)
         file_error = os_error(e)
         if file_error is not None:  # the disk or a path failed us: not a bug, say which and what to do
             render_error(file_error, err)
             return file_error.exit_code
-        err.write(f"error: unexpected {type(e).__name__}: {e}\n")
-        err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
+        _unexpected(e, err)
         return 1
     except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
         if debug:
-            traceback.print_exc(file=err)
+            _print_traceback(err)
         missing = _missing_dependency(e)
         if missing is not None:  # a package that is not installed is the set-up's problem, not a bug
             render_error(missing, err)
             return missing.exit_code
-        err.write(f"error: unexpected {type(e).__name__}: {e}\n")
-        err.write("hint: this is a bug in flux-orchestrator; rerun with --debug and report the traceback\n")
+        _unexpected(e, err)
         return 1

@@ -30,6 +30,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: `out` in the file, or outputs/batch-<name>)")
     p.add_argument("--sample", type=argtypes.count, default=12, metavar="N", help="jobs to list (default 12; 0 = all)")
     p.add_argument("--json", action="store_true", help="print every job as JSON")
+    p.add_argument("--server", action="append", metavar="URL", default=[],
+                   help="check the prompts against this ComfyUI server's nodes, as `batch run` does (default: "
+                        "offline, against the built-in node schemas)")
+    p.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="S", help="HTTP timeout with --server")
     p.set_defaults(handler=run_plan)
 
     p = sub.add_parser("run", help="run (or resume) every job of a job file",
@@ -60,34 +64,31 @@ def _format_doc() -> str:
     return "job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
 
 
-def _load(args: argparse.Namespace, ctx: Context):
-    from orchestrator.batch.jobs import load_job_file
+def _plan(args: argparse.Namespace, ctx: Context, servers=None):
+    """The one planning function `plan` and `run` share (orchestrator.batch.plan)."""
+    from orchestrator.batch.plan import plan_batch
 
-    jf = load_job_file(Path(args.file))
-    out = Path(args.out).expanduser().resolve() if args.out else _project_path(ctx, jf.out)
-    if out.exists() and not out.is_dir():
-        where = "--out" if args.out else f"{args.file}: out:"
-        raise UsageError(f"{where} {out} is a file, not a folder", hint="give a folder for the images")
-    return jf, out
-
-
-def _project_path(ctx: Context, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else ctx.layout.root / p
+    return plan_batch(ctx.layout, Path(args.file), out=args.out, servers=servers)
 
 
 def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.batch.jobs import lora_label
-    from orchestrator.batch.manifest import MANIFEST_NAME, read_manifest
     from orchestrator.cli.table import render_table
 
-    jf, out = _load(args, ctx)
-    jobs = jf.jobs
+    servers = None
+    if args.server:
+        from orchestrator.batch.comfy_server import connect_servers
+
+        urls = _server_urls(args, ctx)
+        servers = lambda: connect_servers(urls, timeout=args.timeout)  # noqa: E731
+    plan = _plan(args, ctx, servers)
+    for s in plan.servers:
+        s.close()
+    jf, out, jobs, states = plan.job_file, plan.out, plan.jobs, plan.earlier
     if args.json:
         ctx.out_json({"file": str(jf.path), "out": str(out), "total": len(jobs),
                       "jobs": [{"key": j.key, **j.settings()} for j in jobs]})
         return 0
-    states, _ = read_manifest(out / MANIFEST_NAME)
     per_group: dict[int, int] = {}
     for j in jobs:
         per_group[j.group] = per_group.get(j.group, 0) + 1
@@ -108,26 +109,7 @@ def run_plan(args: argparse.Namespace, ctx: Context) -> int:
         done = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "done")
         failed = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "failed")
         ctx.out(f"earlier runs in {out}: {done} done, {failed} failed, {len(jobs) - done} to make")
-    workflows = sorted({j.workflow for j in jobs})
-    missing = [w for w in workflows if not _project_path(ctx, w).exists()]
-    for w in missing:
-        ctx.warn(f"workflow {w} not found under {ctx.layout.root}")
-    if not missing:
-        _check_offline(jobs, ctx)
     return 0
-
-
-def _check_offline(jobs, ctx: Context) -> None:
-    """Patch every job's prompt with the built-in node schemas: what `run` would refuse, said now."""
-    from orchestrator.batch.prompts import PromptBuilder
-    from orchestrator.errors import ConfigError
-
-    try:
-        PromptBuilder(ctx.layout).check(jobs)
-    except ConfigError as e:
-        ctx.warn(f"{e.message} (checked offline with the built-in node schemas):")
-        for line in e.details:
-            ctx.log(f"  {line}")
 
 
 def _sample(jobs, n: int):
@@ -230,16 +212,13 @@ def format_progress(p: Any) -> str:
 
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.batch.prompts import PromptBuilder
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
 
     if args.depth < 1:
         raise UsageError(f"--depth {args.depth}: must be at least 1 (2 keeps the GPU busy between images)")
-    jf, out = _load(args, ctx)
-    servers = _servers(args, ctx)
-    builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
-    builder.check(jf.jobs)
+    plan = _plan(args, ctx, lambda: _servers(args, ctx))
+    jf, out, builder, servers = plan.job_file, plan.out, plan.builder, list(plan.servers)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
             f"(depth {args.depth})")

@@ -16,6 +16,9 @@ MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "info": "info"}
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--online", action="store_true",
                         help="also check the Hugging Face token and FLUX.1-dev access with the Hub")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help="Hugging Face token to use (default: HF_TOKEN, else the `hf auth login` token file); "
+                             "prefer those: a command-line argument is visible in the process list")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON (for scripts)")
     parser.add_argument("--variant", choices=("fp16", "fp8"), default=None,
                         help="which T5-XXL to expect (default: the one present, else fp16)")
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.engine import connect
     from orchestrator.hub import Hub
 
-    probes = doctor.Probes(connect=lambda: connect(timeout=5), hub=Hub.from_env)
+    probes = doctor.Probes(connect=lambda: connect(timeout=5), hub=lambda: Hub.from_env(token=args.token))
     checks = doctor.run_checks(ctx.layout, probes, variant=args.variant, port=args.port, online=args.online)
     blocking = [c for c in checks if c.blocking]
     if args.json:

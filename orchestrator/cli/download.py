@@ -26,6 +26,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="also check the SHA-256 of files already present against the Hub "
                              "(corrupt files are downloaded again)")
+    parser.add_argument("--token", metavar="TOKEN",
+                        help="Hugging Face token to use (default: HF_TOKEN, else the `hf auth login` token file); "
+                             "prefer those: a command-line argument is visible in the process list")
     parser.epilog = (parser.epilog or "") + (
         "\n\nFLUX.1-dev is gated: accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev,\n"
         "then `hf auth login` or `export HF_TOKEN=hf_...`. Interrupted downloads resume on the next run.")
@@ -37,7 +40,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.hub import Hub
 
     items = dl.plan_items(ctx.layout, args.only, args.variant)
-    hub = Hub.from_env()
+    hub = Hub.from_env(token=args.token)
+    for warning in hub.token_warnings:
+        ctx.warn(warning)
     if args.dry_run:
         return _dry_run(ctx, items, hub)
     try:

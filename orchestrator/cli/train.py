@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 HELP = "Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)"
 EXAMPLES = """train --plan
 train --preset default --set network_dim=32
+train --set sample_prompts=none --unset seed
 train --preset 24gb --name tjtoy_v2
 train --config train.yaml --plan --json
 train --gpus 2
@@ -38,7 +39,12 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="YAML file of overrides (default: train.yaml in the project folder, if present)")
     parser.add_argument("--set", dest="sets", metavar="KEY=VALUE", action="append", default=[],
                         help="override one key, e.g. --set network_dim=32 --set network_args.train_blocks=single "
-                             "(repeatable; applied last)")
+                             "(repeatable; applied last). none, null, false or off turn an optional feature off: "
+                             "--set sample_prompts=none makes no samples (and drops the preset's sample schedule); "
+                             "an empty value (KEY=) is an error")
+    parser.add_argument("--unset", dest="sets", metavar="KEY", action=_Unset, default=[],
+                        help="remove one key (same as --set KEY=null): sd-scripts' own default applies; "
+                             "KEY.SUB removes one entry of network_args/optimizer_args (repeatable)")
     parser.add_argument("--name", metavar="NAME", help="output name of the LoRA (models/loras/NAME.safetensors)")
     parser.add_argument("--gpus", metavar="all|N|0,1",
                         help="GPUs: all, a count N (the first N), or ids like 0,1 / 2,3 (one id: device=1); more "
@@ -52,10 +58,24 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
+class _Unset(argparse.Action):
+    """`--unset KEY` is `--set KEY=null`, kept in order with the --set options."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        key = str(values).strip()
+        if not key or "=" in key:
+            raise ConfigError(f"--unset {values!r}: expected a key name without a value",
+                              hint="e.g. --unset network_dim (to set a value: --set KEY=VALUE)")
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append(f"{key}=null")
+        setattr(namespace, self.dest, items)
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     # deferred: the planner's modules cost ~70 ms, kept off every `--help` (bench/cli_startup.py)
     from orchestrator.cli.train_view import render_plan
     from orchestrator.train.api import TrainOptions, plan_training
+    from orchestrator.train.checks import blocking_error
     from orchestrator.train.prepare import plan_json
 
     if args.json and not args.plan:
@@ -71,13 +91,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ctx.out_json({"ok": False, "error": {"message": e.message, "hint": e.hint, "details": e.details},
                           "checks": []})
         raise
+    # --plan and the run share prepare() and this verdict, so a plan that passes is a run that starts
+    failure = blocking_error(prepared.checks)
     if args.plan:
         if args.json:
             ctx.out_json(plan_json(prepared))
         else:
             ctx.out(render_plan(prepared, ctx.layout.root, verbose=ctx.verbose))
-        return 0 if prepared.ok else 2
-    return _run(ctx, env, prepared)
+    if failure is not None:
+        raise failure
+    return 0 if args.plan else _run(ctx, env, prepared)
 
 
 def _run(ctx: Context, env: RuntimeEnv, prepared: Prepared) -> int:

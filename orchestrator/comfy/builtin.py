@@ -232,12 +232,18 @@ def write_builtin_workflows(folder: Path) -> list[Path]:
 def ensure_builtin_workflows(folder: Path, *, force: bool = False) -> list[Path]:
     """Write the shipped workflows that are missing from `folder` (all of them with `force`); never
     touches a file the user edited unless forced. Returns the paths written."""
-    written = []
-    for filename, doc in builtin_workflows().items():
-        path = folder / filename
-        if force or not path.exists():
-            atomic_write_text(path, render(doc))
-            written.append(path)
+    from orchestrator.files import atomic_write_text, file_lock
+
+    written: list[Path] = []
+    docs = builtin_workflows()
+    if not force and all((folder / name).exists() for name in docs):
+        return written   # nothing to write: no lock either (the folder may be read-only)
+    with file_lock(folder):  # the check and the write together: a file saved meanwhile is never overwritten
+        for filename, doc in docs.items():
+            path = folder / filename
+            if force or not path.exists():
+                atomic_write_text(path, render(doc))
+                written.append(path)
     return written
 
 

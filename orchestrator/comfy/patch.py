@@ -20,7 +20,7 @@ from typing import Any
 from orchestrator.comfy.validate import validate_prompt
 from orchestrator.errors import ConfigError
 
-__all__ = ["PromptParams", "patch_prompt", "parse_set", "required_models", "positive_text_nodes",
+__all__ = ["PromptParams", "PromptTemplate", "patch_prompt", "parse_set", "required_models", "positive_text_nodes",
            "MODEL_INPUTS", "validate_prompt"]
 
 
@@ -174,18 +174,123 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
     return value
 
 
-def _assign(prompt: dict[str, Any], node_id: str, input_name: str, value: Any, label: str) -> None:
-    """Set one input; a linked input is followed to a primitive node whose value is set instead."""
-    inputs = prompt[node_id].setdefault("inputs", {})
-    current = inputs.get(input_name)
+_PARAM_NAMES = tuple(f.name for f in fields(PromptParams) if f.name not in ("text", "sets"))
+TEXT = "the prompt text"
+
+# A route says where one parameter goes: the (node, input, label) assignments in order, or the error
+# that stops it at that point (e.g. the companion of `width` is ambiguous after `width` itself was set).
+_Step = tuple[str, str, str] | ConfigError
+
+
+class PromptTemplate:
+    """An API prompt prepared for many patches (a batch): where each parameter goes is worked out once,
+    from the graph's structure; `patch` copies the prompt, or with share=True only the nodes it changes
+    (the others stay the template's own objects: read them, never write them)."""
+
+    def __init__(self, prompt: Mapping[str, Any]) -> None:
+        self.prompt: dict[str, Any] = dict(prompt)
+        self._routes: dict[str, list[_Step]] = {}
+        self._refs: dict[str, str | ConfigError] = {}
+
+    def patch(self, params: PromptParams, *, share: bool = False) -> dict[str, Any]:
+        """The patched prompt; ConfigError when a parameter has no or several candidate nodes."""
+        work = _Work(self.prompt, share)
+        if params.text is not None:
+            self._put(work, TEXT, params.text)
+        for name in _PARAM_NAMES:
+            value = getattr(params, name)
+            if value is not None:
+                if name in INTEGER_PARAMS:
+                    value = int(value)
+                elif name in FLOAT_PARAMS:
+                    value = float(value)
+                self._put(work, name, value)
+        for ref, input_name, value in params.sets:
+            self._set(work, ref, input_name, value)
+        return work.out
+
+    def _put(self, work: "_Work", name: str, value: Any) -> None:
+        route = self._routes.get(name)
+        if route is None:
+            route = self._routes[name] = self._route(name)
+        for step in route:
+            if isinstance(step, ConfigError):
+                raise ConfigError(step.message, hint=step.hint, details=step.details)
+            node_id, input_name, where = step
+            inputs = work.inputs(node_id)
+            inputs[input_name] = _coerce(value, inputs.get(input_name), where)
+
+    def _route(self, name: str) -> list[_Step]:
+        prompt, steps = self.prompt, []
+        try:
+            if name == TEXT:
+                found = [(nid, TEXT_ENCODERS[prompt[nid]["class_type"]][0]) for nid in positive_text_nodes(prompt)]
+                pairs = [(cls, inputs[0]) for cls, inputs in TEXT_ENCODERS.items()]
+                target = _one(prompt, found, TEXT, pairs)
+                assert target is not None
+                for input_name in TEXT_ENCODERS[prompt[target[0]]["class_type"]]:
+                    steps.append(_follow(prompt, target[0], input_name, TEXT))
+                return steps
+            pairs = TARGETS[name]
+            target = _one(prompt, _candidates(prompt, pairs), name, pairs)
+            assert target is not None
+            steps.append(_follow(prompt, target[0], target[1], name))
+            for companion in COMPANIONS.get(name, ()):
+                other = _one(prompt, _candidates(prompt, (companion,)), name, (companion,), optional=True)
+                if other is not None:
+                    steps.append(_follow(prompt, other[0], other[1], name))
+        except ConfigError as e:
+            steps.append(e)
+        return steps
+
+    def _set(self, work: "_Work", ref: str, input_name: str, value: Any) -> None:
+        node_id = self._refs.get(ref)
+        if node_id is None:
+            try:
+                node_id = find_node(self.prompt, ref)
+            except ConfigError as e:
+                node_id = e
+            self._refs[ref] = node_id
+        if isinstance(node_id, ConfigError):
+            raise ConfigError(node_id.message, hint=node_id.hint, details=node_id.details)
+        inputs = work.out[node_id].get("inputs") or {}
+        if input_name not in inputs:
+            raise ConfigError(f"--set {ref}.{input_name}: node {_describe(work.out, node_id)} has no input "
+                              f"{input_name!r}", hint="its inputs: " + (", ".join(inputs) or "none"))
+        inputs = work.inputs(node_id)
+        inputs[input_name] = _coerce(value, inputs[input_name], f"--set {ref}.{input_name}")
+
+
+class _Work:
+    """The prompt being patched: a deep copy, or (share) the template's nodes, each copied on first write."""
+
+    def __init__(self, base: dict[str, Any], share: bool) -> None:
+        self.out: dict[str, Any] = dict(base) if share else copy.deepcopy(base)
+        self._own: set[str] | None = set() if share else None
+
+    def inputs(self, node_id: str) -> dict[str, Any]:
+        """The writable inputs of a node."""
+        own = self._own
+        if own is not None and node_id not in own:
+            node = dict(self.out[node_id])
+            node["inputs"] = dict(node["inputs"]) if "inputs" in node else {}
+            self.out[node_id] = node
+            own.add(node_id)
+            return node["inputs"]
+        return self.out[node_id].setdefault("inputs", {})
+
+
+def _follow(prompt: Mapping[str, Any], node_id: str, input_name: str, label: str) -> _Step:
+    """Where setting `input_name` of `node_id` lands: a linked input is followed to a primitive node's value."""
+    current = (prompt[node_id].get("inputs") or {}).get(input_name)
     if _is_link(current):
         origin = str(current[0])
         if origin in prompt and prompt[origin].get("class_type") in PRIMITIVE_TYPES:
-            return _assign(prompt, origin, "value", value, label)
-        raise ConfigError(f"cannot set {label}: input {input_name} of node {_describe(prompt, node_id)} is wired to "
-                          f"node {_describe(prompt, origin) if origin in prompt else origin}",
-                          hint=f"set that node's value with --set {origin}.INPUT=VALUE")
-    inputs[input_name] = _coerce(value, current, f"{label} (node {node_id} input {input_name})")
+            return _follow(prompt, origin, "value", label)
+        return ConfigError(f"cannot set {label}: input {input_name} of node {_describe(prompt, node_id)} is wired to "
+                           f"node {_describe(prompt, origin) if origin in prompt else origin}",
+                           hint=f"set that node's value with --set {origin}.INPUT=VALUE")
+    return (node_id, input_name, f"{label} (node {node_id} input {input_name})")
 
 
 def _one(prompt: dict[str, Any], found: list[tuple[str, str]], label: str, pairs: Iterable[tuple[str, str]],
@@ -202,30 +307,6 @@ def _one(prompt: dict[str, Any], found: list[tuple[str, str]], label: str, pairs
     raise ConfigError(f"cannot set {label}: several nodes could take it: "
                       + ", ".join(_describe(prompt, nid) for nid, _ in found),
                       hint=f"choose one with --set {found[0][0]}.{found[0][1]}=VALUE")
-
-
-def _patch_param(prompt: dict[str, Any], name: str, value: Any) -> None:
-    if name in INTEGER_PARAMS:
-        value = int(value)
-    elif name in FLOAT_PARAMS:
-        value = float(value)
-    pairs = TARGETS[name]
-    target = _one(prompt, _candidates(prompt, pairs), name, pairs)
-    assert target is not None
-    _assign(prompt, target[0], target[1], value, name)
-    for companion in COMPANIONS.get(name, ()):
-        other = _one(prompt, _candidates(prompt, (companion,)), name, (companion,), optional=True)
-        if other is not None:
-            _assign(prompt, other[0], other[1], value, name)
-
-
-def _patch_text(prompt: dict[str, Any], text: str) -> None:
-    found = [(nid, TEXT_ENCODERS[prompt[nid]["class_type"]][0]) for nid in positive_text_nodes(prompt)]
-    pairs = [(cls, inputs[0]) for cls, inputs in TEXT_ENCODERS.items()]
-    target = _one(prompt, found, "the prompt text", pairs)
-    assert target is not None
-    for input_name in TEXT_ENCODERS[prompt[target[0]]["class_type"]]:
-        _assign(prompt, target[0], input_name, text, "the prompt text")
 
 
 def find_node(prompt: Mapping[str, Any], ref: str) -> str:
@@ -247,29 +328,9 @@ def find_node(prompt: Mapping[str, Any], ref: str) -> str:
                       details=[_describe(prompt, nid) for nid in prompt])
 
 
-def _patch_set(prompt: dict[str, Any], ref: str, input_name: str, value: Any) -> None:
-    node_id = find_node(prompt, ref)
-    inputs = prompt[node_id].get("inputs") or {}
-    if input_name not in inputs:
-        raise ConfigError(f"--set {ref}.{input_name}: node {_describe(prompt, node_id)} has no input {input_name!r}",
-                          hint="its inputs: " + (", ".join(inputs) or "none"))
-    inputs[input_name] = _coerce(value, inputs[input_name], f"--set {ref}.{input_name}")
-
-
 def patch_prompt(prompt: Mapping[str, Any], params: PromptParams) -> dict[str, Any]:
     """A patched copy of `prompt`; ConfigError when a parameter has no or several candidate nodes."""
-    out: dict[str, Any] = copy.deepcopy(dict(prompt))
-    if params.text is not None:
-        _patch_text(out, params.text)
-    for f in fields(params):
-        if f.name in ("text", "sets"):
-            continue
-        value = getattr(params, f.name)
-        if value is not None:
-            _patch_param(out, f.name, value)
-    for ref, input_name, value in params.sets:
-        _patch_set(out, ref, input_name, value)
-    return out
+    return PromptTemplate(prompt).patch(params)
 
 
 def parse_set(spec: str) -> tuple[str, str, Any]:

@@ -96,19 +96,30 @@ class _Exec:
         return f"node {self.id} ({self.type})"
 
 
+def _slot(value: Any) -> int:
+    """A slot number as LiteGraph writes it; ValueError for anything else (floats, huge, negative)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise ValueError(value)
+    slot = int(value)
+    if slot >= 10_000:
+        raise ValueError(value)
+    return slot
+
+
 def _parse_links(raw: Any, where: str) -> dict[Any, _Link]:
     links: dict[Any, _Link] = {}
     for item in raw or []:
         try:
             if isinstance(item, Mapping):
-                link = _Link(item["origin_id"], int(item["origin_slot"]), item["target_id"],
-                              int(item["target_slot"]), item.get("type"))
+                link = _Link(item["origin_id"], _slot(item["origin_slot"]), item["target_id"],
+                              _slot(item["target_slot"]), item.get("type"))
                 links[item["id"]] = link
             else:
-                links[item[0]] = _Link(item[1], int(item[2]), item[3], int(item[4]),
+                links[item[0]] = _Link(item[1], _slot(item[2]), item[3], _slot(item[4]),
                                        item[5] if len(item) > 5 else None)
         except (KeyError, IndexError, TypeError, ValueError):
-            raise ConfigError(f"{where}: malformed link {item!r}",
+            shown = repr(item) if len(repr(item)) <= 80 else repr(item)[:77] + "..."
+            raise ConfigError(f"{where}: malformed link {shown}",
                               hint="links are [id, origin_id, origin_slot, target_id, target_slot, type]") from None
     return links
 

@@ -67,15 +67,77 @@ def _where(path: Path | None) -> str:
 
 
 def _check_ui(data: Mapping[str, Any], where: str) -> None:
-    for i, node in enumerate(data["nodes"]):
+    """The shape the converter relies on, for the graph and every subgraph definition: a clear error
+    naming the node and field instead of a crash deep in the conversion."""
+    _check_graph(data, where)
+    definitions = data.get("definitions")
+    if definitions is not None and not isinstance(definitions, Mapping):
+        raise ConfigError(f"{where}: \"definitions\" is not an object", hint=RESAVE)
+    subgraphs = (definitions or {}).get("subgraphs")
+    if subgraphs is not None and not isinstance(subgraphs, list):
+        raise ConfigError(f"{where}: \"definitions.subgraphs\" is not a list", hint=RESAVE)
+    for i, sub in enumerate(subgraphs or []):
+        if not isinstance(sub, Mapping) or not isinstance(sub.get("nodes", []), list):
+            raise ConfigError(f"{where}: subgraph #{i + 1} is not an object with \"nodes\"", hint=RESAVE)
+        _check_graph(sub, f"{where}: subgraph {_short(sub.get('name') or sub.get('id') or i + 1)}")
+    for key in ("extra", "groups"):
+        if data.get(key) is not None and not isinstance(data.get(key), (Mapping, list)):
+            raise ConfigError(f"{where}: \"{key}\" has the wrong type", hint=RESAVE)
+
+
+RESAVE = "save the workflow again from the browser"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_graph(data: Mapping[str, Any], where: str) -> None:
+    nodes = data.get("nodes") or []
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{where}: \"nodes\" is not a list", hint=RESAVE)
+    for i, node in enumerate(nodes):
         if not isinstance(node, Mapping) or "id" not in node or not isinstance(node.get("type"), str):
-            raise ConfigError(f"{where}: node #{i + 1} in \"nodes\" has no id or type",
-                              hint="save the workflow again from the browser")
+            raise ConfigError(f"{where}: node #{i + 1} in \"nodes\" has no id or type", hint=RESAVE)
+        node_id, kind = node["id"], node["type"]
+        label = f"{where}: node {_short(node_id)} ({_short(kind)})"
+        if not (_is_int(node_id) or isinstance(node_id, str)) or not kind.strip():
+            raise ConfigError(f"{label}: \"id\" must be a number or text and \"type\" a node type name",
+                              hint=RESAVE)
+        if node.get("mode") is not None and not _is_int(node.get("mode")):
+            raise ConfigError(f"{label}: \"mode\" must be a number (0 = on, 2 = muted, 4 = bypassed)",
+                              hint=RESAVE)
+        for key, what in (("properties", Mapping), ("title", str), ("widgets_values", (list, Mapping))):
+            if node.get(key) is not None and not isinstance(node.get(key), what):
+                raise ConfigError(f"{label}: \"{key}\" has the wrong type", hint=RESAVE)
         for key in ("inputs", "outputs"):
-            if node.get(key) is not None and not isinstance(node.get(key), list):
-                raise ConfigError(f"{where}: node {node['id']} ({node['type']}): \"{key}\" is not a list")
+            slots = node.get(key)
+            if slots is None:
+                continue
+            if not isinstance(slots, list):
+                raise ConfigError(f"{label}: \"{key}\" is not a list", hint=RESAVE)
+            for n, slot in enumerate(slots):
+                if not isinstance(slot, Mapping):
+                    raise ConfigError(f"{label}: {key}[{n}] is not an object", hint=RESAVE)
+                bad = (key == "inputs" and (slot.get("link") is not None and not _is_int(slot.get("link"))
+                                            or slot.get("widget") is not None
+                                            and not isinstance(slot.get("widget"), Mapping))) or \
+                      (key == "outputs" and slot.get("links") is not None and not (
+                          isinstance(slot.get("links"), list) and all(_is_int(x) for x in slot["links"]))) or \
+                      (slot.get("name") is not None and not isinstance(slot.get("name"), str))
+                if bad:
+                    raise ConfigError(f"{label}: {key}[{n}] has a field of the wrong type (name, link, links or "
+                                      "widget)", hint=RESAVE)
     if data.get("links") is not None and not isinstance(data.get("links"), list):
-        raise ConfigError(f"{where}: \"links\" is not a list", hint="save the workflow again from the browser")
+        raise ConfigError(f"{where}: \"links\" is not a list", hint=RESAVE)
+    if data.get("outputs") is not None and not (isinstance(data.get("outputs"), list)
+                                                and all(isinstance(o, Mapping) for o in data["outputs"])):
+        raise ConfigError(f"{where}: \"outputs\" is not a list of objects", hint=RESAVE)
 
 
 def _check_api(data: Mapping[str, Any], where: str) -> None:

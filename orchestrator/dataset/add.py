@@ -9,10 +9,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.dataset import rules as R
 from orchestrator.dataset.edit import SyncResult, sync_dataset
 from orchestrator.dataset.scan import read_header, scan_folder
 from orchestrator.dataset.toml import read_toml
 from orchestrator.errors import DatasetError, UsageError
+from orchestrator.files import file_lock, fsync_dir
 from orchestrator.layout import Layout
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -37,21 +39,15 @@ def add_concept(layout: Layout, name: str, source: Path, *, trigger: str | None 
     if not NAME.match(name):
         raise UsageError(f"concept name {name!r} must be letters, digits, '_', '-' or '.', starting with a "
                          "letter or digit", hint="e.g. `dataset add tjtoy --from ~/photos/toy`")
+    bad_trigger = R.range_problem(R.KEYS["class_tokens"], trigger) if trigger is not None else None
+    if bad_trigger or (trigger is not None and not trigger.strip()):
+        raise UsageError(f"--trigger {trigger!r} {bad_trigger or 'is empty'}",
+                         hint='give the trigger word and class on one line, e.g. --trigger "tjtoy toy"')
     source = source.expanduser()
     if not source.is_dir():
         raise UsageError(f"--from {source} is not a folder", hint="give the folder that holds the photos")
     dest = layout.flux_data / name
-    if layout.data_toml.exists():  # refuse before copying anything if data.toml cannot be updated
-        tf = read_toml(layout.data_toml)
-        if tf.error:
-            raise DatasetError(f"{layout.data_toml}:{tf.error[1]}: TOML syntax error: {tf.error[0]}",
-                               hint="fix data.toml first (`dataset check` shows the problem)")
-    if dest.exists() and not dest.is_dir():
-        raise DatasetError(f"{dest} already exists and is a file, not a concept folder",
-                           hint="pick another name, or move that file away")
-    if dest.exists() and any(dest.iterdir()):
-        raise DatasetError(f"{dest} already exists and is not empty",
-                           hint="pick another name, or copy files into it yourself and run `dataset sync`")
+    _check_target(layout, dest)
     scan = scan_folder(source, ".txt")
     plan: list[tuple[Path, str]] = []
     skipped: list[tuple[Path, str]] = []
@@ -78,10 +74,29 @@ def add_concept(layout: Layout, name: str, source: Path, *, trigger: str | None 
     skipped += [(p, "sub-folder: the trainer does not look into sub-folders; add it as its own concept")
                 for p in scan.subfolders]
     skipped += [(p, "not an image or caption") for p in scan.other]
-    _copy_all([*plan, *((c, c.name) for c in captions)], dest, layout.flux_data, link)
-    sync = sync_dataset(layout, triggers={name: trigger} if trigger else None)
+    # the folder check, the copy and the data.toml update hold data.toml's lock: a parallel `dataset add` or
+    # `sync` can neither take the same folder nor write back a data.toml without this concept
+    with file_lock(layout.data_toml, what=f"dataset add {name}"):
+        _check_target(layout, dest)
+        _copy_all([*plan, *((c, c.name) for c in captions)], dest, layout.flux_data, link)
+        sync = sync_dataset(layout, triggers={name: trigger} if trigger else None)
     return AddResult(dest, tuple(dest / t for _, t in plan), tuple(dest / c.name for c in captions),
                      tuple(renamed), tuple(skipped), sync, link)
+
+
+def _check_target(layout: Layout, dest: Path) -> None:
+    """Refuse before copying anything: data.toml that cannot be updated, a taken concept folder."""
+    if layout.data_toml.exists():
+        tf = read_toml(layout.data_toml)
+        if tf.error:
+            raise DatasetError(f"{layout.data_toml}:{tf.error[1]}: TOML syntax error: {tf.error[0]}",
+                               hint="fix data.toml first (`dataset check` shows the problem)")
+    if dest.exists() and not dest.is_dir():
+        raise DatasetError(f"{dest} already exists and is a file, not a concept folder",
+                           hint="pick another name, or move that file away")
+    if dest.exists() and any(dest.iterdir()):
+        raise DatasetError(f"{dest} already exists and is not empty",
+                           hint="pick another name, or copy files into it yourself and run `dataset sync`")
 
 
 def _copy_all(files: list[tuple[Path, str]], dest: Path, parent: Path, link: bool) -> None:
@@ -105,6 +120,7 @@ def _copy_all(files: list[tuple[Path, str]], dest: Path, parent: Path, link: boo
         if dest.exists():
             dest.rmdir()  # empty (checked above)
         os.rename(tmp, dest)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner
 from orchestrator.dataset.captions import check_captions
+from orchestrator.dataset.hashcache import HashCache
 from orchestrator.dataset.images import check_duplicates, check_images, folder_problems
 from orchestrator.dataset.paths import concept_folders, resolve_image_dir
 from orchestrator.dataset.report import ERROR, WARNING, DatasetReport, DatasetSummary, Problem, SubsetSummary
@@ -77,7 +78,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
     if tf.path == layout.data_toml:
         problems += _unlisted_folders(layout, [folder for *_, folder, _scan in plans])
     reporter.update("looking for duplicates")
-    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify)
+    dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify, cache=HashCache())
     problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):
         problems.append(Problem(ERROR, "nothing-to-train", "no subset has images the trainer can load: "
@@ -143,6 +144,11 @@ def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,
         problems.append(Problem(ERROR, "image-dir-tilde", f'image_dir "{value}": the trainer does not expand ~',
                                 toml, line, 'write it relative to the project, e.g. "flux_data/<concept>"'))
         return None
+    if not folder.exists() and folder.is_symlink():
+        problems.append(Problem(ERROR, "image-dir-missing", f'image_dir "{value}" is a symbolic link that leads '
+                                f"nowhere (a loop, or its target is gone): {folder} -> {_link_target(folder)}",
+                                toml, line, "point the link (or image_dir) at the concept's real folder"))
+        return None
     if not folder.exists():
         problems.append(Problem(ERROR, "image-dir-missing", f'image_dir "{value}" does not exist ({folder}): '
                                 "sd-scripts silently skips it", toml, line,
@@ -158,6 +164,13 @@ def _scan(folder: Path, value: str, cap_ext: Any, toml: Path, line: int | None,
         problems.append(Problem(ERROR, "image-dir-unreadable", f"cannot list {folder}: {e.strerror or e}",
                                 toml, line, "check the folder's permissions"))
         return None
+
+
+def _link_target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
 
 
 def _caption_ext(value: Any) -> str:

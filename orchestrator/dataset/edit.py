@@ -6,6 +6,7 @@ are line splices, so every byte outside the changed lines survives.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from orchestrator.dataset.scan import is_picked_up
 from orchestrator.dataset.template import TEMPLATE
 from orchestrator.dataset.toml import LineIndex, TomlFile, parse_toml, render_table, replace_value, write_toml
 from orchestrator.errors import DatasetError
+from orchestrator.files import file_lock
 from orchestrator.layout import Layout
 
 DEFAULT_INDENT = "  "
@@ -141,18 +143,19 @@ def sync_dataset(layout: Layout, *, prune: bool = False, balance: bool = False,
                  triggers: Mapping[str, str] | None = None, dry_run: bool = False) -> SyncResult:
     """Read (or create from the template) data.toml, sync it with flux_data/, write it atomically."""
     path = layout.data_toml
-    created = not path.exists()
-    if created:
-        text = TEMPLATE
-    else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise DatasetError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
-    folders = [Folder(p, count_images(p)) for p in concept_folders(layout)]
-    result = plan_sync(layout, text, folders, prune=prune, balance=balance, triggers=triggers, path=path)
-    if (result.changed or created) and not dry_run:
-        write_toml(path, result.text)
+    with file_lock(path) if not dry_run else contextlib.nullcontext():  # no lost update from a parallel add/sync
+        created = not path.exists()
+        if created:
+            text = TEMPLATE
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from None
+        folders = [Folder(p, count_images(p)) for p in concept_folders(layout)]
+        result = plan_sync(layout, text, folders, prune=prune, balance=balance, triggers=triggers, path=path)
+        if (result.changed or created) and not dry_run:
+            write_toml(path, result.text)
     return SyncResult(result.text, result.added, result.missing, result.removed, result.repeats,
                       created=created, changed=result.changed or created)
 

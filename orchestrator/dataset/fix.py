@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import io
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from orchestrator.files import atomic_write_bytes, file_lock
 from orchestrator.layout import Layout
 
 ORIGINALS = ".originals"
@@ -46,18 +46,13 @@ def fix_orientation(layout: Layout, paths: Iterable[Path]) -> list[Fixed]:
             kwargs.update(format="JPEG", quality=95, subsampling=0)  # re-encoding loses little at 95
         elif fmt == "WEBP":
             kwargs.update(lossless=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            upright.save(tmp, **kwargs)
+        buf = io.BytesIO()
+        upright.save(buf, **kwargs)
+        with file_lock(originals_dir(layout)):  # two fixes at once must not pick the same backup name
             backup = _backup_path(originals_dir(layout) / path.parent.name / path.name)
             backup.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, backup)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buf.getvalue())
         done.append(Fixed(path, backup))
     return done
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from orchestrator.dataset import rules as R
 from orchestrator.dataset.buckets import BucketPlanner, BucketSettings
+from orchestrator.dataset.hashcache import HashCache
 from orchestrator.dataset.report import ERROR, WARNING, Problem
 from orchestrator.dataset.scan import FolderScan, ImageInfo, file_digest, near_pairs, parallel_map, with_dhash
 
@@ -101,8 +102,8 @@ def _size_problems(i: ImageInfo, planner: BucketPlanner, settings: BucketSetting
     return out
 
 
-def check_duplicates(images: Sequence[ImageInfo], *, verify: bool,
-                     pixel_budget: int | None = None) -> tuple[list[Problem], list[str]]:
+def check_duplicates(images: Sequence[ImageInfo], *, verify: bool, pixel_budget: int | None = None,
+                     cache: HashCache | None = None) -> tuple[list[Problem], list[str]]:
     """Exact duplicates (same bytes) and near duplicates (64-bit dHash within a few bits); notes."""
     out: list[Problem] = []
     notes: list[str] = []
@@ -121,7 +122,15 @@ def check_duplicates(images: Sequence[ImageInfo], *, verify: bool,
     if skipped:
         notes.append(f"near-duplicate check skipped for {skipped} large non-JPEG image(s) (slow to decode); "
                      "`dataset check --verify` includes them")
-    hashed = parallel_map(with_dhash, hashable, min_items=8)
+    if cache is not None:
+        known, todo = cache.lookup([i for i in hashable if i.dhash is None and not i.error])
+        fresh = parallel_map(with_dhash, todo, min_items=8)
+        cache.store(fresh)
+        cache.save()
+        done = {i.path for i in known} | {i.path for i in fresh}
+        hashed = [*known, *fresh, *(i for i in hashable if i.path not in done)]
+    else:
+        hashed = parallel_map(with_dhash, hashable, min_items=8)
     # a flat image hashes to 0 or all ones: no information, skip it
     ids = sorted((i for i in hashed if i.dhash not in (None, 0, (1 << 64) - 1)), key=lambda i: str(i.path))
     pairs = near_pairs(((n, i.dhash) for n, i in enumerate(ids)), R.NEAR_DUPLICATE_DISTANCE)  # type: ignore[misc]

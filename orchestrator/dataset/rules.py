@@ -8,6 +8,7 @@ subset -> dataset -> general -> the matching CLI option -> built-in default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,15 @@ SUBSET_ONLY = frozenset({SUBSET})
 
 # Value kinds. "float" is strict (voluptuous `float` rejects 1, write 1.0); "number" takes both.
 INT, FLOAT, NUMBER, BOOL, STR, TABLE = "int", "float", "number", "bool", "str", "table"
+PATH, EXTENSION = "path", "extension"   # strings with more rules: a file or folder path, a file suffix
 RESOLUTION = "resolution"  # int or [int, int]
 FLOAT_PAIR = "float_pair"  # [float, float]
+
+# Accepted ranges (sd-scripts takes any integer; these are the values that can train FLUX at all).
+MIN_SIDE, MAX_SIDE = 64, 8192     # pixels per side: below one bucket step nothing trains; above, no GPU fits it
+SIDE_MULTIPLE = 16                # FLUX packs 2x2 patches of 8 px latents
+MAX_REPEATS, MAX_BATCH, MAX_STEPS = 10_000, 1024, 10_000_000
+MAX_TEXT = 4096                   # characters of a path or caption text
 
 INTERPOLATIONS = ("lanczos", "nearest", "bilinear", "linear", "bicubic", "cubic", "area")
 
@@ -34,6 +42,8 @@ class KeyRule:
     default: Any = None
     choices: tuple[str, ...] = ()
     cli: str | None = None  # the flux_train_network.py option that fills it when no table sets it
+    minimum: float | None = None    # accepted range of a number (each side of a resolution)
+    maximum: float | None = None
 
 
 def _rules(*rules: KeyRule) -> dict[str, KeyRule]:
@@ -42,46 +52,48 @@ def _rules(*rules: KeyRule) -> dict[str, KeyRule]:
 
 KEYS: dict[str, KeyRule] = _rules(
     # subset only (DreamBooth style; fine-tuning style uses metadata_file)
-    KeyRule("image_dir", STR, SUBSET_ONLY),
+    KeyRule("image_dir", PATH, SUBSET_ONLY),
     KeyRule("is_reg", BOOL, SUBSET_ONLY, False),
     KeyRule("alpha_mask", BOOL, SUBSET_ONLY, False),
-    KeyRule("conditioning_data_dir", STR, SUBSET_ONLY),
-    KeyRule("metadata_file", STR, SUBSET_ONLY),
+    KeyRule("conditioning_data_dir", PATH, SUBSET_ONLY),
+    KeyRule("metadata_file", PATH, SUBSET_ONLY),
     # subset, dataset or general
-    KeyRule("num_repeats", INT, ALL_LEVELS, 1, cli="dataset_repeats"),
+    KeyRule("num_repeats", INT, ALL_LEVELS, 1, cli="dataset_repeats", maximum=MAX_REPEATS),
     KeyRule("flip_aug", BOOL, ALL_LEVELS, False, cli="flip_aug"),
     KeyRule("color_aug", BOOL, ALL_LEVELS, False, cli="color_aug"),
     KeyRule("random_crop", BOOL, ALL_LEVELS, False, cli="random_crop"),
     KeyRule("face_crop_aug_range", FLOAT_PAIR, ALL_LEVELS),
     KeyRule("shuffle_caption", BOOL, ALL_LEVELS, False, cli="shuffle_caption"),
-    KeyRule("keep_tokens", INT, ALL_LEVELS, 0, cli="keep_tokens"),
+    KeyRule("keep_tokens", INT, ALL_LEVELS, 0, cli="keep_tokens", minimum=0, maximum=1000),
     KeyRule("keep_tokens_separator", STR, ALL_LEVELS, ""),
     KeyRule("caption_separator", STR, ALL_LEVELS, ","),
     KeyRule("secondary_separator", STR, ALL_LEVELS),
     KeyRule("enable_wildcard", BOOL, ALL_LEVELS, False),
     KeyRule("caption_prefix", STR, ALL_LEVELS),
     KeyRule("caption_suffix", STR, ALL_LEVELS),
-    KeyRule("token_warmup_min", INT, ALL_LEVELS, 1),
-    KeyRule("token_warmup_step", NUMBER, ALL_LEVELS, 0, cli="token_warmup_step"),
+    KeyRule("token_warmup_min", INT, ALL_LEVELS, 1, minimum=0, maximum=1000),
+    KeyRule("token_warmup_step", NUMBER, ALL_LEVELS, 0, cli="token_warmup_step", minimum=0, maximum=MAX_STEPS),
     KeyRule("custom_attributes", TABLE, ALL_LEVELS),
     KeyRule("resize_interpolation", STR, ALL_LEVELS, None, INTERPOLATIONS),
     KeyRule("class_tokens", STR, ALL_LEVELS),
-    KeyRule("caption_extension", STR, ALL_LEVELS, ".caption", cli="caption_extension"),
+    KeyRule("caption_extension", EXTENSION, ALL_LEVELS, ".caption", cli="caption_extension"),
     KeyRule("cache_info", BOOL, ALL_LEVELS, False),
-    KeyRule("caption_dropout_rate", NUMBER, ALL_LEVELS, 0.0, cli="caption_dropout_rate"),
-    KeyRule("caption_dropout_every_n_epochs", INT, ALL_LEVELS, 0, cli="caption_dropout_every_n_epochs"),
-    KeyRule("caption_tag_dropout_rate", NUMBER, ALL_LEVELS, 0.0, cli="caption_tag_dropout_rate"),
+    KeyRule("caption_dropout_rate", NUMBER, ALL_LEVELS, 0.0, cli="caption_dropout_rate", minimum=0, maximum=1),
+    KeyRule("caption_dropout_every_n_epochs", INT, ALL_LEVELS, 0, cli="caption_dropout_every_n_epochs",
+            minimum=0, maximum=MAX_STEPS),
+    KeyRule("caption_tag_dropout_rate", NUMBER, ALL_LEVELS, 0.0, cli="caption_tag_dropout_rate", minimum=0,
+            maximum=1),
     # dataset or general only
-    KeyRule("resolution", RESOLUTION, DATASET_LEVELS, None, cli="resolution"),
-    KeyRule("batch_size", INT, DATASET_LEVELS, 1, cli="train_batch_size"),
+    KeyRule("resolution", RESOLUTION, DATASET_LEVELS, None, cli="resolution", minimum=MIN_SIDE, maximum=MAX_SIDE),
+    KeyRule("batch_size", INT, DATASET_LEVELS, 1, cli="train_batch_size", minimum=1, maximum=MAX_BATCH),
     KeyRule("enable_bucket", BOOL, DATASET_LEVELS, False, cli="enable_bucket"),
-    KeyRule("min_bucket_reso", INT, DATASET_LEVELS, 256, cli="min_bucket_reso"),
-    KeyRule("max_bucket_reso", INT, DATASET_LEVELS, 1024, cli="max_bucket_reso"),
-    KeyRule("bucket_reso_steps", INT, DATASET_LEVELS, 64, cli="bucket_reso_steps"),
+    KeyRule("min_bucket_reso", INT, DATASET_LEVELS, 256, cli="min_bucket_reso", minimum=MIN_SIDE, maximum=MAX_SIDE),
+    KeyRule("max_bucket_reso", INT, DATASET_LEVELS, 1024, cli="max_bucket_reso", minimum=MIN_SIDE, maximum=MAX_SIDE),
+    KeyRule("bucket_reso_steps", INT, DATASET_LEVELS, 64, cli="bucket_reso_steps", minimum=1, maximum=1024),
     KeyRule("bucket_no_upscale", BOOL, DATASET_LEVELS, False, cli="bucket_no_upscale"),
-    KeyRule("network_multiplier", FLOAT, DATASET_LEVELS, 1.0),
+    KeyRule("network_multiplier", FLOAT, DATASET_LEVELS, 1.0, minimum=-100, maximum=100),
     KeyRule("validation_split", FLOAT, DATASET_LEVELS, 0.0),
-    KeyRule("validation_seed", INT, DATASET_LEVELS),
+    KeyRule("validation_seed", INT, DATASET_LEVELS, minimum=0, maximum=2**32 - 1),
 )
 
 # Keys people write that sd-scripts rejects, with the fix.
@@ -142,7 +154,7 @@ def kind_ok(kind: str, value: Any) -> bool:
         return isinstance(value, float)
     if kind == NUMBER:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == STR:
+    if kind in (STR, PATH, EXTENSION):
         return isinstance(value, str)
     if kind == TABLE:
         return isinstance(value, dict)
@@ -161,6 +173,8 @@ KIND_TEXT = {
     NUMBER: "a number (e.g. 0.1)",
     BOOL: "true or false",
     STR: 'a quoted string (e.g. "text")',
+    PATH: 'a quoted path (e.g. "flux_data/tjtoy")',
+    EXTENSION: 'a quoted file extension (e.g. ".txt")',
     TABLE: "a table",
     RESOLUTION: "an integer or [width, height] (e.g. 1024)",
     FLOAT_PAIR: "two floats (e.g. [0.4, 0.8])",
@@ -184,4 +198,44 @@ def suggest_literal(kind: str, value: Any) -> str | None:
         return value.lower()
     if kind == BOOL and isinstance(value, int) and value in (0, 1):
         return "true" if value else "false"
+    return None
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def range_problem(rule: KeyRule, value: Any) -> str | None:
+    """What is wrong with a value of the right type (out of range, not finite, a bad string), with the
+    accepted range; None when it is fine."""
+    kind = rule.kind
+    accepted = f"accepted: {_num(rule.minimum)} to {_num(rule.maximum)}" if rule.minimum is not None \
+        and rule.maximum is not None else None
+    if kind in (INT, FLOAT, NUMBER) or kind == RESOLUTION:
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"is not a finite number ({accepted or 'give a number'})"
+            if (rule.minimum is not None and v < rule.minimum) or (rule.maximum is not None and v > rule.maximum):
+                what = "each side must be" if kind == RESOLUTION else "must be"
+                if accepted:
+                    return f"is out of range: {what} {_num(rule.minimum)} to {_num(rule.maximum)}"
+                bound = f"at least {_num(rule.minimum)}" if rule.minimum is not None else f"at most {_num(rule.maximum)}"
+                return f"is out of range: {what} {bound}"
+        return None
+    if kind == FLOAT_PAIR:
+        lo, hi = value
+        if not (math.isfinite(lo) and math.isfinite(hi)) or not 0 < lo <= hi:
+            return "must be two finite numbers [low, high] with 0 < low <= high (e.g. [0.4, 0.8])"
+        return None
+    if kind in (STR, PATH, EXTENSION):
+        if len(value) > MAX_TEXT:
+            return f"is {len(value)} characters long (accepted: at most {MAX_TEXT})"
+        allowed = "\t" if kind == STR else ""
+        if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in value):
+            return "contains a control character (a NUL, line break or escape code)"
+        if kind in (PATH, EXTENSION) and not value.strip():
+            return "is empty"
+        if kind == EXTENSION and ("/" in value or "\\" in value or value.strip(".") == ""):
+            return 'must be a file extension such as ".txt" (no folders, not just a dot)'
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -82,7 +83,11 @@ def scan_folder(folder: Path, caption_extension: str = ".caption") -> FolderScan
         if e.name.startswith("."):
             continue
         p = Path(e.path)
-        if e.is_dir():
+        try:
+            is_dir = e.is_dir()
+        except OSError:  # a symlink loop: read_header reports the file
+            is_dir = False
+        if is_dir:
             if any(not n.startswith(".") for n in os.listdir(p)):
                 subs.append(p)
             continue
@@ -106,7 +111,11 @@ def scan_folder(folder: Path, caption_extension: str = ".caption") -> FolderScan
 def read_header(path: Path) -> ImageInfo:
     """Format, size, mode, bit depth, alpha and EXIF orientation from the header; no full decode."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a pipe would block the open (here and in the trainer) forever
+            return ImageInfo(path, error_code="unreadable",
+                             error="is not a regular file (a pipe, socket or device): the trainer cannot read it")
+        size = st.st_size
         with open(path, "rb") as f:
             head = f.read(32)
             f.seek(max(0, size - 4096))

@@ -136,7 +136,7 @@ def parse_toml(path: Path, text: str) -> TomlFile:
 def read_toml(path: Path) -> TomlFile:
     """Read and parse a data.toml; DatasetError when it cannot be read as UTF-8 text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # a BOM (Windows editors) is not part of the TOML
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist",
                            hint="create it with `python -m orchestrator dataset init`") from None

@@ -20,6 +20,7 @@ class Model:
     general: dict[str, Any] = field(default_factory=dict)
     datasets: list[dict[str, Any]] = field(default_factory=list)
     subsets: list[list[dict[str, Any]]] = field(default_factory=list)
+    rejected: set[tuple[Scope, str]] = field(default_factory=set)   # keys given with a wrong value (reported)
 
 
 class Resolver:
@@ -57,7 +58,7 @@ def check_toml(tf: TomlFile, flags: Mapping[str, Any] | None) -> tuple[list[Prob
     for key, value in data.items():
         if key == "general":
             if isinstance(value, dict):
-                model.general = _check_table(value, R.GENERAL, ("general",), err)
+                model.general = _check_table(value, R.GENERAL, ("general",), err, model.rejected)
             else:
                 err("toml-structure", "`general` must be a table: [general]", ("root",), key)
         elif key == "datasets":
@@ -67,12 +68,12 @@ def check_toml(tf: TomlFile, flags: Mapping[str, Any] | None) -> tuple[list[Prob
             for d, ds in enumerate(value):
                 subs = ds.get("subsets", [])
                 model.datasets.append(_check_table({k: v for k, v in ds.items() if k != "subsets"},
-                                                   R.DATASET, ("dataset", d), err))
+                                                   R.DATASET, ("dataset", d), err, model.rejected))
                 if not (isinstance(subs, list) and all(isinstance(v, dict) for v in subs)):
                     err("toml-structure", "`subsets` must be an array of tables: [[datasets.subsets]]",
                         ("dataset", d), "subsets")
                     subs = []
-                model.subsets.append([_check_table(sub, R.SUBSET, ("subset", d, s), err)
+                model.subsets.append([_check_table(sub, R.SUBSET, ("subset", d, s), err, model.rejected)
                                       for s, sub in enumerate(subs)])
         else:
             _unknown(key, "the top level", ("root",), err)
@@ -88,7 +89,8 @@ def check_toml(tf: TomlFile, flags: Mapping[str, Any] | None) -> tuple[list[Prob
             err("mixed-styles", f"dataset {d + 1} mixes image_dir subsets with metadata_file subsets",
                 ("dataset", d), hint="sd-scripts needs all subsets of one dataset in the same style")
         for s, sub in enumerate(subs):
-            if "image_dir" not in sub and "metadata_file" not in sub:
+            if "image_dir" not in sub and "metadata_file" not in sub \
+                    and not {(("subset", d, s), "image_dir"), (("subset", d, s), "metadata_file")} & model.rejected:
                 err("image-dir-missing", "subset has no image_dir", ("subset", d, s),
                     hint='add image_dir = "flux_data/<concept>"')
             elif "metadata_file" in sub:
@@ -98,8 +100,9 @@ def check_toml(tf: TomlFile, flags: Mapping[str, Any] | None) -> tuple[list[Prob
     return out, model
 
 
-def _check_table(table: dict[str, Any], level: str, scope: Scope, err) -> dict[str, Any]:
-    """Keep the valid keys of one table; report the rest."""
+def _check_table(table: dict[str, Any], level: str, scope: Scope, err,
+                 rejected: set[tuple[Scope, str]]) -> dict[str, Any]:
+    """Keep the valid keys of one table; report the rest (and remember which were given but refused)."""
     kept: dict[str, Any] = {}
     where = {R.GENERAL: "[general]", R.DATASET: "[[datasets]]", R.SUBSET: "[[datasets.subsets]]"}[level]
     for key, value in table.items():
@@ -118,9 +121,18 @@ def _check_table(table: dict[str, Any], level: str, scope: Scope, err) -> dict[s
             fix = R.suggest_literal(rule.kind, value)
             err("wrong-type", f"`{key}` must be {R.KIND_TEXT[rule.kind]}, not {_show(value)}", scope, key,
                 hint=f"write {key} = {fix}" if fix else None)
+            rejected.add((scope, key))
             continue
         if rule.choices and value not in rule.choices:
             err("bad-value", f"`{key}` = {_show(value)} is not one of: {', '.join(rule.choices)}", scope, key)
+            rejected.add((scope, key))
+            continue
+        problem = R.range_problem(rule, value)
+        if problem:
+            example = _EXAMPLES.get(key, rule.default)
+            err("bad-value", f"`{key}` = {_show(value)} {problem}", scope, key,
+                hint=f"write e.g. {key} = {_literal(example)}" if example is not None else None)
+            rejected.add((scope, key))
             continue
         kept[key] = value
     return kept
@@ -139,15 +151,28 @@ def _unknown(key: str, where: str, scope: Scope, err) -> None:
         hint=f"did you mean `{close[0]}`?" if close else "remove it (see sd-scripts' config_README)")
 
 
+_EXAMPLES = {"caption_extension": ".txt", "resolution": 1024, "image_dir": "flux_data/<concept>",
+             "validation_seed": 42}
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return f'the string "{value}"'
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return "the string " + repr(text).replace("'", '"') if not text.isprintable() else f'the string "{text}"'
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int):
         return f"the integer {value}"
     if isinstance(value, float):
         return f"the float {value}"
+    if isinstance(value, list) and len(value) <= 4 and all(isinstance(v, (int, float)) for v in value):
+        return "[" + ", ".join(str(v) for v in value) + "]"
     return type(value).__name__
 
 
@@ -183,16 +208,19 @@ def _cross_rules(tf: TomlFile, model: Model, flags: Mapping[str, Any] | None, er
     te_cache = next((k for k in R.TE_CACHE_FLAGS if f.get(k)), None)
     latent_cache = next((k for k in R.LATENT_CACHE_FLAGS if f.get(k)), None)
     for d in range(len(model.datasets)):
-        _dataset_rules(res, d, known, f, err)
+        _dataset_rules(res, model, d, known, f, err)
         _subset_rules(res, model, d, known, f, te_cache, latent_cache, err)
     return []
 
 
-def _dataset_rules(res: Resolver, d: int, known: bool, f: Mapping[str, Any], err) -> None:
+def _dataset_rules(res: Resolver, model: Model, d: int, known: bool, f: Mapping[str, Any], err) -> None:
     """Resolution, batch size, buckets and validation split of dataset `d`."""
     value, scope = res.get("resolution", d)
     resolution = parse_resolution(value)
-    if resolution is None:
+    given_bad = any((sc, "resolution") in model.rejected for sc in (("dataset", d), ("general",)))
+    if resolution is None and given_bad:
+        pass  # already reported with its line
+    elif resolution is None:
         if known:
             err("no-resolution", "no resolution in data.toml and none from the training config",
                 ("dataset", d), hint="add resolution = 1024 to [[datasets]]")
@@ -203,6 +231,13 @@ def _dataset_rules(res: Resolver, d: int, known: bool, f: Mapping[str, Any], err
             and parse_resolution(f["resolution"]) not in (None, resolution):
         err("toml-overrides-flag", f"data.toml's resolution {value} wins over the training config's "
             f"{f['resolution']}", scope, "resolution", hint="keep one of them", severity=WARNING)
+    if resolution is not None and not bool(res.get("enable_bucket", d)[0]) \
+            and any(side % R.SIDE_MULTIPLE for side in resolution):
+        err("resolution-multiple", f"resolution {resolution[0]}x{resolution[1]} is not a multiple of "
+            f"{R.SIDE_MULTIPLE}: without enable_bucket every image is cropped to exactly that size, and FLUX "
+            f"needs sides in multiples of {R.SIDE_MULTIPLE} (the trainer crashes at its first step)",
+            scope or ("dataset", d), "resolution",
+            hint="use e.g. resolution = 1024 (or [1024, 768]), or set enable_bucket = true")
     bs, bscope = res.get("batch_size", d)
     if bscope is not None and known and f.get("train_batch_size") not in (None, bs):
         err("toml-overrides-flag", f"data.toml's batch_size = {bs} wins over the training config's "

@@ -93,7 +93,10 @@ class ContainerFiles:
 
     def model(self, role: str, host: Path) -> str:
         """models/<dir>/<file> -> /models/<dir>/<file>; a link to another disk is mounted as a file."""
-        real = host.resolve()
+        try:
+            real = host.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop (RuntimeError before 3.13): the model check says so
+            return f"{C_MODELS}/{host.parent.name}/{host.name}"
         if host.is_symlink() and not real.is_relative_to(host.parent.resolve()):
             # a link to another disk: the folder mount would show a dangling link, so mount the file itself
             target = f"{C_MODELS}/links/{role}/{host.name}"
@@ -103,7 +106,10 @@ class ContainerFiles:
 
     def folder(self, host: Path) -> str:
         """Inside flux_data: under /data/flux_data; elsewhere (or a link out): its own mount."""
-        real, data = host.resolve(), self.layout.flux_data.resolve()
+        try:
+            real, data = host.resolve(), self.layout.flux_data.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop or a NUL: the dataset check reports the folder
+            return str(PurePosixPath(C_DATA, host.name))
         if real.is_relative_to(data) and host.is_relative_to(self.layout.flux_data):
             return str(PurePosixPath(C_DATA, *host.relative_to(self.layout.flux_data).parts))
         return self._extra_dirs.setdefault(real, f"/data/extra/{len(self._extra_dirs)}-{host.name}")

@@ -25,7 +25,8 @@ from orchestrator.comfy.serverspec import ServerOptions, server_url
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
 from orchestrator.gpuprobe import require_gpus
 from orchestrator.gpus import parse_gpus, parse_visible, worker_layout
-from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.files import atomic_write_text, file_lock
+from orchestrator.layout import Layout
 from orchestrator.procs import pid_alive
 from orchestrator.progress import Reporter
 from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
@@ -153,46 +154,47 @@ def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python:
     if python is not None and shutil.which(str(Path(python).expanduser())) is None:
         raise UsageError(f"--python {python}: no such program (or it is not executable)",
                          hint="give the Python of your ComfyUI environment, e.g. --python ~/ComfyUI/.venv/bin/python")
-    current = {i: running(layout, i) for i in range(options.workers)}
-    for i in range(options.workers):
-        port = options.port + i
-        if current[i] is None and health.port_in_use(options.listen, port):
-            raise OrchestratorError(
-                f"port {port} on {options.listen} is already in use by another program, "
-                f"so ComfyUI{f' worker {i}' if options.workers > 1 else ''} cannot listen there",
-                hint=f"choose another port with `comfyui up --port {options.port + options.workers}`, or stop what "
-                     f"holds it: `ss -ltnp 'sport = :{port}'`")
-    if all(srv is not None for srv in current.values()):
-        return [(srv, False) for srv in current.values() if srv is not None]
-    d = state_dir(layout)
-    custom_nodes = comfyui / "custom_nodes"
-    layout.ensure_dirs(*(d / ("temp" if i == 0 else f"temp-{i}") for i in range(options.workers)),
-                       d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
-                       *layout.model_dirs().values())
-    if not custom_nodes.is_dir():
-        custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
-    _link_workflows(layout)
-    atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
-    py = str(Path(python).expanduser()) if python else sys.executable
-    started: dict[int, tuple[LocalServer, subprocess.Popen[bytes]]] = {}
-    inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
-    for i in range(options.workers):
-        if current[i] is not None:
-            continue
-        argv = command(layout, comfyui, py, options, i)
-        log = log_file(layout, i)
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **environment(options, i, inherited)}, start_new_session=True)
-        server = LocalServer(proc.pid, server_url(options.listen, options.port + i), str(comfyui), py, tuple(argv),
-                             time.time(), str(log))
-        atomic_write_text(pid_file(layout, i), json.dumps(asdict(server), indent=2))
-        started[i] = (server, proc)
-        if reporter is not None:
-            gpu = environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
-            reporter.milestone(f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
-                               f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
-                               f"waiting for {server.url}")
+    with file_lock(pid_file(layout), what="comfyui up --runtime local"):  # one start, one set of pid files
+        current = {i: running(layout, i) for i in range(options.workers)}
+        for i in range(options.workers):
+            port = options.port + i
+            if current[i] is None and health.port_in_use(options.listen, port):
+                raise OrchestratorError(
+                    f"port {port} on {options.listen} is already in use by another program, "
+                    f"so ComfyUI{f' worker {i}' if options.workers > 1 else ''} cannot listen there",
+                    hint=f"choose another port with `comfyui up --port {options.port + options.workers}`, or stop what "
+                         f"holds it: `ss -ltnp 'sport = :{port}'`")
+        if all(srv is not None for srv in current.values()):
+            return [(srv, False) for srv in current.values() if srv is not None]
+        d = state_dir(layout)
+        custom_nodes = comfyui / "custom_nodes"
+        layout.ensure_dirs(*(d / ("temp" if i == 0 else f"temp-{i}") for i in range(options.workers)),
+                           d / "user" / "default", layout.workflows, layout.comfy_outputs, layout.inputs,
+                           *layout.model_dirs().values())
+        if not custom_nodes.is_dir():
+            custom_nodes.mkdir(parents=True, exist_ok=True)  # main.py stops at start without it
+        _link_workflows(layout)
+        atomic_write_text(d / "extra_model_paths.yaml", model_paths_yaml(layout))
+        py = str(Path(python).expanduser()) if python else sys.executable
+        started: dict[int, tuple[LocalServer, subprocess.Popen[bytes]]] = {}
+        inherited = parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        for i in range(options.workers):
+            if current[i] is not None:
+                continue
+            argv = command(layout, comfyui, py, options, i)
+            log = log_file(layout, i)
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(argv, cwd=comfyui, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **environment(options, i, inherited)}, start_new_session=True)
+            server = LocalServer(proc.pid, server_url(options.listen, options.port + i), str(comfyui), py, tuple(argv),
+                                 time.time(), str(log))
+            atomic_write_text(pid_file(layout, i), json.dumps(asdict(server), indent=2))
+            started[i] = (server, proc)
+            if reporter is not None:
+                gpu = environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
+                reporter.milestone(f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
+                                   f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
+                                   f"waiting for {server.url}")
     try:
         for i, (server, proc) in started.items():
             health.wait_until_ready(server.url, timeout=timeout, alive=lambda p=proc: p.poll() is None,
@@ -216,10 +218,11 @@ def down(layout: Layout, *, grace: float = 20.0) -> LocalServer | None:
 def down_all(layout: Layout, *, grace: float = 20.0) -> list[LocalServer]:
     """Stop every local worker; the records of those that were running, in index order."""
     gone = []
-    for i, server in running_all(layout):
-        _terminate(server.pid, grace=grace)
-        pid_file(layout, i).unlink(missing_ok=True)
-        gone.append(server)
+    with file_lock(pid_file(layout), what="comfyui down --runtime local"):
+        for i, server in running_all(layout):
+            _terminate(server.pid, grace=grace)
+            pid_file(layout, i).unlink(missing_ok=True)
+            gone.append(server)
     return gone
 
 

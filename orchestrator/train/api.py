@@ -13,14 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError, OrchestratorError
+from orchestrator.errors import OrchestratorError
 from orchestrator.gpuprobe import probe_gpus
 from orchestrator.gpus import GpuInventory, parse_visible
 from orchestrator.progress import NullReporter
 from orchestrator.runtimes import DEFAULT, train_runtime
 from orchestrator.runtimes.base import RuntimeEnv, TrainRuntime
 from orchestrator.train import preflight
-from orchestrator.train.checks import errors
+from orchestrator.train.checks import blocking_error
 from orchestrator.train.outputs import latest_state
 from orchestrator.train.prepare import PlanRequest, Prepared, prepare, write_inputs
 from orchestrator.train.run import RunResult, execute
@@ -61,11 +61,9 @@ def run_training(env: RuntimeEnv, prepared: Prepared, *, raw_line: Callable[[str
                  grace: float = 30.0) -> RunResult:
     """Run a prepared plan to its end (or follow the same plan's running trainer); ConfigError when a
     check failed, TrainingFailed when the trainer did. A run that never started leaves no folder."""
-    blocking = errors(prepared.checks)
-    if blocking:
-        raise ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
-                          details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
-                          hint="fix them; `train --plan` shows the whole plan")
+    failure = blocking_error(prepared.checks)   # the same error `train --plan` ends with
+    if failure is not None:
+        raise failure
     plan, runtime = prepared.plan, prepared.runtime
     created = not plan.run_dir.exists()
     if runtime.attach(plan) is None:   # else execute() follows the running one: write nothing new

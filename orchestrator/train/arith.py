@@ -137,7 +137,7 @@ def lora_size(values: Mapping[str, Any]) -> LoraSize:
             params += times * sum(rank * (i + o) + 1 for i, o in shapes)   # down + up + alpha
 
     def rank_of(key: str) -> int:
-        return int(net[key]) if net.get(key) is not None else dim
+        return _whole(net.get(key), dim)
 
     if not values.get("network_train_text_encoder_only"):
         blocks = net.get("train_blocks") or "all"
@@ -150,7 +150,8 @@ def lora_size(values: Mapping[str, Any]) -> LoraSize:
             add(shapes, rank_of(key), n_single)
         in_dims = net.get("in_dims")
         if in_dims is not None:
-            ranks = [int(x) for x in (in_dims if not isinstance(in_dims, str) else in_dims.strip("[]").split(","))]
+            raw = in_dims if isinstance(in_dims, (list, tuple)) else str(in_dims).strip("[]").split(",")
+            ranks = [_whole(x, 0) for x in raw]
             for shapes, r in zip(IN_LAYERS, ranks):
                 add(shapes, r, 1)
     if not values.get("network_train_unet_only"):
@@ -171,8 +172,17 @@ def _count(indices: Any, total: int) -> int:
     chosen: set[int] = set()
     for part in str(indices).split(","):
         lo, _, hi = part.strip().partition("-")
-        chosen.update(range(int(lo), int(hi or lo) + 1))
+        first, last = _whole(lo, -1), _whole(hi or lo, -1)
+        if first < 0 or last < 0:   # malformed: the rules report it; count every block meanwhile
+            return total
+        chosen.update(range(first, min(last, total) + 1))
     return len([i for i in chosen if i < total])
+
+
+def _whole(value: Any, default: int) -> int:
+    """A rank or index as networks.lora_flux reads it; `default` for what the rules reject as malformed."""
+    text = str(value).strip() if value is not None else ""
+    return int(text) if text.isdigit() and len(text) <= 9 else default
 
 
 # Measured on one H100 at 1024 px with the real sd-scripts (../PERFORMANCE.md): seconds.

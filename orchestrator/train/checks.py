@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from orchestrator.errors import ConfigError
+
 OK, WARN, ERROR = "ok", "warn", "error"
 
 
@@ -30,3 +32,13 @@ def errors(checks: Iterable[Check]) -> list[Check]:
 def warnings(checks: Iterable[Check]) -> list[Check]:
     """The checks that are shown but allowed."""
     return [c for c in checks if c.status == WARN]
+
+
+def blocking_error(checks: Iterable[Check]) -> ConfigError | None:
+    """The error `train` refuses to start with, and `train --plan` ends with, when a check failed."""
+    blocking = errors(checks)
+    if not blocking:
+        return None
+    return ConfigError(f"the training run would fail: {len(blocking)} check(s) failed",
+                       details=[f"{c.name}: {c.message}" + (f" ({c.hint})" if c.hint else "") for c in blocking],
+                       hint="fix them; `train --plan` shows the whole plan")

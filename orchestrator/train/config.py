@@ -119,7 +119,24 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
         else:
             values[top] = coerce(f, raw, f"--set {item}")
         sources[top] = "--set"
+    samples_off(values, sources)
     return TrainConfig(preset, MappingProxyType(values), MappingProxyType(sources))
+
+
+SAMPLE_SCHEDULE = ("sample_every_n_epochs", "sample_every_n_steps", "sample_at_first")
+
+
+def samples_off(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """sample_prompts turned off (none/null/false/off) also turns off a schedule that came from a preset;
+    a schedule the user set in the same breath is left for the rules to point out."""
+    if values.get("sample_prompts") is not None:
+        return
+    for key in SAMPLE_SCHEDULE:
+        src = sources.get(key, "built-in")
+        if values.get(key) not in (None, False) and (src == "built-in" or src.startswith("preset ")
+                                                      or src.startswith("run ")):
+            values[key] = False if schema.BY_NAME[key].kind == BOOL else None
+            sources[key] = "off with sample_prompts"
 
 
 def _resolve_preset(name: str, seen: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -166,7 +183,16 @@ def parse_yaml(text: str, where: str) -> tuple[dict[str, Any], dict[str, int]]:
             raise ConfigError(f"{where}:{key_node.start_mark.line + 1}: {key} is set twice "
                               f"(first on line {lines[key]})", hint="keep one of them")
         lines[key] = key_node.start_mark.line + 1
-    data = yaml.load(text, Loader=loader)
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:   # e.g. a !!python/... tag: the safe loader refuses to build it
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        raise ConfigError(f"{where}{line}: {problem}", hint="write plain values (numbers, text, lists, mappings); "
+                          "YAML tags such as !!python/... are not allowed") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: an alias refers to itself (&a ... *a)", hint="write the value out") from None
     return {str(k): v for k, v in data.items()}, lines
 
 
@@ -176,11 +202,21 @@ def parse_set(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not eq or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set network_dim=32")
+    if any(ord(c) < 32 or ord(c) == 127 for c in item):
+        raise ConfigError(f"--set {item!r}: contains a control character (a tab or line break?)",
+                          hint="give the value on one line, without control characters")
+    if not raw.strip():
+        raise ConfigError(f"--set {key}=: the value is empty",
+                          hint=f"give a value; `--unset {key}` (or `--set {key}=null`) unsets it, and none/off "
+                               "turn an optional feature off")
     try:
-        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if raw.strip() else None
+        value = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         value = raw  # not YAML: keep the text
     return key, value
+
+
+OFF_WORDS = ("none", "null", "false", "off")
 
 
 def _field(key: str, where: str) -> Field:
@@ -205,10 +241,13 @@ def _suggest(word: str, choices: Iterable[str], what: str) -> str:
 
 def coerce(f: Field, value: Any, where: str) -> Any:
     """A validated, canonical value for field `f`, or ConfigError naming `where`."""
+    off = value is None or value is False or (isinstance(value, str) and value.strip().lower() in OFF_WORDS)
+    if f.kind == BOOL and off:
+        return False
+    if off and f.nullable:
+        return None   # none / null / false / off: the optional feature is off (not given to sd-scripts)
     if value is None:
-        if not f.nullable:
-            raise _bad(f, value, where, "a value (null is not allowed here)")
-        return None
+        raise _bad(f, value, where, "a value (null is not allowed here)")
     if f.auto and value == "auto":
         return "auto"
     return _COERCE[f.kind](f, value, where)
@@ -258,7 +297,7 @@ def _choice(f: Field, value: Any, where: str) -> str:
 def _str(f: Field, value: Any, where: str) -> str:
     if f.name == "resolution" and isinstance(value, list) and len(value) == 2 \
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return f"{value[0]},{value[1]}"
+        value = f"{value[0]},{value[1]}"
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _bad(f, value, where, "text")
     text = str(value)
@@ -269,12 +308,20 @@ def _str(f: Field, value: Any, where: str) -> str:
                    hint=f"e.g. {text[:-12] or 'tjtoy_v2'}")
     if f.name == "resolution" and not re.fullmatch(r"\d+(,\d+)?", text):
         raise _bad(f, value, where, "WIDTH or WIDTH,HEIGHT in pixels", hint="e.g. 1024 or 1024,768")
+    if f.name == "resolution" and not all(schema.MIN_SIDE <= int(side) <= schema.MAX_SIDE
+                                          for side in text.split(",")):
+        raise _bad(f, value, where, f"sides of {schema.MIN_SIDE} to {schema.MAX_SIDE} pixels",
+                   hint="e.g. 1024 or 1024,768")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise _bad(f, value, where, "text without control characters (tabs, line breaks, NUL)")
     return text
 
 
-def _list(f: Field, value: Any, where: str) -> str | tuple[str, ...]:
+def _list(f: Field, value: Any, where: str) -> str | tuple[str, ...] | None:
     if isinstance(value, str):
         return value   # a prompts file (checked by a rule)
+    if isinstance(value, list) and not value:
+        return None
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip()
                                               for v in value):
         raise _bad(f, value, where, "a list of one-line prompts, a .txt/.toml/.json file or auto")
@@ -282,10 +329,21 @@ def _list(f: Field, value: Any, where: str) -> str | tuple[str, ...]:
 
 
 def _check_min(f: Field, value: float, where: str) -> Any:
-    if f.minimum is not None and value < f.minimum:
-        raise ConfigError(f"{where}: {f.name}: must be at least {f.minimum:g}, got {value!r}",
-                          hint=f"{f.name}: {f.doc}")
+    """The accepted range of a number (INT fields stop at schema.MAX_INT when the schema names no maximum)."""
+    maximum = f.maximum if f.maximum is not None else (schema.MAX_INT if f.kind == INT else None)
+    if (f.minimum is not None and value < f.minimum) or (maximum is not None and value > maximum):
+        shown = value if abs(value) < 1e15 else f"{value:.3g}"
+        if f.minimum is not None and maximum is not None:
+            accepted = f"must be {_num(f.minimum)} to {_num(maximum)}"
+        else:
+            accepted = f"must be at least {_num(f.minimum)}" if f.minimum is not None else \
+                f"must be at most {_num(maximum)}"
+        raise ConfigError(f"{where}: {f.name}: {accepted}, got {shown}", hint=f"{f.name}: {f.doc}")
     return value
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
 def _int_or_float(f: Field, value: Any, where: str) -> int | float | str:

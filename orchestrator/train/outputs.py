@@ -7,8 +7,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.files import atomic_copy, follow_umask, fsync_dir
 
 if TYPE_CHECKING:  # annotations only: the planner's modules stay off `--help`
     from orchestrator.train.plan import TrainPlan
@@ -72,8 +71,10 @@ def link_lora(source: Path, lora_dir: Path, *, allow_copy: bool = True) -> LinkR
     target = lora_dir / source.name
     if target.exists():
         return _existing(source, target)
+    follow_umask(source)  # the link shares its mode: ComfyUI (maybe another user) must read it
     try:
         os.link(source, target)
+        fsync_dir(lora_dir)
         return LinkResult(source, target)
     except FileExistsError:
         return _existing(source, target)
@@ -82,17 +83,9 @@ def link_lora(source: Path, lora_dir: Path, *, allow_copy: bool = True) -> LinkR
             raise
         if not allow_copy:
             return None
-    fd, tmp = tempfile.mkstemp(prefix=f".{source.name}.", suffix=".tmp", dir=lora_dir)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        if target.exists():  # appeared while copying
-            return _existing(source, target)
-        os.replace(tmp, target)
-        return LinkResult(source, target, "copied (hard link not possible across file systems)")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    if not atomic_copy(source, target, overwrite=False):  # appeared while copying: never overwritten
+        return _existing(source, target)
+    return LinkResult(source, target, "copied (hard link not possible across file systems)")
 
 
 def _existing(source: Path, target: Path) -> LinkResult:

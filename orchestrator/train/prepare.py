@@ -25,7 +25,7 @@ from orchestrator.gpus import GpuInventory, lr_scaling
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.train import arith, preflight
 from orchestrator.train.checks import Check
-from orchestrator.train.config import TrainConfig, coerce, load_config, parse_set
+from orchestrator.train.config import TrainConfig, coerce, load_config, parse_set, samples_off
 from orchestrator.train.outputs import check_resumable
 from orchestrator.train.plan import TrainPlan, build_plan
 from orchestrator.train.schema import BY_NAME
@@ -243,7 +243,10 @@ def _apply_sets(base: TrainConfig, sets: Sequence[str]) -> TrainConfig:
                 merged[sub] = raw
             raw = merged
         changes[top] = coerce(BY_NAME[top], raw, f"--set {item}")
-    return base.replace(changes, "--set")
+    config = base.replace(changes, "--set")
+    values, sources = dict(config.values), dict(config.sources)
+    samples_off(values, sources)
+    return TrainConfig(config.preset, MappingProxyType(values), MappingProxyType(sources))
 
 
 def write_inputs(prepared: Prepared) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -146,12 +147,17 @@ def network_args_values(inp: RuleInput) -> Iterator[Check]:
                         f"network_args.{key} = {net[key]!r} aborts the run: use all, none or indices/ranges "
                         f"within 0-{top}", "e.g. 0,1,8-12")
     for key in NETWORK_DIM_ARGS + ("conv_dim",):
-        if net.get(key) is not None and not re.fullmatch(r"\d+", str(net[key])):
-            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a rank (integer >= 0)",
-                        "0 disables that layer")
+        if net.get(key) is not None and not (re.fullmatch(r"\d{1,9}", str(net[key]).strip())
+                                             and int(str(net[key])) <= MAX_RANK):
+            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a rank "
+                        f"(an integer from 0 to {MAX_RANK})", "0 disables that layer")
     for key in NETWORK_FLOAT_ARGS + ("conv_alpha",):
         if net.get(key) is not None and not _is_number(net[key]):
-            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a number")
+            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a finite number")
+        elif key in ("rank_dropout", "module_dropout") and net.get(key) is not None \
+                and not 0 <= float(net[key]) <= 1:
+            yield Check("network_args:number", ERROR, f"network_args.{key} = {net[key]!r} is not a dropout rate "
+                        "(0 to 1)")
     in_dims = net.get("in_dims")
     if in_dims is not None and not _valid_in_dims(in_dims):
         yield Check("network_args:in_dims", ERROR, f"network_args.in_dims = {in_dims!r}: expected 5 ranks "
@@ -185,13 +191,21 @@ def _valid_in_dims(value: Any) -> bool:
         return False
 
 
+MAX_RANK = 3072   # FLUX's hidden size: a LoRA rank above it only costs memory
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, (list, tuple)) and any(_non_finite(v) for v in value)
+
+
 def _is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
@@ -213,6 +227,11 @@ def text_encoder_training(inp: RuleInput) -> Iterator[Check]:
 # -- optimizer and schedule ------------------------------------------------------------------------------
 def literal_problem(key: str, value: Any) -> str | None:
     """Why sd-scripts' `key=value` + literal_eval would abort on this optimizer arg (None: fine)."""
+    if not key.isidentifier():
+        return f"optimizer_args key {key!r} is not an argument name; the optimizer would refuse it"
+    if _non_finite(value):
+        return (f"optimizer_args.{key} = {value!r}: nan/inf is not a Python literal; sd-scripts parses it with "
+                "literal_eval and aborts")
     if not isinstance(value, str):
         return None
     if "=" in value:

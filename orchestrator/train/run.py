@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.layout import atomic_write_text
+from orchestrator.files import atomic_write_text, file_lock, follow_umask
 from orchestrator.progress import Reporter, format_bytes, format_duration
 from orchestrator.train import logparse as lp
 from orchestrator.train.diagnose import diagnose
@@ -103,7 +103,13 @@ def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Reporter, *,
         existing = runtime.attach(plan)
         if existing is not None:
             return _follow(plan, existing, reporter, on_event=on_event, raw_line=raw_line)
+    # one writer per run folder: its manifest is read (earlier attempts) and rewritten all along the run
+    with file_lock(plan.run_dir, timeout=5, what=f"train (run {plan.run_id})"):
+        return _execute(plan, runner, reporter, on_event=on_event, raw_line=raw_line, grace=grace)
 
+
+def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: Callable[[lp.Event], None] | None,
+             raw_line: Callable[[str], None] | None, grace: float) -> RunResult:
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
@@ -285,6 +291,7 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
         state.hasher.shutdown(wait=not quick, cancel_futures=quick)
     outputs = []
     for p in lora_files(plan.output_dir) + sample_files(plan.output_dir):
+        follow_umask(p)  # the report shows the samples; ComfyUI reads the LoRAs, maybe as another user
         entry: dict[str, Any] = {"name": p.name, "path": p.relative_to(run_dir).as_posix(), "size": p.stat().st_size,
                                  "sha256": sha256_file(p, cached_only=quick)}
         if p.name in linked and p.parent == plan.output_dir:

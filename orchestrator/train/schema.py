@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 # value kinds
+MAX_INT = 2**31 - 1               # what torch, numpy and the trainer's argparse all take
+MAX_STEPS = 10_000_000
+MAX_BATCH = 1024
+MIN_SIDE, MAX_SIDE = 64, 8192      # resolution, as in data.toml (orchestrator/dataset/rules.py)
+
 BOOL, INT, FLOAT, STR, CHOICE, INT_OR_FLOAT, LIST, MAP = (
     "bool", "int", "float", "str", "choice", "int_or_float", "list", "map")
 
@@ -31,6 +36,7 @@ class Field:
     nullable: bool = True          # null (YAML `~`/`null`) means "not given to sd-scripts"
     auto: bool = False             # accepts the string "auto"
     minimum: float | None = None
+    maximum: float | None = None   # INT fields without one stop at MAX_INT
     option: str | None = ""        # sd-scripts option ("" = same as name; None = ours, rendered specially)
     emit: bool = True              # False: accepted so a rule can explain it, never passed on
 
@@ -52,14 +58,15 @@ FIELDS: tuple[Field, ...] = (
     _f("t5xxl", CHOICE, "which downloaded T5-XXL file to use", choices=("fp16", "fp8"), nullable=False,
        option=None),
     _f("resolution", STR, "training resolution when data.toml sets none ('1024' or '1024,768')"),
-    _f("train_batch_size", INT, "images per micro-batch when data.toml sets no batch_size", minimum=1),
+    _f("train_batch_size", INT, "images per micro-batch when data.toml sets no batch_size", minimum=1,
+       maximum=MAX_BATCH),
     _f("prior_loss_weight", FLOAT, "loss weight of is_reg images", minimum=0),
     _f("save_model_as", CHOICE, "LoRA file format", choices=("safetensors", "ckpt", "pt")),
     # the network
     _f("network_module", STR, "sd-scripts network module", nullable=False),
-    _f("network_dim", INT, "LoRA rank", minimum=1),
+    _f("network_dim", INT, "LoRA rank", minimum=1, maximum=3072),
     _f("network_alpha", FLOAT, "LoRA alpha (scale = alpha / dim)", minimum=0),
-    _f("network_dropout", FLOAT, "dropout on the LoRA down output", minimum=0),
+    _f("network_dropout", FLOAT, "dropout on the LoRA down output", minimum=0, maximum=1),
     _f("network_args", MAP, "networks.lora_flux options (key: value)"),
     _f("network_train_unet_only", BOOL, "train only the FLUX transformer (no CLIP-L LoRA)", nullable=False),
     _f("network_train_text_encoder_only", BOOL, "train only the text-encoder LoRA", nullable=False),
@@ -72,17 +79,20 @@ FIELDS: tuple[Field, ...] = (
     _f("max_grad_norm", FLOAT, "gradient clipping (0 disables)", minimum=0),
     _f("lr_scheduler", CHOICE, "learning-rate schedule", choices=LR_SCHEDULERS),
     _f("lr_warmup_steps", INT_OR_FLOAT, "warm-up: steps (int), ratio of all steps (<1) or 'N%'"),
-    _f("lr_scheduler_num_cycles", INT, "restarts of cosine_with_restarts", minimum=1),
+    _f("lr_scheduler_num_cycles", INT, "restarts of cosine_with_restarts", minimum=1, maximum=MAX_STEPS),
     _f("lr_scheduler_power", FLOAT, "power of the polynomial schedule"),
     _f("lr_scheduler_min_lr_ratio", FLOAT, "floor of the *_min_lr schedules", minimum=0),
-    _f("gradient_accumulation_steps", INT, "micro-batches per optimizer step", minimum=1, nullable=False),
+    _f("gradient_accumulation_steps", INT, "micro-batches per optimizer step", minimum=1, maximum=MAX_BATCH,
+       nullable=False),
     _f("gradient_checkpointing", BOOL, "recompute activations (needed for FLUX on any card)", nullable=False),
     # length
-    _f("max_train_epochs", INT, "epochs; auto = target_steps worth of epochs", minimum=1, auto=True),
+    _f("max_train_epochs", INT, "epochs; auto = target_steps worth of epochs", minimum=1, maximum=MAX_STEPS,
+       auto=True),
     _f("target_steps", INT, "optimizer steps wanted when max_train_epochs is auto; auto = each training image "
-       "seen ~100 times (500-2000 samples)", minimum=1, auto=True, option=None),
-    _f("max_train_steps", INT, "optimizer steps when max_train_epochs is null", minimum=1),
-    _f("seed", INT, "random seed (null: a new one each run)", minimum=0),
+       "seen ~100 times (500-2000 samples)", minimum=1, maximum=MAX_STEPS, auto=True, option=None),
+    _f("max_train_steps", INT, "optimizer steps when max_train_epochs is null", minimum=1,
+       maximum=MAX_STEPS),
+    _f("seed", INT, "random seed (null: a new one each run)", minimum=0, maximum=2**32 - 1),
     # precision and memory
     _f("mixed_precision", CHOICE, "compute precision, given to sd-scripts itself", choices=("no", "fp16", "bf16"),
        nullable=False),
@@ -101,19 +111,20 @@ FIELDS: tuple[Field, ...] = (
     _f("cache_text_encoder_outputs", BOOL, "encode captions once (T5 leaves the GPU)", nullable=False),
     _f("cache_text_encoder_outputs_to_disk", BOOL, "keep those outputs next to the images (*_flux_te.npz)",
        nullable=False),
-    _f("vae_batch_size", INT, "images per AE batch while caching", minimum=1),
-    _f("text_encoder_batch_size", INT, "captions per batch while caching", minimum=1),
-    _f("max_data_loader_n_workers", INT, "DataLoader workers", minimum=0),
+    _f("vae_batch_size", INT, "images per AE batch while caching", minimum=1, maximum=MAX_BATCH),
+    _f("text_encoder_batch_size", INT, "captions per batch while caching", minimum=1, maximum=MAX_BATCH),
+    _f("max_data_loader_n_workers", INT, "DataLoader workers", minimum=0, maximum=256),
     _f("persistent_data_loader_workers", BOOL, "keep DataLoader workers between epochs", nullable=False),
     # FLUX
-    _f("guidance_scale", FLOAT, "guidance fed to FLUX.1-dev while training (1.0 for dev)"),
+    _f("guidance_scale", FLOAT, "guidance fed to FLUX.1-dev while training (1.0 for dev)", minimum=0,
+       maximum=100),
     _f("timestep_sampling", CHOICE, "how noise levels are drawn",
        choices=("sigma", "uniform", "sigmoid", "shift", "flux_shift")),
     _f("sigmoid_scale", FLOAT, "spread of the sigmoid/shift sampling"),
     _f("discrete_flow_shift", FLOAT, "shift of timestep_sampling=shift"),
     _f("model_prediction_type", CHOICE, "how predictions are read", choices=("raw", "additive", "sigma_scaled")),
     _f("apply_t5_attn_mask", BOOL, "mask T5 padding", nullable=False),
-    _f("t5xxl_max_token_length", INT, "T5 sequence length (512 for dev)", minimum=1),
+    _f("t5xxl_max_token_length", INT, "T5 sequence length (512 for dev)", minimum=1, maximum=512),
     # saving, resuming, samples, logs
     _f("save_precision", CHOICE, "dtype of saved LoRAs (null: fp32)", choices=("float", "fp16", "bf16")),
     _f("save_every_n_epochs", INT, "intermediate LoRA every N epochs; auto = about 4 over the run", minimum=1,
@@ -130,7 +141,8 @@ FIELDS: tuple[Field, ...] = (
     _f("sample_at_first", BOOL, "render the samples before training", nullable=False),
     _f("logging_dir", STR, "TensorBoard events, a folder inside the run folder (null: none)", option=None),
     _f("log_with", CHOICE, "tracker", choices=("tensorboard", "wandb", "all")),
-    _f("num_cpu_threads_per_process", INT, "accelerate's CPU threads per process", minimum=1, nullable=False,
+    _f("num_cpu_threads_per_process", INT, "accelerate's CPU threads per process", minimum=1, maximum=1024,
+       nullable=False,
        option=None),
     # accepted only to be explained by a rule (kohya.py), never passed on
     _f("sdpa", BOOL, "no effect for FLUX", nullable=False, emit=False),
