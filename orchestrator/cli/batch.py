@@ -75,7 +75,7 @@ def _project_path(ctx: Context, value: str) -> Path:
 def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.batch.jobs import lora_label
     from orchestrator.batch.manifest import MANIFEST_NAME, read_manifest
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     jf, out = _load(args, ctx)
     jobs = jf.jobs

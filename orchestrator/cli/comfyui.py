@@ -226,7 +226,7 @@ def run_status(args: argparse.Namespace, ctx: Context) -> int:
     if not rows:
         ctx.out("ComfyUI is not running (start it with `comfyui up`)")
         return 0
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     table = []
     for r in rows:
