@@ -104,12 +104,7 @@ def run_plan(args: argparse.Namespace, ctx: Context) -> int:
         done = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "done")
         failed = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "failed")
         ctx.out(f"earlier runs in {out}: {done} done, {failed} failed, {len(jobs) - done} to make")
-    workflows = sorted({j.workflow for j in jobs})
-    missing = [w for w in workflows if not _project_path(ctx, w).exists()]
-    for w in missing:
-        ctx.warn(f"workflow {w} not found under {ctx.layout.root}")
-    if not missing:
-        _check_offline(jobs, ctx)
+    _check_offline(jobs, ctx)
     return 0
 
 
@@ -196,7 +191,8 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     jf, out = _load(args, ctx)
     urls = _server_urls(args, ctx)
     servers = connect_servers(urls, timeout=args.timeout)
-    builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
+    builder = PromptBuilder(ctx.layout, servers[0].client.object_info, where=f"ComfyUI at {servers[0].url}",
+                            check_models=servers[0].client.check_models)
     builder.check(jf.jobs)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
