@@ -29,8 +29,8 @@ from orchestrator.comfy import events as ev
 from orchestrator.comfy.pipeline import Base, ImagePipeline, ImageSpec, effective_values, lora_loads
 from orchestrator.comfy.resolve import ResolvedWorkflow, resolve_workflow
 from orchestrator.comfy.schema import schemas_from_object_info
-from orchestrator.comfy.serverlog import LoraWarnings, cached_nodes, job_window, lora_problem, lora_warnings
-from orchestrator.errors import ComfyFailed, ConfigError
+from orchestrator.comfy.serverlog import LoraWarnings, cached_nodes, job_window, lora_verdict
+from orchestrator.errors import ComfyError, ComfyFailed, ConfigError
 from orchestrator.layout import Layout, atomic_write_bytes, atomic_write_text
 from orchestrator.progress import Reporter, format_duration
 
@@ -142,23 +142,21 @@ class _Progress:
 
 
 def check_lora(client: Client, prompt: Mapping[str, Any], result: Any, verdicts: dict[str, LoraWarnings]) -> None:
-    """ComfyFailed when the job's LoRA logged `lora key not loaded` (a cached loader keeps the earlier verdict)."""
-    loads = lora_loads(prompt)
-    if not loads:
-        return
-    fresh = [name for nid, name in loads if nid not in cached_nodes(result.history)]
-    window = job_window(result.history)
-    log = client.server_log() if fresh and window is not None else None
-    if log is not None and window is not None:
-        found = lora_warnings(log, window)
-        for name in fresh:   # ComfyUI does not say which loader logged a line: every fresh one shares it
-            verdicts[name] = found
-    for _, name in loads:
-        found = verdicts.get(name)
-        if found is not None and found.count:
-            raise ComfyFailed(lora_problem(name, found),
-                              hint="check that the LoRA was trained for this base model (FLUX.1-dev for "
-                                   "`train`); the image was not saved")
+    """ComfyFailed when the job's LoRA made ComfyUI log `lora key not loaded` (see comfy/serverlog.py)."""
+    problem = lora_verdict(lora_loads(prompt), cached_nodes(result.history), job_window(result.history),
+                           _log_reader(client), verdicts)
+    if problem is not None:
+        raise ComfyFailed(problem, hint="use a LoRA trained for this base model (FLUX.1-dev, as `train` makes); "
+                                        "the image was not saved")
+
+
+def _log_reader(client: Client) -> Any:
+    def read() -> Any:
+        try:
+            return client.server_log()
+        except ComfyError:   # the log is a check on top: a server that cannot show it is not a failed job
+            return None
+    return read
 
 
 def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Reporter, *,

@@ -52,6 +52,10 @@ class ComfyServer:
 
         return self.client.view(OutputImage(ref.filename, ref.subfolder, ref.type))
 
+    def server_log(self) -> Any:
+        """The server's recent log lines (/internal/logs/raw), None when it has no such route."""
+        return self.client.server_log()
+
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """POST /queue {"delete": ids}: pending ones go, a running one is left to finish."""
         self.client.delete_pending(list(prompt_ids))
@@ -80,6 +84,8 @@ class ComfyServer:
 
 def outcome_from_history(entry: dict[str, Any]) -> Outcome:
     """A /history/{id} entry -> Outcome: images of every output node, or the error ComfyUI recorded."""
+    from orchestrator.comfy.serverlog import cached_nodes, job_window
+
     status = entry.get("status") or {}
     if status.get("status_str") != "success":
         for kind, data in status.get("messages") or []:
@@ -97,7 +103,7 @@ def outcome_from_history(entry: dict[str, Any]) -> Outcome:
                 images.append(ImageRef(str(img["filename"]), str(img.get("subfolder") or ""), "output"))
     if not images:
         return Outcome(ok=False, error="the prompt finished without saving an image (no SaveImage output)")
-    return Outcome(ok=True, images=tuple(images))
+    return Outcome(ok=True, images=tuple(images), window=job_window(entry), cached=tuple(sorted(cached_nodes(entry))))
 
 
 def connect_servers(urls: Sequence[str], *, timeout: float = 30.0) -> list[ComfyServer]:

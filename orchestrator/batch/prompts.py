@@ -8,6 +8,7 @@ from typing import Any
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.scheduler import Payload
 from orchestrator.comfy.pipeline import ImagePipeline, ImageSpec, lora_loads
+from orchestrator.comfy.serverlog import LoraWarnings, lora_verdict
 from orchestrator.errors import ComfyError, ConfigError
 from orchestrator.layout import Layout
 
@@ -90,6 +91,28 @@ class PromptBuilder:
         if self._check_models is not None:
             for prompt in models.values():
                 self._check_models(prompt)
+
+
+def make_lora_check(builder: PromptBuilder) -> Callable[[Job, Any, Any], str | None]:
+    """The scheduler's verifier: a job whose LoRA made ComfyUI log `lora key not loaded` fails
+    (comfy/serverlog.py); servers without the log route, or unreachable, are not checked."""
+    verdicts: dict[str, LoraWarnings] = {}
+
+    def verify(job: Job, server: Any, outcome: Any) -> str | None:
+        loads = builder.loras(job)
+        reader = getattr(server, "server_log", None)
+        if not loads or reader is None:
+            return None
+
+        def fetch() -> Any:
+            try:
+                return reader()
+            except ComfyError:
+                return None
+
+        return lora_verdict(loads, set(outcome.cached), outcome.window, fetch, verdicts)
+
+    return verify
 
 
 def _split(ref: str) -> tuple[str, str]:

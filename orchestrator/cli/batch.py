@@ -182,7 +182,7 @@ def format_progress(p: Any) -> str:
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.batch.comfy_server import ComfyServer, connect_servers
-    from orchestrator.batch.prompts import PromptBuilder
+    from orchestrator.batch.prompts import PromptBuilder, make_lora_check
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
 
@@ -209,7 +209,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
                             connect=lambda url: ComfyServer.connect(url, timeout=args.timeout),
-                            on_progress=on_progress, log=ctx.log)
+                            on_progress=on_progress, log=ctx.log, verify=make_lora_check(builder))
     except KeyboardInterrupt:
         ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "
                 "Run the same command again to continue.")

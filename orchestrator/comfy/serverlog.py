@@ -17,7 +17,7 @@ nothing; callers keep the verdict of the job that loaded it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -127,3 +127,25 @@ def lora_problem(lora: str, found: LoraWarnings) -> str:
     return (f"LoRA {lora} did not apply: ComfyUI logged 'lora key not loaded' for {many} of its keys{keys}; "
             "it was trained for another model or saved in a format this ComfyUI does not read")
 
+
+
+def lora_verdict(loads: Sequence[tuple[str, str]], cached: Collection[str], window: tuple[float, float] | None,
+                 fetch_log: Callable[[], ServerLog | None], verdicts: dict[str, LoraWarnings]) -> str | None:
+    """The problem of a finished job whose LoRA logged `lora key not loaded` (lora_problem), else None.
+
+    `loads`: (node id, LoRA) the job applies; `cached`: node ids served from the cache (those log
+    nothing, so the verdict of the job that loaded the LoRA, kept in `verdicts`, counts); `fetch_log`
+    is called only when a loader really ran. ComfyUI does not say which loader logged a line, so with
+    several LoRAs in one prompt each fresh one gets the job's count.
+    """
+    fresh = [name for nid, name in loads if nid not in cached]
+    log = fetch_log() if fresh and window is not None else None
+    if log is not None and window is not None:
+        found = lora_warnings(log, window)
+        for name in fresh:
+            verdicts[name] = found
+    for _, name in loads:
+        found = verdicts.get(name)
+        if found is not None and found.count:
+            return lora_problem(name, found)
+    return None
