@@ -20,12 +20,14 @@ applies a list of them to every image.
 from __future__ import annotations
 
 import copy
+import difflib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.comfy.knobs import SIDECAR_KEYS
+from orchestrator.comfy.knobs import KNOB_TARGETS, SIDECAR_KEYS
+from orchestrator.comfy.problems import short_list
 from orchestrator.comfy.patch import TARGETS, PromptParams, patch_prompt
 from orchestrator.comfy.resolve import LORA_NODES, ResolvedWorkflow, lora_options, resolve_lora, resolve_workflow
 from orchestrator.comfy.schema import NodeSchemas
@@ -204,6 +206,9 @@ class ImagePipeline:
             raise ConfigError(f"LoRA {spec.lora} given but {base.label} has no LoraLoader",
                               hint="use workflows/finetuned_flux.json (the default with a LoRA), or lora none")
         lora = self.lora_name(spec.lora) if spec.lora is not None else None
+        for knob, value in (("sampler", spec.sampler), ("scheduler", spec.scheduler)):
+            if value is not None:
+                self._check_choice(knob, value, types)
         strength_clip = spec.strength_clip
         if strength_clip is None and "LoraLoader" in types:
             strength_clip = spec.strength
@@ -212,6 +217,21 @@ class ImagePipeline:
                             width=spec.width, height=spec.height, steps=spec.steps, guidance=spec.guidance,
                             sampler=spec.sampler, scheduler=spec.scheduler,
                             filename_prefix=spec.filename_prefix if "SaveImage" in types else None, sets=spec.sets)
+
+    def _check_choice(self, knob: str, value: str, types: set[str]) -> None:
+        """ConfigError when a sampler / scheduler is not one the node taking it offers (as the server would say)."""
+        for cls, input_name in KNOB_TARGETS[knob]:
+            node = self.schemas.get(cls) if cls in types else None
+            spec = node.input(input_name) if node is not None else None
+            if spec is None or not spec.options:
+                continue
+            options = [str(o) for o in spec.options]
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=3)
+                hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+                raise ConfigError(f"{value!r} is not a {knob} of {cls} on {self.where}",
+                                  hint=f"{hint}available: {short_list(options, 12)}")
+            return
 
     def build(self, base: Base, spec: ImageSpec, *, with_ui: bool = True) -> tuple[dict[str, Any], dict | None]:
         """(API prompt, browser workflow showing this image's values or None); ConfigError for a bad setting."""
