@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 LORA_KEY_MARK = "lora key not loaded:"
+LOG_CAPACITY = 300            # app/logger.py setup_logger(capacity=300): older writes are dropped
 ZONE_STEP_MS = 15 * 60 * 1000
 
 
@@ -116,7 +117,8 @@ def lora_warnings(log: ServerLog, window: tuple[float, float]) -> LoraWarnings:
         if start <= ms - offset <= end:
             keys += [line.split(LORA_KEY_MARK, 1)[1].strip() for line in entry.m.splitlines()
                      if LORA_KEY_MARK in line]
-    complete = bool(stamps) and min(stamps) <= start
+    # lines may be missing only when the buffer is full and its oldest entry is already inside the job
+    complete = len(log.entries) < LOG_CAPACITY or (bool(stamps) and min(stamps) < start)
     return LoraWarnings(len(keys), complete, tuple(keys[:3]))
 
 
