@@ -24,11 +24,12 @@ __all__ = ["FORMAT", "Job", "JobFile", "load_job_file", "expand", "lora_label", 
 
 FORMAT = """\
 defaults:                      # optional; every key may also be given per job
-  workflow: workflows/finetuned_flux.json   # relative to the project folder
+  workflow: workflows/finetuned_flux.json   # relative to the project folder (shipped copy if absent)
   size: 1024x1024              # WxH (sizes: [..] to sweep)
   steps: 28
   guidance: 3.5
-  lora: flux_dreambooth.safetensors         # or none (loras: [..] to sweep)
+  lora: flux_dreambooth         # in the server's models/loras: extension, case, sub-folder optional;
+                               #   or none (loras: [..] to sweep)
   strength: 1.0                # LoRA strength, model and clip (strengths: [..])
   strength_clip: 1.0           # optional: CLIP's own strength (LoraLoader only; default = strength)
   seed: 0                      # base seed for `count`

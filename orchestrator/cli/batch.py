@@ -52,8 +52,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _format_doc() -> str:
     from orchestrator.batch.jobs import FORMAT
+    from orchestrator.comfy.knobs import describe
 
-    return "job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+    return ("job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+            "settings (the same rules as `generate`'s options):\n" + "\n".join("  " + line for line in describe())
+            + "\n")
 
 
 def _load(args: argparse.Namespace, ctx: Context):
