@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.comfy import events as ev
+from orchestrator.comfy.knobs import sidecar_fields
 from orchestrator.comfy.pipeline import Base, ImagePipeline, ImageSpec, effective_values, lora_loads
 from orchestrator.comfy.resolve import ResolvedWorkflow, resolve_workflow
 from orchestrator.comfy.schema import schemas_from_object_info
@@ -214,7 +215,7 @@ def _make_one(req: GenerateRequest, client: Client, reporter: Reporter, base: Ba
         timings = {f"{key}_s": round(value, 3) for key, value in result.timings.items()}
         timings["download_s"] = round(time.monotonic() - fetch_started, 3)
         timings["wall_s"] = round(time.monotonic() - started, 3)
-        meta = {"file": path.name, "prompt": req.prompt, **sidecar_knobs(values, seed),
+        meta = {"file": path.name, **sidecar_fields({**values, "prompt": req.prompt, "seed": values.get("seed", seed)}),
                 "sets": [list(s) for s in req.sets], "workflow": base.label, "server": client.url,
                 "prompt_id": result.prompt_id,
                 "server_file": {"filename": image.filename, "subfolder": image.subfolder, "type": image.type},
@@ -226,12 +227,3 @@ def _make_one(req: GenerateRequest, client: Client, reporter: Reporter, base: Ba
     reporter.milestone(f"image {i + 1}/{req.count} done in {took}{' (cached)' if result.cached else ''}: "
                        f"{made[-1].path.name}")
     return made
-
-
-def sidecar_knobs(values: Mapping[str, Any], seed: int | None) -> dict[str, Any]:
-    """The knobs as a sidecar shows them: the values the prompt ran with (strength_clip only when it differs)."""
-    out = {"seed": values.get("seed", seed), "lora": values.get("lora"), "strength": values.get("strength")}
-    if "strength_clip" in values and values["strength_clip"] != values.get("strength"):
-        out["strength_clip"] = values["strength_clip"]
-    out.update({k: values.get(k) for k in ("width", "height", "steps", "guidance", "sampler", "scheduler")})
-    return out

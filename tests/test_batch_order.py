@@ -60,4 +60,4 @@ def test_a_batch_switches_lora_once_per_group_and_keeps_its_manifest(run_cli, pr
     assert sorted(rec.state for rec in states.values()) == ["done"] * 18
     index = (out / "index.html").read_text()
     assert index.index("a-fox-a-0.5") < index.index("a-fox-b-0.5") < index.index("a-dog")   # file order kept
-    assert json.loads((out / "a-fox-a-0.5-1024x1024-1.json").read_text())["lora"] == "a"
+    assert json.loads((out / "a-fox-a-0.5-1024x1024-1.json").read_text())["lora"] == "a.safetensors"   # what ran

@@ -105,6 +105,14 @@ def test_valid_inputs_make_the_same_prompts(run_cli, project, double, case):
     assert batch.code == 0, batch.err
     assert len(generated) == len(batched) == case.get("count", 1)
     assert [_without_prefix(b["prompt"]) for b in batched] == [_without_prefix(g["prompt"]) for g in generated]
+    n = VALID.index(case)
+    made = sorted((project.root / f"out{n}").glob("*.json"))
+    shown = [Path(p).with_suffix(".json") for p in gen.out.split()]
+    knobs = ("prompt", "seed", "lora", "strength", "strength_clip", "width", "height", "steps", "guidance", "sampler",
+             "scheduler")
+    in_batch = sorted(tuple((k, d.get(k)) for k in knobs) for d in (json.loads(p.read_text()) for p in made))
+    in_generate = sorted(tuple((k, d.get(k)) for k in knobs) for d in (json.loads(p.read_text()) for p in shown))
+    assert in_batch == in_generate                                  # the same sidecar fields, the same values
 
 
 @pytest.mark.parametrize("case,code,problem", INVALID, ids=[json.dumps(c[0]) for c in INVALID])

@@ -84,6 +84,7 @@ class ComfyServer:
 
 def outcome_from_history(entry: dict[str, Any]) -> Outcome:
     """A /history/{id} entry -> Outcome: images of every output node, or the error ComfyUI recorded."""
+    from orchestrator.comfy.pipeline import effective_values
     from orchestrator.comfy.serverlog import cached_nodes, job_window
 
     status = entry.get("status") or {}
@@ -103,7 +104,10 @@ def outcome_from_history(entry: dict[str, Any]) -> Outcome:
                 images.append(ImageRef(str(img["filename"]), str(img.get("subfolder") or ""), "output"))
     if not images:
         return Outcome(ok=False, error="the prompt finished without saving an image (no SaveImage output)")
-    return Outcome(ok=True, images=tuple(images), window=job_window(entry), cached=tuple(sorted(cached_nodes(entry))))
+    queued = entry.get("prompt")
+    prompt = queued[2] if isinstance(queued, list) and len(queued) > 2 and isinstance(queued[2], dict) else {}
+    return Outcome(ok=True, images=tuple(images), window=job_window(entry), cached=tuple(sorted(cached_nodes(entry))),
+                   values=effective_values(prompt))
 
 
 def connect_servers(urls: Sequence[str], *, timeout: float = 30.0) -> list[ComfyServer]:

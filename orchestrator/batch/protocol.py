@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -25,6 +25,7 @@ class Outcome:
     error: str | None = None
     window: tuple[float, float] | None = None   # execution start, end (epoch ms, the server's clock)
     cached: tuple[str, ...] = ()                # node ids ComfyUI served from its cache
+    values: Mapping[str, Any] = field(default_factory=dict)   # the knobs the prompt ran with (sidecar keys)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,6 +207,18 @@ SIDECAR_KEYS: dict[str, str] = {"seed": "seed", "lora_name": "lora", "strength_m
                                 "strength_clip": "strength_clip", "width": "width", "height": "height",
                                 "steps": "steps", "guidance": "guidance", "sampler": "sampler",
                                 "scheduler": "scheduler"}
+
+
+def sidecar_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs of an image as its JSON sidecar shows them (generate and batch alike): every knob's sidecar
+    keys in declaration order; strength_clip only when it differs from strength."""
+    out: dict[str, Any] = {}
+    for knob in KNOBS.values():
+        for key in knob.sidecar:
+            if key == "strength_clip" and values.get(key) in (None, values.get("strength")):
+                continue
+            out[key] = values.get(key)
+    return out
 
 
 def fmt_float(value: float) -> str:
