@@ -35,7 +35,7 @@ from orchestrator.errors import ComfyError, ComfyFailed, ConfigError
 from orchestrator.layout import Layout, atomic_write_bytes, atomic_write_text
 from orchestrator.progress import Reporter, format_duration
 
-SEED_MAX = 2**32 - 1
+RANDOM_SEED_MAX = 2**32 - 1   # --seed random picks from here (any seed up to 2^64-1 may be given)
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
     made: list[GeneratedImage] = []
     verdicts: dict[str, LoraWarnings] = {}
     for i in range(req.count):
-        seed = req.seed + i if req.seed is not None else rng.randint(1, SEED_MAX)
+        seed = req.seed + i if req.seed is not None else rng.randint(1, RANDOM_SEED_MAX)
         prompt, shown = pipe.build(base, req.spec(seed))
         if i == 0:
             client.check_models(prompt)

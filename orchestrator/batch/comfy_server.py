@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.batch.scheduler import ImageRef, Outcome, Payload
+from orchestrator.comfy.pipeline import effective_values
+from orchestrator.comfy.serverlog import cached_nodes, job_window
 from orchestrator.errors import ComfyError, ComfyUnavailable
 
 
@@ -84,9 +86,6 @@ class ComfyServer:
 
 def outcome_from_history(entry: dict[str, Any]) -> Outcome:
     """A /history/{id} entry -> Outcome: images of every output node, or the error ComfyUI recorded."""
-    from orchestrator.comfy.pipeline import effective_values
-    from orchestrator.comfy.serverlog import cached_nodes, job_window
-
     status = entry.get("status") or {}
     if status.get("status_str") != "success":
         for kind, data in status.get("messages") or []:

@@ -7,7 +7,9 @@ from typing import Any
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.scheduler import Payload
+from orchestrator.comfy.patch import required_models
 from orchestrator.comfy.pipeline import ImagePipeline, ImageSpec, lora_loads
+from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
 from orchestrator.comfy.serverlog import LoraWarnings, lora_verdict
 from orchestrator.errors import ComfyError, ConfigError
 from orchestrator.layout import Layout
@@ -36,8 +38,6 @@ class PromptBuilder:
     @property
     def pipeline(self) -> ImagePipeline:
         """The image pipeline, with the server's node schemas (and LoRA list) when it answers."""
-        from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
-
         if self._pipe is None:
             schema = None
             if self._object_info is not None:
@@ -82,8 +82,6 @@ class PromptBuilder:
                     seen.add(line)
                     problems.append(line)
                 continue
-            from orchestrator.comfy.patch import required_models
-
             models.setdefault(repr(sorted(required_models(payload.prompt).items())), payload.prompt)
         if problems:
             raise ConfigError(f"{len(problems)} job(s) cannot be turned into a ComfyUI prompt", details=problems[:20],

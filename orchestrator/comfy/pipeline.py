@@ -31,6 +31,7 @@ from orchestrator.comfy.problems import short_list
 from orchestrator.comfy.patch import TARGETS, PromptParams, patch_prompt
 from orchestrator.comfy.resolve import LORA_NODES, ResolvedWorkflow, lora_options, resolve_lora, resolve_workflow
 from orchestrator.comfy.schema import NodeSchemas
+from orchestrator.comfy.uivalues import reflect_in_ui
 from orchestrator.comfy.workflow import to_api_prompt
 from orchestrator.errors import ConfigError
 from orchestrator.layout import Layout
@@ -240,7 +241,5 @@ class ImagePipeline:
             prompt, _ = insert_model_patch(prompt, patch.class_type, patch.inputs, title=patch.title)
         ui = None
         if base.ui is not None and with_ui:   # the PNG's workflow reopens in the browser with these values
-            from orchestrator.comfy.uivalues import reflect_in_ui
-
             ui = reflect_in_ui(base.ui, base.prompt, prompt, self.schemas)
         return prompt, ui

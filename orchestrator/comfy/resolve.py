@@ -81,10 +81,6 @@ def resolve_lora(name: str, available: Sequence[str] | None, *, where: str = "th
     close = difflib.get_close_matches(_key(given), [_key(a) for a in available], n=3, cutoff=0.6)
     by_key = {_key(a): a for a in available}
     suggestion = f"; did you mean {' or '.join(repr(by_key[c]) for c in close)}?" if close else ""
-    return _missing(given, available, where, suggestion)
-
-
-def _missing(given: str, available: Sequence[str], where: str, suggestion: str) -> str:
     raise ConfigError(f"LoRA {given!r} not found on {where}{suggestion}",
                       hint=f"available: {short_list(list(available))}. LoRAs are the files in the server's "
                            "models/loras (`train` puts them there); the extension and case may be left out")
