@@ -288,7 +288,6 @@ class ComfyDouble:
 
     def submit(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """POST /prompt: validate, queue; (status, JSON body)."""
-        self.log("got prompt\n")
         with self.lock:
             number = self.number
             self.number += 1

@@ -90,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes ------------------------------------------------------------------------------
     def _route(self, double: Any, method: str, path: str, q: dict[str, str], body: bytes) -> None:
         if path == "/prompt" and method == "POST":
+            double.log("got prompt\n")      # server.py post_prompt logs it first, before reading the body
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")

@@ -98,3 +98,24 @@ def test_strength_clip_follows_strength_unless_given(project, tmp_path):
     assert "cannot set strength_clip: the workflow has no LoraLoader node" in e.value.message
     prompt, _ = pipe.build(base, ImageSpec(lora="x", strength=0.0, strength_clip=0.0))
     assert lora_loads(prompt) == []                                    # ComfyUI skips a LoRA at 0 / 0
+
+
+def test_the_readme_pipeline_example_runs(project, monkeypatch):
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    from tests.comfy_double import ComfyDouble
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "ImagePipeline(" in b)
+    monkeypatch.chdir(project.root)
+    out = io.StringIO()
+    with ComfyDouble(steps=1) as d, contextlib.redirect_stdout(out):
+        exec(compile(code.replace("http://127.0.0.1:8188", d.url), "README.md", "exec"), {})
+        posted = d.posted[-1]["prompt"]
+    assert "OutputImage(" in out.getvalue()
+    patch = [nid for nid, n in posted.items() if n["_meta"].get("model_patch")]
+    assert len(patch) == 1 and posted[patch[0]]["inputs"]["model"] == [by_type(posted, "LoraLoader")[0], 0]
+    assert by_type(posted, "LoraLoader")[1]["inputs"]["lora_name"] == "flux_dreambooth.safetensors"
