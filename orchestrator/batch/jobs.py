@@ -416,7 +416,7 @@ def group_key(job: Job) -> tuple[Any, ...]:
 
 def order_for_the_gpu(jobs: Sequence[Job]) -> list[Job]:
     """Jobs sharing a workflow, LoRA and strengths next to each other, so ComfyUI patches the model once per
-    group (a LoRA switch cost 18.5 s on an H100); groups in the order they first appear, jobs in file order
+    group (a LoRA switch cost 18.5 s on an H200); groups in the order they first appear, jobs in file order
     within a group (seeds stay innermost). Stable: a file whose jobs are grouped already keeps its order."""
     first: dict[tuple[Any, ...], int] = {}
     for job in jobs:
