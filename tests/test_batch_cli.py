@@ -43,9 +43,14 @@ def test_plan_json_lists_every_job(run_cli, project):
     assert doc["jobs"][0]["name"] == "toy-0.6-1" and doc["jobs"][0]["strength"] == 0.6
 
 
+def test_plan_uses_the_shipped_workflows_until_the_project_has_its_own(run_cli, project):
+    r = run_cli("batch", "plan", str(write_jobs(project)))    # no workflows/ in the project: as in generate
+    assert r.code == 0 and r.err == ""
+
+
 def test_plan_warns_about_a_missing_workflow(run_cli, project):
-    r = run_cli("batch", "plan", str(write_jobs(project)))
-    assert r.code == 0 and "warning: workflow workflows/finetuned_flux.json not found" in r.err
+    r = run_cli("batch", "plan", str(write_jobs(project, "jobs:\n  - {prompt: a, workflow: workflows/mine.json}\n")))
+    assert r.code == 0 and "workflow file workflows/mine.json does not exist" in r.err
 
 
 def test_plan_bad_file_is_exit_2_with_lines(run_cli, project):
@@ -204,7 +209,7 @@ def test_run_without_server_uses_the_workers_comfyui_up_started(engine, project,
     path = write_jobs(project, "jobs:\n  - {prompt: a, workflow: workflows/none.json}\n")
     r = run_cli("batch", "run", str(path))
     assert f"found 2 ComfyUI servers: http://127.0.0.1:{port}, http://127.0.0.1:{port + 1}" in r.err
-    assert r.code == 2 and "workflows/none.json not found" in r.err
+    assert r.code == 2 and "workflow file workflows/none.json does not exist" in r.err
     run_cli("comfyui", "down")
 
 

@@ -85,7 +85,8 @@ def test_problems_are_all_listed_with_their_lines(tmp_path):
     joined = "\n".join(errs)
     for expected in ["2: defaults.size: '1000x7' is not a size", "5: jobs[0].prompt: '' is not",
                      "6: jobs[0].seeds[1]: 'x' is not a seed", "8: jobs[1].count: 0 is not a count",
-                     "9: jobs[1].strengths[1]: 'high' is not a number", "10: jobs[1].guidance: 'lots'",
+                     "9: jobs[1].strengths[1]: 'high' is not a LoRA strength from -100 to 100",
+                     "9: jobs[1].strengths: a strength needs a LoRA", "10: jobs[1].guidance: 'lots'",
                      "11: jobs[1].set.nodot: 'nodot' is not <node id or title>.<input>"]:
         assert expected in joined, (expected, joined)
     assert joined.count("defaults.size") == 1    # a bad default is reported once
@@ -131,7 +132,7 @@ def test_identical_jobs_are_made_once(tmp_path):
 
 def test_non_finite_numbers_and_seeds_past_2_64_are_problems(tmp_path):
     found = errors(tmp_path, "jobs:\n  - prompt: a\n    lora: x.safetensors\n    strength: .nan\n    guidance: .inf\n")
-    assert any("strength: nan is not a number" in e for e in found), found
-    assert any("guidance: inf is not a number >= 0" in e for e in found), found
+    assert any("strength: nan is not a LoRA strength from -100 to 100" in e for e in found), found
+    assert any("guidance: inf is not a FLUX guidance from 0 to 100" in e for e in found), found
     found = errors(tmp_path, f"jobs:\n  - prompt: a\n    seed: {2**64 - 2}\n    count: 3\n")
     assert any("go past the largest seed 2^64-1" in e for e in found), found

@@ -113,7 +113,8 @@ def test_a_missing_workflow_file_is_named_before_the_server_is_asked(run_cli, pr
 def test_missing_lora_is_named_with_the_available_ones(run_cli, project, double):
     r = run_cli("generate", "a fox", "--lora", "nope", "--server", double.url)
     assert r.code == 2
-    assert "error: LoRA 'nope.safetensors' not found; available: flux_dreambooth.safetensors" in r.err
+    assert f"error: LoRA 'nope' not found on ComfyUI at {double.url}" in r.err
+    assert "hint: available: flux_dreambooth.safetensors." in r.err
     assert double.posted == [] and not project.outputs.exists()
 
 
@@ -131,13 +132,14 @@ def test_rejected_and_failed_prompts_are_rendered(run_cli, project, double):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--size", "1000x1000"], "--size 1000x1000: width and height must be multiples of 16"),
-    (["--size", "big"], "--size 'big': expected WIDTHxHEIGHT"),
-    (["--seed", "abc"], "--seed 'abc': expected a whole number or 'random'"),
-    (["--count", "0"], "--count 0: must be between 1 and 1000"),
-    (["--strength", "0.5"], "--strength needs --lora NAME"),
+    (["--size", "1000x1000"], "--size: '1000x1000' is not a size WxH with width and height multiples of 16"),
+    (["--size", "big"], "--size: 'big' is not a size WxH"),
+    (["--seed", "abc"], "--seed: 'abc' is not a seed (a whole number from 0 to 2^64-1) or 'random'"),
+    (["--count", "0"], "--count: 0 is not a count (a whole number from 1 to 10000)"),
+    (["--steps", "x"], "--steps: 'x' is not a whole number of steps from 1 to 10000"),
+    (["--strength", "0.5"], "--strength: a strength needs a LoRA"),
     (["--set", "nodot"], "--set 'nodot': expected NODE.INPUT=VALUE"),
-    (["--lora", " "], "--lora is empty"),
+    (["--lora", " "], "--lora: ' ' is not a LoRA name"),
     (["--seed", str(2**64 - 1), "--count", "2"], f"--seed {2**64 - 1} --count 2: the images use seeds"),
 ])
 def test_usage_errors(run_cli, argv, message):

@@ -6,10 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.batch.jobs import Job, JobFile
+from orchestrator.batch.jobs import Job, JobFile, order_for_the_gpu
 from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
 from orchestrator.batch.outputs import make_saver
-from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings
+from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings, Verifier
 from orchestrator.batch.sheets import Sheet, make_sheets, write_index
 from orchestrator.errors import ComfyError, ConfigError
 
@@ -55,9 +55,11 @@ def check_conflicts(jobs: Sequence[Job], manifest: Manifest) -> None:
 
 
 def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_dir: Path,
-            save, connect: Callable[[str], Server] | None, log: Callable[[str], None]) -> None:
-    """Resume: skip done jobs, follow or re-collect queued ones, queue the rest."""
-    for job in jobs:
+            save, connect: Callable[[str], Server] | None, log: Callable[[str], None],
+            verify: Verifier | None = None) -> None:
+    """Resume: skip done jobs, follow or re-collect queued ones, queue the rest (grouped for the GPU:
+    order_for_the_gpu)."""
+    for job in order_for_the_gpu(jobs):
         rec = manifest.get(job.key)
         if rec is None:
             manifest.record(job.key, "pending", name=job.name, settings=job.settings())
@@ -71,40 +73,53 @@ def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_d
         elif rec.state == "queued" and rec.server and rec.prompt_id:
             if scheduler.adopt(job, rec.server, rec.prompt_id):
                 continue
-            if connect is not None and _recollect(job, rec.server, rec.prompt_id, manifest, save, connect, log):
+            got = _recollect(job, rec.server, rec.prompt_id, manifest, save, connect, log, verify) \
+                if connect is not None else None
+            if got == "done":
                 scheduler.skip()
+                continue
+            if got == "failed":
+                scheduler.failed_before()
                 continue
             manifest.record(job.key, "pending", reason=f"was queued on {rec.server}, not part of this run")
         scheduler.add(job)
 
 
-def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, log) -> bool:
+def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, log,
+               verify: Verifier | None = None) -> str | None:
+    """A job queued by an earlier run and finished since: "done" (saved now), "failed" (its LoRA did not
+    apply), or None (not finished / unreachable: it runs again)."""
     try:
         server = connect(url)
         outcome = server.result(pid)
         if outcome is None or not outcome.ok:
-            return False
+            return None
+        problem = verify(job, server, outcome) if verify is not None else None
+        if problem is not None:
+            manifest.record(job.key, "failed", server=url, prompt_id=pid, error=problem)
+            log(f"failed: {job.name}: {problem}")
+            return "failed"
         files = save(job, server, pid, outcome)
     except ComfyError:
-        return False
+        return None
     manifest.record(job.key, "done", server=url, prompt_id=pid, files=files)
     log(f"re-collected {job.name} from {url}")
-    return True
+    return "done"
 
 
 def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build: Builder,
               settings: Settings = Settings(), *, connect: Callable[[str], Server] | None = None,
               on_progress: Callable[[Progress], None] | None = None,
-              log: Callable[[str], None] = lambda _: None) -> BatchSummary:
+              log: Callable[[str], None] = lambda _: None, verify: Verifier | None = None) -> BatchSummary:
     """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = job_file.jobs
     with Manifest(out_dir / MANIFEST_NAME) as manifest:
         check_conflicts(jobs, manifest)
         save = make_saver(out_dir, job_file.path)
-        scheduler = Scheduler(servers, manifest, build, save, settings)
+        scheduler = Scheduler(servers, manifest, build, save, settings, verify=verify)
         with manifest.deferred_sync():
-            prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
+            prepare(scheduler, jobs, manifest, out_dir, save, connect, log, verify)
         manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
                        servers=[s.url for s in servers], depth=settings.depth)
         progress: Progress | None = None

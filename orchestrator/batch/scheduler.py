@@ -35,11 +35,12 @@ from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Progress, Se
 from orchestrator.errors import ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError
 
 __all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Progress", "Scheduler", "Server", "ServerState",
-           "Settings"]
+           "Settings", "Verifier"]
 
 
 Saver = Callable[[Job, Server, str, Outcome], list[str]]
 Builder = Callable[[Job], Payload]
+Verifier = Callable[[Job, Server, Outcome], "str | None"]   # a finished job's problem (it then fails), or None
 
 
 @dataclass
@@ -63,11 +64,13 @@ class Scheduler:
     """Runs jobs over servers; `run()` returns when every job is done or failed."""
 
     def __init__(self, servers: Sequence[Server], manifest: Manifest, build: Builder, save: Saver,
-                 settings: Settings = Settings(), *, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: Settings = Settings(), *, clock: Callable[[], float] = time.monotonic,
+                 verify: Verifier | None = None) -> None:
         if not servers:
             raise ConfigError("no ComfyUI server to run the batch on", hint="pass --server URL")
         self.slots = [_Slot(s) for s in servers]
         self.manifest, self.build, self.save, self.settings, self.clock = manifest, build, save, settings, clock
+        self.verify = verify
         self.todo: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stop_submit = False
@@ -97,6 +100,11 @@ class Scheduler:
                 self.total += 1
                 return True
         return False
+
+    def failed_before(self, n: int = 1) -> None:
+        """Count jobs that failed while being re-collected from an earlier run."""
+        self.failed += n
+        self.total += n
 
     def skip(self, n: int = 1) -> None:
         """Count jobs already done by an earlier run."""
@@ -306,6 +314,10 @@ class Scheduler:
     def _collect(self, slot: _Slot, pid: str, job: Job, outcome: Outcome) -> None:
         if not outcome.ok:
             self._fail(slot, job, pid, outcome.error or "failed on the server")
+            return
+        problem = self.verify(job, slot.server, outcome) if self.verify is not None else None
+        if problem is not None:
+            self._fail(slot, job, pid, problem)
             return
         try:
             files = self.save(job, slot.server, pid, outcome)

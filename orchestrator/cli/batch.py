@@ -56,8 +56,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _format_doc() -> str:
     from orchestrator.batch.jobs import FORMAT
+    from orchestrator.comfy.knobs import describe
 
-    return "job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+    return ("job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+            "settings (the same rules as `generate`'s options):\n" + "\n".join("  " + line for line in describe())
+            + "\n")
 
 
 def _load(args: argparse.Namespace, ctx: Context):
@@ -79,7 +82,7 @@ def _project_path(ctx: Context, value: str) -> Path:
 def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.batch.jobs import lora_label
     from orchestrator.batch.manifest import MANIFEST_NAME, read_manifest
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     jf, out = _load(args, ctx)
     jobs = jf.jobs
@@ -108,12 +111,7 @@ def run_plan(args: argparse.Namespace, ctx: Context) -> int:
         done = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "done")
         failed = sum(1 for j in jobs if states.get(j.key) and states[j.key].state == "failed")
         ctx.out(f"earlier runs in {out}: {done} done, {failed} failed, {len(jobs) - done} to make")
-    workflows = sorted({j.workflow for j in jobs})
-    missing = [w for w in workflows if not _project_path(ctx, w).exists()]
-    for w in missing:
-        ctx.warn(f"workflow {w} not found under {ctx.layout.root}")
-    if not missing:
-        _check_offline(jobs, ctx)
+    _check_offline(jobs, ctx)
     return 0
 
 
@@ -230,7 +228,7 @@ def format_progress(p: Any) -> str:
 
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator.batch.prompts import PromptBuilder
+    from orchestrator.batch.prompts import PromptBuilder, make_lora_check
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
 
@@ -238,7 +236,8 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(f"--depth {args.depth}: must be at least 1 (2 keeps the GPU busy between images)")
     jf, out = _load(args, ctx)
     servers = _servers(args, ctx)
-    builder = PromptBuilder(ctx.layout, servers[0].client.object_info)
+    builder = PromptBuilder(ctx.layout, servers[0].client.object_info, where=f"ComfyUI at {servers[0].url}",
+                            check_models=servers[0].client.check_models)
     builder.check(jf.jobs)
     settings = Settings(depth=args.depth, poll=args.poll, fail_fast=args.fail_fast)
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
@@ -255,7 +254,7 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
                             connect=lambda url: _connect(url, args.timeout),
-                            on_progress=on_progress, log=ctx.log)
+                            on_progress=on_progress, log=ctx.log, verify=make_lora_check(builder))
     except KeyboardInterrupt:
         ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "
                 "Run the same command again to continue.")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
-from orchestrator.cli.table import render_table
+from orchestrator.table import render_table
 from orchestrator.errors import OrchestratorError
 from orchestrator.gpuprobe import require_gpus
 from orchestrator.progress import format_duration

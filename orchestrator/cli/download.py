@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         statuses = list(dict.fromkeys(r.status for r in members if r.status != "absent upstream"))
         size = _sum(r.size for r in members if r.status != "absent upstream")
         rows.append((group, ", ".join(statuses), _fmt(size), _where(members[0].item, ctx)))
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     ctx.out(render_table(("NAME", "STATUS", "SIZE", "PATH"), rows))
     ctx.log("next: `python -m orchestrator doctor` checks Docker, the GPU runtime and these files")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _dry_run(ctx: Context, items: Sequence, hub) -> int:
     from orchestrator import download as dl
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
     from orchestrator.progress import format_bytes
 
     plan = dl.inspect_items(items, hub, ctx.status, tolerant=True)
