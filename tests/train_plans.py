@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.engine import Mount
 from orchestrator.layout import Layout
-from orchestrator.progress import RecordingReporter
+from orchestrator.progress import RecordingSink
 from orchestrator.train.plan import TrainPlan
 
 LAUNCHER = ("accelerate", "launch", "--num_cpu_threads_per_process", "1", "--mixed_precision", "bf16")
@@ -62,14 +62,15 @@ def make_plan(layout: Layout, *, runtime: str = "docker", run_id: str = "2026112
     )
 
 
-class GateOpener(RecordingReporter):
+class GateOpener(RecordingSink):
     """Lets a gated stand-in trainer (STANDIN_WAIT_FOR) go on at the first milestone of the follower."""
 
     def __init__(self, gate) -> None:
         super().__init__()
         self.gate = gate
 
-    def milestone(self, text: str) -> None:
-        super().milestone(text)
-        self.gate.parent.mkdir(parents=True, exist_ok=True)
-        self.gate.touch()
+    def emit(self, event) -> None:
+        super().emit(event)
+        if not event.live:
+            self.gate.parent.mkdir(parents=True, exist_ok=True)
+            self.gate.touch()

@@ -81,6 +81,7 @@ class Scheduler:
         self.busy = 0.0
         self.cpu = 0.0
         self.notes: list[str] = []   # milestones from the workers, printed by the main thread
+        self.made: list[tuple[str, tuple[str, ...]]] = []   # (job name, files) collected, reported by the main thread
 
     # ---- setup -------------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -105,10 +106,12 @@ class Scheduler:
 
     # ---- running -----------------------------------------------------------------------
     def run(self, on_progress: Callable[[Progress], None] | None = None,
-            on_note: Callable[[str], None] | None = None) -> Progress:
+            on_note: Callable[[str], None] | None = None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None = None) -> Progress:
         """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise.
 
-        `on_note` gets milestones (a failed job, a server down or back) in the calling thread.
+        `on_note` gets milestones (a failed job, a server down or back) and `on_image` each collected job
+        (name, files), in the calling thread.
         """
         self.started = self.clock()
         workers = [threading.Thread(target=self._work, args=(s,), name=f"batch-{i}", daemon=True)
@@ -120,9 +123,8 @@ class Scheduler:
                 with self.cond:
                     self.cond.wait(0.2)
                     notes, self.notes = self.notes, []
-                if on_note is not None:
-                    for note in notes:
-                        on_note(note)
+                    made, self.made = self.made, []
+                _report(notes, made, on_note, on_image)
                 if on_progress is not None:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
@@ -135,9 +137,8 @@ class Scheduler:
             raise
         self._shutdown(workers)
         notes, self.notes = self.notes, []
-        if on_note is not None:
-            for note in notes:
-                on_note(note)
+        made, self.made = self.made, []
+        _report(notes, made, on_note, on_image)
         if self.fatal is not None:
             self._cancel_pending()
             raise self.fatal
@@ -320,6 +321,7 @@ class Scheduler:
         with self.cond:
             self.done += 1
             slot.done += 1
+            self.made.append((job.name, tuple(files)))
             self.cond.notify_all()
 
     def _fail(self, slot: _Slot, job: Job, pid: str | None, error: str) -> None:
@@ -389,6 +391,14 @@ class Scheduler:
         slot.up, slot.error, slot.down_since = True, None, None
         with self.cond:
             self.notes.append(f"{slot.server.url} is back")
+
+
+def _report(notes: list[str], made: list[tuple[str, tuple[str, ...]]], on_note: Callable[[str], None] | None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None) -> None:
+    for note in notes if on_note is not None else ():
+        on_note(note)
+    for name, files in made if on_image is not None else ():
+        on_image(name, files)
 
 
 def _one_line(e: OrchestratorError) -> str:

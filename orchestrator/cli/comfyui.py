@@ -8,6 +8,8 @@ from typing import Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
+from orchestrator.progress import Event
 from orchestrator.errors import OrchestratorError, UsageError
 
 HELP = "Run ComfyUI in a container with our workflows (up, down, status, logs)"
@@ -55,6 +57,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="docker (default) or local: run main.py from a ComfyUI checkout (--comfyui)")
     p.add_argument("--comfyui", metavar="DIR", help="ComfyUI checkout for --runtime local")
     p.add_argument("--python", metavar="PY", help="Python interpreter for --runtime local (default: this one)")
+    add_event_options(p)
     p.set_defaults(handler=run_up)
 
     p = sub.add_parser("down", help="stop and remove ComfyUI (every worker)")
@@ -103,8 +106,7 @@ def run_up(args: argparse.Namespace, ctx: Context) -> int:
     ctx.log("streaming the log; Ctrl+C stops ComfyUI")
     try:
         for index, line in server.log_lines(engine, ctx.layout, follow=True):
-            ctx.stderr.write(f"{_prefix(index, len(result.servers))} {line}\n")
-            ctx.stderr.flush()
+            ctx.log(f"{_prefix(index, len(result.servers))} {line}")
     except KeyboardInterrupt:
         ctx.log("stopping ComfyUI ...")
         server.down(engine, ctx.layout)
@@ -132,8 +134,7 @@ def _up_local(args: argparse.Namespace, ctx: Context, options: Any) -> int:
     ctx.log("streaming the log; Ctrl+C stops ComfyUI")
     try:
         for line in localserver.log_lines(ctx.layout, follow=True):
-            ctx.stderr.write(f"[comfy] {line}\n")
-            ctx.stderr.flush()
+            ctx.log(f"[comfy] {line}")
     except KeyboardInterrupt:
         ctx.log("stopping ComfyUI ...")
         localserver.down(ctx.layout)
@@ -165,11 +166,12 @@ def _build_printer(ctx: Context) -> Any:
     def on_line(line: Any) -> None:
         if line.step is not None:
             state["step"] = f"step {line.step}/{line.total}"
-            ctx.status.milestone(f"[build] {line.text[:160]}")
+            ctx.status.emit(Event("server", "build", f"[build] {line.text[:160]}", step=line.step, total=line.total))
         elif ctx.verbose:
-            ctx.log(f"[build] {line.text}")
+            ctx.log(f"[build] {line.text}", phase="build")
         else:
-            ctx.status.update(f"building the ComfyUI image ({state['step'] or 'starting'}): {line.text[:100]}")
+            ctx.status.emit(Event("server", "build", f"building the ComfyUI image ({state['step'] or 'starting'}): "
+                                  f"{line.text[:100]}", live=True))
 
     return on_line
 

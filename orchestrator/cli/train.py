@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import ConfigError, OrchestratorError
 
 HELP = "Train a FLUX.1-dev LoRA with sd-scripts in a container (plan, run, resume)"
@@ -23,7 +24,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", "--dry-run", dest="plan", action="store_true",
                         help="print the resolved config, command line, container, steps, LoRA size and every "
                              "check; start nothing")
-    parser.add_argument("--json", action="store_true", help="with --plan: one JSON object on stdout")
+    parser.add_argument("--json", action="store_true",
+                        help="with --plan: one JSON object on stdout; progress as JSON lines on stderr (README: "
+                             "Progress for scripts)")
     parser.add_argument("--preset", metavar="NAME",
                         help="playbook, default, 24gb, 16gb or 12gb (default: default, or `preset:` in the config)")
     parser.add_argument("--config", metavar="FILE", type=Path,
@@ -44,6 +47,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="use this (local) training image instead of flux-train built from Dockerfile.train")
     parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
                         help="continue the newest run (or RUN) from its newest saved state")
+    add_event_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -53,8 +57,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.train import preflight
     from orchestrator.train.prepare import PlanRequest, plan_json, prepare
 
-    if args.json and not args.plan:
-        raise ConfigError("--json goes with --plan", hint="train --plan --json")
     if args.runtime == "local" and args.sd_scripts is None:
         raise ConfigError("--runtime local needs --sd-scripts DIR (an sd-scripts checkout)",
                           hint="train --runtime local --sd-scripts ~/sd-scripts --python ~/sd-scripts/venv/bin/python")

@@ -24,7 +24,7 @@ from orchestrator.engine import gpu_request
 from orchestrator.errors import ConfigError, OrchestratorError, UsageError
 from orchestrator.layout import Layout, atomic_write_text
 from orchestrator.procs import pid_alive
-from orchestrator.progress import Reporter
+from orchestrator.progress import Event, NullSink, Sink
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,10 @@ def running(layout: Layout) -> LocalServer | None:
 
 
 def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
-       timeout: float = 180.0, reporter: Reporter | None = None) -> tuple[LocalServer, bool]:
+       timeout: float = 180.0, reporter: Sink | None = None) -> tuple[LocalServer, bool]:
     """Start main.py from `comfyui` in the background unless it already runs; wait for /system_stats.
     Returns (server, started_now)."""
+    reporter = reporter or NullSink()
     options.validate()
     if options.workers != 1:
         raise UsageError("--workers needs the docker runtime", hint="drop --runtime local, or --workers")
@@ -118,7 +119,9 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
         raise UsageError(f"--python {python}: no such program (or it is not executable)",
                          hint="give the Python of your ComfyUI environment, e.g. --python ~/ComfyUI/.venv/bin/python")
     current = running(layout)
+    reporter.emit(Event("server", "start", total=1, unit="worker"))   # no line: the CLI says more
     if current is not None:
+        reporter.emit(Event("server", "end", step=1, total=1, unit="worker"))
         return current, False
     url = server_url(options.listen, options.port)
     if health.port_in_use(options.listen, options.port):
@@ -143,15 +146,21 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
                                 env={**os.environ, **environment(options)}, start_new_session=True)
     server = LocalServer(proc.pid, url, str(comfyui), py, tuple(argv), time.time(), str(log))
     atomic_write_text(pid_file(layout), json.dumps(asdict(server), indent=2))
-    if reporter is not None:
-        reporter.milestone(f"started ComfyUI from {comfyui} (pid {proc.pid}); waiting for {url}")
+    reporter.emit(Event("server", "starting", f"started ComfyUI from {comfyui} (pid {proc.pid}); waiting for {url}"))
+
+    def waiting(elapsed: float) -> None:
+        reporter.emit(Event("server", "waiting", f"waiting for ComfyUI at {url} ({elapsed:.0f}s)",
+                            step=round(elapsed, 1), total=timeout, unit="second", live=True))
+
     try:
         health.wait_until_ready(url, timeout=timeout, alive=lambda: proc.poll() is None,
-                                evidence=lambda: tail(layout, 30), what="ComfyUI (local)")
+                                evidence=lambda: tail(layout, 30), on_wait=waiting, what="ComfyUI (local)")
     except BaseException:
         _terminate(proc.pid, grace=5)
         pid_file(layout).unlink(missing_ok=True)
         raise
+    reporter.emit(Event("server", "ready", files=()))   # the CLI prints its own line
+    reporter.emit(Event("server", "end", step=1, total=1, unit="worker"))
     return server, True
 
 

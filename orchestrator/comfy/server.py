@@ -26,7 +26,7 @@ from orchestrator.comfy.serverspec import LABEL_CONFIG, LABEL_GPU, LABEL_PROJECT
 from orchestrator.engine import LABEL_PROJECT, LABEL_ROLE, BuildLine, Engine, invoking_user, project_id
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
-from orchestrator.progress import NullReporter, Reporter
+from orchestrator.progress import Event, NullSink, Sink
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,12 @@ def ensure_image(engine: Engine, *, image: str | None = None, build: bool = True
 
 def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | None = None, build: bool = True,
        rebuild: bool = False, recreate: bool = False, timeout: float = 180.0, user: str | None = None,
-       reporter: Reporter | None = None, on_build_line: Callable[[BuildLine], None] | None = None) -> UpResult:
+       reporter: Sink | None = None, on_build_line: Callable[[BuildLine], None] | None = None) -> UpResult:
     """Start ComfyUI (one container per worker) unless it already runs with the same settings;
     wait until every started server answers /system_stats."""
-    reporter = reporter or NullReporter()
+    reporter = reporter or NullSink()
     options.validate()
+    reporter.emit(Event("server", "start", total=options.workers, unit="worker"))   # no line: the CLI says more
     if any(g is not None for g in options.worker_gpus()):
         engine.require_gpu_support()  # before a long build, not after
     tag = ensure_image(engine, image=image, build=build, rebuild=rebuild, on_line=on_build_line)
@@ -178,15 +179,15 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
             if st.state == "running" and st.config_hash == p.spec.labels[LABEL_CONFIG]:
                 continue
             if st.state != "running":
-                reporter.milestone(f"removing the stopped ComfyUI container {st.name} "
-                                   f"({st.state}{'' if st.exit_code is None else f', exit code {st.exit_code}'})")
+                _say(reporter, "starting", f"removing the stopped ComfyUI container {st.name} "
+                     f"({st.state}{'' if st.exit_code is None else f', exit code {st.exit_code}'})")
             else:
-                reporter.milestone(f"recreating {st.name} with the new settings")
+                _say(reporter, "starting", f"recreating {st.name} with the new settings")
             engine.stop(c, grace=20)
             engine.remove(c)
         to_start.append(p)
     for c in existing.values():  # workers beyond the new count (only reached with recreate)
-        reporter.milestone(f"removing extra worker {c.name}")
+        _say(reporter, "starting", f"removing extra worker {c.name}")
         engine.stop(c, grace=20)
         engine.remove(c)
 
@@ -197,8 +198,8 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
     started: list[tuple[WorkerPlan, Any]] = []
     try:
         for p in to_start:
-            reporter.milestone(f"starting ComfyUI worker {p.index} ({p.spec.name}) on {p.url}"
-                               + ("" if p.gpu is None else f", GPU {p.gpu}"))
+            _say(reporter, "starting", f"starting ComfyUI worker {p.index} ({p.spec.name}) on {p.url}"
+                 + ("" if p.gpu is None else f", GPU {p.gpu}"))
             try:
                 started.append((p, engine.run(p.spec)))
             except DockerError as e:
@@ -217,7 +218,12 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
                 engine.remove(c)
         raise
     servers = tuple(state_of(_reload(c)) for c in containers(engine, layout))
+    reporter.emit(Event("server", "end", step=len(servers), total=options.workers, unit="worker"))
     return UpResult(servers, tuple(p.index for p, _ in started), tag)
+
+
+def _say(reporter: Sink, phase: str, message: str) -> None:
+    reporter.emit(Event("server", phase, message))
 
 
 def prepare_dirs(layout: Layout, user: str) -> list[Path]:
@@ -294,12 +300,13 @@ def _comfyui_on_port(engine: Engine, port: int) -> tuple[str, str] | None:
     return None
 
 
-def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter: Reporter) -> None:
+def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter: Sink) -> None:
     def alive() -> bool:
         return _reload(c).status in ("running", "created", "restarting")
 
     def waiting(elapsed: float) -> None:
-        reporter.update(f"waiting for ComfyUI worker {p.index} at {p.url} ({elapsed:.0f}s)")
+        reporter.emit(Event("server", "waiting", f"waiting for ComfyUI worker {p.index} at {p.url} "
+                            f"({elapsed:.0f}s)", step=round(elapsed, 1), total=timeout, unit="second", live=True))
 
     try:
         health.wait_until_ready(p.url, timeout=timeout, alive=alive, evidence=lambda: engine.tail(c, 30),
@@ -310,7 +317,7 @@ def _wait_ready(engine: Engine, p: WorkerPlan, c: Any, timeout: float, reporter:
         raise OrchestratorError(e.message + suffix, details=e.details,
                                 hint="the container was removed; fix the cause shown above and run `comfyui up` "
                                      "again (a slow first start may need a larger --timeout)") from e
-    reporter.milestone(f"ComfyUI worker {p.index} is ready at {p.url}")
+    _say(reporter, "ready", f"ComfyUI worker {p.index} is ready at {p.url}")
 
 
 def _reload(c: Any) -> Any:

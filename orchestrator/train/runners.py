@@ -16,7 +16,7 @@ from orchestrator.engine import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_
                                  Engine, invoking_user, project_id)
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
-from orchestrator.progress import NullReporter, Reporter
+from orchestrator.progress import Event, NullSink, Sink
 from orchestrator.train.local import LocalHandle, LocalRunner, git_commit
 from orchestrator.train.logparse import split_lines
 from orchestrator.train.plan import TrainPlan
@@ -98,17 +98,20 @@ class DockerHandle:
 class DockerRunner:
     """Runs a plan in the training image: GPUs, ipc=host, ulimits, mounts, as the invoking user, labelled."""
 
-    def __init__(self, engine: Engine, layout: Layout, *, reporter: Reporter | None = None, rebuild: bool = False,
+    def __init__(self, engine: Engine, layout: Layout, *, reporter: Sink | None = None, rebuild: bool = False,
                  dockerfile: Path | None = None, user: str | None = None) -> None:
         from orchestrator.images import SOURCE_ROOT, TRAIN_DOCKERFILE
 
         self.engine = engine
         self.layout = layout
-        self.reporter = reporter or NullReporter()
+        self.reporter = reporter or NullSink()
         self.rebuild = rebuild
         self.dockerfile = dockerfile or (SOURCE_ROOT / TRAIN_DOCKERFILE)
         self.user = user or invoking_user()
         self._built: set[str] = set()
+
+    def _say(self, phase: str, message: str) -> None:
+        self.reporter.emit(Event("train", phase, message))
 
     def labels(self, plan: TrainPlan) -> dict[str, str]:
         """Labels of the plan's container: role, project, run id, config hash."""
@@ -134,15 +137,16 @@ class DockerRunner:
         if not self.dockerfile.is_file():
             raise DockerError(f"image {tag} is missing and {self.dockerfile} does not exist",
                               hint="restore Dockerfile.train from the repository")
-        self.reporter.milestone(f"building the training image {tag} from {self.dockerfile.name} "
-                                "(first time only; downloads the NGC PyTorch base, ~20 GB)")
+        self._say("build", f"building the training image {tag} from {self.dockerfile.name} "
+                  "(first time only; downloads the NGC PyTorch base, ~20 GB)")
         started = time.monotonic()
 
         def on_line(line: BuildLine) -> None:
             if line.step is not None:
-                self.reporter.milestone(f"[build] step {line.step}/{line.total}: {line.text.split(' : ', 1)[-1]}")
+                self.reporter.emit(Event("train", "build", f"[build] step {line.step}/{line.total}: "
+                                         f"{line.text.split(' : ', 1)[-1]}", step=line.step, total=line.total))
             else:
-                self.reporter.update(f"[build] {line.text[:120]}")
+                self.reporter.emit(Event("train", "build", f"[build] {line.text[:120]}", live=True))
 
         # an empty context with only the Dockerfile: the project (models, datasets) is never sent to the daemon
         with tempfile.TemporaryDirectory(prefix="flux-train-build-") as ctx:
@@ -150,7 +154,7 @@ class DockerRunner:
             self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, nocache=self.rebuild,
                               labels={"io.flux-orchestrator.dockerfile": self.dockerfile.name})
         self._built.add(tag)
-        self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
+        self._say("build", f"built {tag} in {time.monotonic() - started:.0f}s")
 
     def start(self, plan: TrainPlan) -> DockerHandle:
         """Check GPU support, build the image when missing, start the labelled container."""
@@ -159,8 +163,8 @@ class DockerRunner:
         spec = self.container_spec(plan)
         for other in self.running():
             if other.run_id != plan.run_id:  # a different plan: not a duplicate, but it shares the GPUs
-                self.reporter.milestone(f"warning: training run {other.run_id} is also running in this project "
-                                        f"(container {other.name}); both share the GPU memory")
+                self._say("warning", f"warning: training run {other.run_id} is also running in this project "
+                          f"(container {other.name}); both share the GPU memory")
         self.ensure_image(spec.image)
         commit = self.engine.image_labels(spec.image).get(SD_SCRIPTS_COMMIT_LABEL)
         stale = self.engine.get(spec.name) if spec.name else None
@@ -177,8 +181,8 @@ class DockerRunner:
                 raise
             # rootless engines (and hosts with a low hard limit) refuse memlock=-1; it only speeds up
             # pinned-memory copies, so run without it rather than not at all
-            self.reporter.milestone("warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
-                                    "a low hard limit); training without it, host-to-GPU copies may be slower")
+            self._say("warning", "warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
+                      "a low hard limit); training without it, host-to-GPU copies may be slower")
             spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
             container = self.engine.run(spec)
         container.reload()
