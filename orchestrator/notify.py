@@ -8,6 +8,7 @@ the payload is `Event.to_json()`, with the HF token's value blanked out should i
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -15,7 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from orchestrator import __version__
 from orchestrator.errors import UsageError
@@ -60,6 +61,12 @@ class Webhook:
     def __init__(self, url: str, *, timeout: float = 5.0, queue_size: int = 256,
                  on_warning: Callable[[str], None] | None = None, secrets: tuple[str, ...] | None = None) -> None:
         self.url, self.timeout, self.on_warning = url, timeout, on_warning
+        self._target, self._headers = _safe(url), {"Content-Type": "application/json",
+                                                   "User-Agent": f"flux-orchestrator/{__version__}"}
+        parts = urlsplit(url)
+        if parts.username is not None:   # urllib does not send user:password@ itself
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
         self.secrets = tuple(s for s in (secrets if secrets is not None else _env_secrets()) if s)
         self.sent = self.failed = self.dropped = 0
         self._queue: queue.Queue[Event | None] = queue.Queue(maxsize=queue_size)
@@ -120,8 +127,7 @@ class Webhook:
         body = json.dumps(event.to_json(), ensure_ascii=False)
         for secret in self.secrets:
             body = body.replace(secret, "***")
-        request = urllib.request.Request(self.url, data=body.encode(), method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": f"flux-orchestrator/{__version__}"})
+        request = urllib.request.Request(self._target, data=body.encode(), method="POST", headers=self._headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read(1024)

@@ -4,6 +4,7 @@ schema (README: "Progress for scripts"), the phases come in the documented order
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,15 +21,38 @@ from tests.train_project import make_seed_project
 FIELDS = {"time": str, "kind": str, "phase": str, "live": bool, "message": str, "step": (int, float, type(None)),
           "total": (int, float, type(None)), "unit": (str, type(None)), "rate": (int, float, type(None)),
           "eta": (int, float, type(None)), "files": list}
-# the README's phase names per kind (plus the common ones)
-COMMON = {"start", "log", "warning", "end", "failed", "interrupted"}
-PHASES = {
-    "train": COMMON | {"build", "loading", "caching", "training", "sampling", "state", "checkpoint"},
-    "download": COMMON | {"inspect", "download", "verify", "file"},
-    "batch": COMMON | {"progress", "image"},
-    "generate": COMMON | {"queued", "running", "image"},
-    "server": COMMON | {"build", "starting", "waiting", "ready"},
-}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section() -> str:
+    text = README.read_text()
+    return text[text.index("## Progress for scripts"):].split("\n## ", 1)[0]
+
+
+def readme_phases() -> dict[str, set[str]]:
+    """kind -> the phases the README documents for it (its table), plus the common ones."""
+    section = readme_section()
+    common = set(re.findall(r"`(\w+)`", section[section.index("Every command starts"):section.index("In between")]))
+    out: dict[str, set[str]] = {}
+    for row in re.findall(r"^\| `[^`]+` \| `(\w+)` \| (.+) \|$", section, re.M):
+        kind, phases = row
+        out[kind] = common | set(re.findall(r"(?:^|, )`(\w+)`", phases))
+    return out
+
+
+PHASES = readme_phases()
+
+
+def test_the_readme_documents_every_field_and_its_example_is_valid():
+    section = readme_section()
+    table = section[section.index("| field | meaning |"):].split("\n\n", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", table, re.M))
+    assert {name for pair in documented for name in pair if name} == set(FIELDS)
+    assert set(PHASES) == {"train", "download", "batch", "generate", "server"}
+    assert {"start", "end", "failed", "log"} <= PHASES["batch"] and "checkpoint" in PHASES["train"]
+    example = re.search(r"```json\n(.+?)\n```", section, re.S).group(1)
+    [event] = events(example, "train")
+    assert event["live"] and event["phase"] == "training"
 
 
 def events(stderr: str, kind: str) -> list[dict]:

@@ -99,6 +99,8 @@ class Context:
     def fail(self, text: str, *, interrupted: bool = False) -> None:
         """The command failed (`text`: the rendered error) or was interrupted: say so on stderr and to webhooks."""
         phase = "interrupted" if interrupted else "failed"
+        if self.notify:
+            self.status  # noqa: B018  (starts the webhooks when nothing was reported yet)
         if self.json_events:
             self.status.emit(Event(self.kind, phase, text.strip("\n")))
             return
