@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -87,11 +88,12 @@ class Webhook:
     def close(self, grace: float | None = None) -> None:
         """Give the sender up to `grace` seconds (default: the timeout) to deliver what is queued."""
         wait = self.timeout if grace is None else grace
+        deadline = time.monotonic() + wait
         try:
             self._queue.put(None, timeout=wait)
         except queue.Full:
             pass
-        self._thread.join(wait)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive() or self.dropped:
             left = self._queue.qsize() + self.dropped
             with self._lock:
