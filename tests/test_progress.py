@@ -79,3 +79,25 @@ def test_tee_and_recording_sink():
         tee.emit(e)
     assert a.phases() == ["start", "training", "end"] == b.phases()
     assert a.milestones == ["done"] and a.updates == ["x", "y"]
+
+
+class Terminal(io.StringIO):
+    """stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_cli_draws_a_live_line_and_prints_results_apart(project):
+    from orchestrator.cli import main
+    from tests.comfy_double import ComfyDouble
+
+    out, err = io.StringIO(), Terminal()
+    with ComfyDouble(steps=3) as d:
+        code = main(["--project-dir", str(project.root), "generate", "a red fox", "--seed", "1", "--server", d.url],
+                    stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    text = err.getvalue()
+    assert "\r" in text and "image 1/1: " in text             # redrawn in place
+    assert "image 1/1 done in" in text and text.endswith("\r")  # the milestone stays; the line is erased at the end
+    assert out.getvalue().strip().endswith(".png") and "\r" not in out.getvalue()

@@ -14,7 +14,7 @@ from tests.comfy_double import DEFAULT_MODELS, ComfyDouble
 from tests.comfy_standin import fake_checkout
 from tests.standin import make_local_trainer
 from tests.test_batch_cli import copy_workflows, write_jobs
-from tests.test_comfy_server import free_ports
+from tests.test_comfy_server import free_ports, standins, up_cli  # noqa: F401  (standins: a fixture)
 from tests.test_download import TOKEN, hub  # noqa: F401  (the local Hub fixture)
 from tests.train_project import make_seed_project
 
@@ -171,3 +171,20 @@ def test_usage_errors_are_json_too(run_cli, argv):
     assert r.code == 2
     [failed] = [json.loads(line) for line in r.err.splitlines()]
     assert failed["phase"] == "failed" and failed["message"].startswith("error: ")
+
+
+@pytest.mark.docker
+def test_comfyui_up_events_with_the_standin_image(engine, standins, project, run_cli):  # noqa: F811
+    port = free_ports()
+    r = up_cli(run_cli, standins["slow"], port, "--json")
+    assert r.code == 0, r.err
+    evs = events(r.err, "server")
+    assert milestones(evs) == ["start", "starting", "ready", "end"]
+    assert [e["message"] for e in evs if e["phase"] == "ready"] == [f"ComfyUI worker 0 is ready at http://127.0.0.1:{port}"]
+    assert all(e["phase"] == "waiting" and e["unit"] == "second" for e in evs if e["live"])
+    assert r.out == f"http://127.0.0.1:{port}\n"
+    run_cli("comfyui", "down")
+    r = up_cli(run_cli, standins["crash"], free_ports(), "--json")
+    assert r.code == 1
+    evs = events(r.err, "server")
+    assert milestones(evs) == ["start", "starting", "failed"] and "exit code" in evs[-1]["message"]
