@@ -67,7 +67,8 @@ def test_json_lines_have_every_field_and_keep_milestones_while_throttling_live_e
     assert [d["message"] for d in docs] == ["step 1/4", "saved", "step 3/4"]
     assert set(docs[0]) == {"time", "kind", "phase", "live", "message", "step", "total", "unit", "rate", "eta",
                             "files"}
-    assert (docs[0]["step"], docs[0]["total"], docs[0]["rate"], docs[0]["eta"], docs[0]["live"]) == (1, 4, 0.5, 6.0, True)
+    first = docs[0]
+    assert (first["step"], first["total"], first["rate"], first["eta"], first["live"]) == (1, 4, 0.5, 6.0, True)
     assert docs[1]["files"] == ["/x/a.safetensors"] and docs[1]["step"] is None and docs[1]["live"] is False
     assert docs[0]["time"].endswith("+00:00")
 

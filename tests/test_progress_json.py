@@ -180,7 +180,8 @@ def test_comfyui_up_events_with_the_standin_image(engine, standins, project, run
     assert r.code == 0, r.err
     evs = events(r.err, "server")
     assert milestones(evs) == ["start", "starting", "ready", "end"]
-    assert [e["message"] for e in evs if e["phase"] == "ready"] == [f"ComfyUI worker 0 is ready at http://127.0.0.1:{port}"]
+    ready = [e["message"] for e in evs if e["phase"] == "ready"]
+    assert ready == [f"ComfyUI worker 0 is ready at http://127.0.0.1:{port}"]
     assert all(e["phase"] == "waiting" and e["unit"] == "second" for e in evs if e["live"])
     assert r.out == f"http://127.0.0.1:{port}\n"
     run_cli("comfyui", "down")

@@ -9,7 +9,7 @@ from pathlib import Path
 from orchestrator.batch.jobs import Job, JobFile
 from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
 from orchestrator.batch.outputs import make_saver
-from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings
+from orchestrator.batch.scheduler import Builder, Scheduler, Server, Settings, Snapshot
 from orchestrator.batch.sheets import Sheet, make_sheets, write_index
 from orchestrator.errors import ComfyError, ConfigError
 from orchestrator.progress import Event, NullSink, Sink
@@ -95,7 +95,7 @@ def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, 
 
 def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build: Builder,
               settings: Settings = Settings(), *, connect: Callable[[str], Server] | None = None,
-              on_progress: Callable[[Progress], None] | None = None,
+              on_progress: Callable[[Snapshot], None] | None = None,
               log: Callable[[str], None] = lambda _: None, sink: Sink | None = None) -> BatchSummary:
     """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises.
 
@@ -111,7 +111,7 @@ def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build
             prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
         manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
                        servers=[s.url for s in servers], depth=settings.depth)
-        progress: Progress | None = None
+        progress: Snapshot | None = None
         # no lines: the CLI says what starts and prints the summary; scripts get counts and files
         sink.emit(Event("batch", "start", step=scheduler.skipped, total=len(jobs), unit="image"))
         made = [scheduler.skipped]
@@ -146,7 +146,7 @@ def _finish(job_file: JobFile, jobs: Sequence[Job], manifest: Manifest, out_dir:
     return index, sheets
 
 
-def _summary(jobs: Sequence[Job], manifest: Manifest, p: Progress, out_dir: Path, index: Path | None,
+def _summary(jobs: Sequence[Job], manifest: Manifest, p: Snapshot, out_dir: Path, index: Path | None,
              sheets: Sequence[Sheet]) -> BatchSummary:
     states = [manifest.get(j.key) for j in jobs]
     failures = tuple((r.name, r.error or "?") for r in states if r is not None and r.state == "failed")

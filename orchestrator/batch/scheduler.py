@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.manifest import Manifest
-from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Progress, Server, ServerState, Settings
+from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Server, ServerState, Settings, Snapshot
 from orchestrator.errors import ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError
 
-__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Progress", "Scheduler", "Server", "ServerState",
+__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Scheduler", "Server", "ServerState", "Snapshot",
            "Settings"]
 
 
@@ -105,9 +105,9 @@ class Scheduler:
         self.total += n
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, on_progress: Callable[[Progress], None] | None = None,
+    def run(self, on_progress: Callable[[Snapshot], None] | None = None,
             on_note: Callable[[str], None] | None = None,
-            on_image: Callable[[str, tuple[str, ...]], None] | None = None) -> Progress:
+            on_image: Callable[[str, tuple[str, ...]], None] | None = None) -> Snapshot:
         """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise.
 
         `on_note` gets milestones (a failed job, a server down or back) and `on_image` each collected job
@@ -144,10 +144,10 @@ class Scheduler:
             raise self.fatal
         return self.snapshot()
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> Snapshot:
         """The current counts and per-server states."""
         with self.cond:
-            return Progress(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
+            return Snapshot(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
                             elapsed=self.clock() - self.started, busy=self.busy, cpu=self.cpu,
                             servers=tuple(ServerState(s.server.url, s.up, len(s.outstanding), s.done, s.error)
                                           for s in self.slots))
@@ -395,10 +395,12 @@ class Scheduler:
 
 def _report(notes: list[str], made: list[tuple[str, tuple[str, ...]]], on_note: Callable[[str], None] | None,
             on_image: Callable[[str, tuple[str, ...]], None] | None) -> None:
-    for note in notes if on_note is not None else ():
-        on_note(note)
-    for name, files in made if on_image is not None else ():
-        on_image(name, files)
+    if on_note is not None:
+        for note in notes:
+            on_note(note)
+    if on_image is not None:
+        for name, files in made:
+            on_image(name, files)
 
 
 def _one_line(e: OrchestratorError) -> str:

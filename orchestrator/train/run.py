@@ -50,7 +50,7 @@ class RunResult:
 
 
 @dataclass
-class _Progress:
+class _RunState:
     """Mutable run state built from events (private to one execute call)."""
 
     plan: TrainPlan
@@ -149,7 +149,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Sink, *,
     _say(reporter, "start", f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
          f"log: {run_dir / LOG_NAME}", (str(run_dir / LOG_NAME),))
 
-    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
+    state = _RunState(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
                       hasher=ThreadPoolExecutor(1, thread_name_prefix="lora-sha256"))
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     warnings: list[str] = []
@@ -198,7 +198,7 @@ def execute(plan: TrainPlan, runner: Runner, reporter: Sink, *,
     return result
 
 
-def _pump(plan: TrainPlan, handle: RunHandle, state: _Progress, log: TextIO, tail: deque[str], reporter: Sink,
+def _pump(plan: TrainPlan, handle: RunHandle, state: _RunState, log: TextIO, tail: deque[str], reporter: Sink,
           on_event: Callable[[lp.Event], None] | None, raw_line: Callable[[str], None] | None,
           linked: dict[str, Path], warnings: list[str]) -> int:
     parser = lp.LogParser()
@@ -220,7 +220,7 @@ def _pump(plan: TrainPlan, handle: RunHandle, state: _Progress, log: TextIO, tai
     return handle.wait()
 
 
-def _apply(state: _Progress, event: lp.Event, reporter: Sink) -> None:
+def _apply(state: _RunState, event: lp.Event, reporter: Sink) -> None:
     if isinstance(event, lp.PhaseChanged):
         state.phase = event.phase
         if event.phase == "training" and state.step is not None:
@@ -265,7 +265,7 @@ def _apply(state: _Progress, event: lp.Event, reporter: Sink) -> None:
                             unit="item", eta=event.eta, live=True))
 
 
-def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], warnings: list[str],
+def _link_pending(plan: TrainPlan, state: _RunState, linked: dict[str, Path], warnings: list[str],
                   reporter: Sink, *, final: bool) -> None:
     """Link announced saves whose writing is over (later output arrived, or the trainer ended)."""
     names = [Path(p).name for p in state.pending]
@@ -292,7 +292,7 @@ def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], wa
                  (str(result.target),))
 
 
-def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: deque[str], linked: dict[str, Path],
+def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _RunState, tail: deque[str], linked: dict[str, Path],
             started: float, *, warnings: list[str] | None = None, code: int | None = None,
             quick: bool = False) -> RunResult:
     """Manifest, loss.csv, report.html; `quick` (Ctrl+C) records only hashes already computed."""
@@ -344,7 +344,7 @@ def _follow(plan: TrainPlan, handle: RunHandle, reporter: Sink, *, on_event: Cal
     run_id = handle.run_id or plan.run_id
     _say(reporter, "start", f"a training with the same plan is already running (run {run_id}, "
          f"{_short_id(handle.id)}): following it instead of starting another; Ctrl+C stops following, not the training")
-    state = _Progress(plan)
+    state = _RunState(plan)
     parser = lp.LogParser()
     started = time.monotonic()
     for line in handle.lines():
