@@ -33,7 +33,7 @@ from orchestrator.comfy.schema import schemas_from_object_info
 from orchestrator.comfy.serverlog import LoraWarnings, cached_nodes, job_window, lora_verdict
 from orchestrator.errors import ComfyError, ComfyFailed, ConfigError
 from orchestrator.layout import Layout, atomic_write_bytes, atomic_write_text
-from orchestrator.progress import Reporter, format_duration
+from orchestrator.progress import Event, Sink, format_duration
 
 RANDOM_SEED_MAX = 2**32 - 1   # --seed random picks from here (any seed up to 2^64-1 may be given)
 
@@ -116,30 +116,30 @@ def unique_path(folder: Path, stem: str, suffix: str, taken: set[Path]) -> Path:
         n += 1
 
 
-def _bar(fraction: float, width: int = 20) -> str:
-    done = max(0, min(width, int(round(fraction * width))))
-    return "#" * done + "-" * (width - done)
+class _ImageEvents:
+    """Turns the ComfyUI events of one image into live progress events: sampler steps and the node running."""
 
-
-class _Progress:
-    """Turns the events of one image into the status line: images done and steps of the current one."""
-
-    def __init__(self, reporter: Reporter, index: int, count: int, prompt: Mapping[str, Any]) -> None:
-        self.reporter, self.index, self.count = reporter, index, count
-        self.queued_line = f"image {index + 1}/{count}: queued"
-        self.fraction = index / count   # of all images; never moves back (VAE decode comes after the steps)
+    def __init__(self, reporter: Sink, index: int, count: int, prompt: Mapping[str, Any]) -> None:
+        self.reporter, self.head = reporter, f"image {index + 1}/{count}"
+        self.step: int | None = None    # kept after the last step: VAE decode comes after the sampler
+        self.total: int | None = None
         self.names = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type", nid) for nid, n in prompt.items()}
 
+    def queued(self) -> None:
+        self._emit("queued", "queued")
+
     def __call__(self, event: ev.Event) -> None:
-        head = f"image {self.index + 1}/{self.count}"
         if isinstance(event, ev.Progress) and event.max:
-            self.fraction = max(self.fraction, (self.index + min(event.value / event.max, 1.0)) / self.count)
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] step {event.value}/{event.max}")
+            self.step, self.total = event.value, event.max
+            self._emit("running", f"step {event.value}/{event.max}")
         elif isinstance(event, ev.Executing) and event.node is not None:
-            name = self.names.get(event.node, event.node)
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] {name}")
+            self._emit("running", str(self.names.get(event.node, event.node)))
         elif isinstance(event, ev.ExecutionStart):
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] started")
+            self._emit("running", "started")
+
+    def _emit(self, phase: str, what: str) -> None:
+        self.reporter.emit(Event("generate", phase, f"{self.head}: {what}", step=self.step, total=self.total,
+                                 unit="step", live=True))
 
 
 def check_lora(client: Client, prompt: Mapping[str, Any], result: Any, verdicts: dict[str, LoraWarnings]) -> None:
@@ -160,7 +160,7 @@ def _log_reader(client: Client) -> Any:
     return read
 
 
-def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Reporter, *,
+def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Sink, *,
              rng: random.Random | None = None, now: datetime | None = None,
              timeout: float | None = None) -> list[GeneratedImage]:
     """Make req.count images (one prompt each); returns them as saved. Ctrl+C cancels the running prompt."""
@@ -175,6 +175,7 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
     taken: set[Path] = set()
     made: list[GeneratedImage] = []
     verdicts: dict[str, LoraWarnings] = {}
+    reporter.emit(Event("generate", "start", step=0, total=req.count, unit="image"))   # no line: the CLI prints paths
     for i in range(req.count):
         seed = req.seed + i if req.seed is not None else rng.randint(1, RANDOM_SEED_MAX)
         prompt, shown = pipe.build(base, req.spec(seed))
@@ -182,16 +183,18 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
             client.check_models(prompt)
         made += _make_one(req, client, reporter, base, prompt, shown, i, seed, stamp, folder, taken, verdicts,
                           timeout)
+    reporter.emit(Event("generate", "end", step=req.count, total=req.count, unit="image",
+                        files=tuple(str(m.path) for m in made)))
     return made
 
 
-def _make_one(req: GenerateRequest, client: Client, reporter: Reporter, base: Base, prompt: dict[str, Any],
+def _make_one(req: GenerateRequest, client: Client, reporter: Sink, base: Base, prompt: dict[str, Any],
               shown: dict[str, Any] | None, i: int, seed: int, stamp: datetime, folder: Path, taken: set[Path],
               verdicts: dict[str, LoraWarnings], timeout: float | None) -> list[GeneratedImage]:
     """Queue one prompt, follow it, check its LoRA, save its images with sidecars."""
     values = effective_values(prompt)
-    progress = _Progress(reporter, i, req.count, prompt)
-    reporter.update(progress.queued_line)
+    progress = _ImageEvents(reporter, i, req.count, prompt)
+    progress.queued()
     started = time.monotonic()
     prompt_id = client.submit(prompt, workflow=shown)
     try:
@@ -224,6 +227,7 @@ def _make_one(req: GenerateRequest, client: Client, reporter: Reporter, base: Ba
         atomic_write_text(sidecar, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         made.append(GeneratedImage(path, sidecar, meta["seed"], result.prompt_id, result.cached))
     took = format_duration(time.monotonic() - started)
-    reporter.milestone(f"image {i + 1}/{req.count} done in {took}{' (cached)' if result.cached else ''}: "
-                       f"{made[-1].path.name}")
+    reporter.emit(Event("generate", "image", f"image {i + 1}/{req.count} done in {took}"
+                        f"{' (cached)' if result.cached else ''}: {made[-1].path.name}", step=i + 1,
+                        total=req.count, unit="image", files=tuple(str(m.path) for m in made)))
     return made

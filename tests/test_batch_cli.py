@@ -214,13 +214,13 @@ def test_run_without_server_uses_the_workers_comfyui_up_started(engine, project,
 
 
 def test_progress_line_shows_bar_rate_eta_and_each_server():
-    from orchestrator.batch.protocol import Progress, ServerState
+    from orchestrator.batch.protocol import ServerState, Snapshot
     from orchestrator.cli.batch import format_progress
 
-    p = Progress(total=48, done=10, failed=1, skipped=2, elapsed=120.0,
+    p = Snapshot(total=48, done=10, failed=1, skipped=2, elapsed=120.0,
                  servers=(ServerState("http://127.0.0.1:8188", True, 2, 6), ServerState("http://gpu2:8188", False, 0, 4)))
     line = format_progress(p)
-    assert line == ("batch [###.........] 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
+    assert line == ("batch 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
                     ":8188 6 done +2 queued · gpu2:8188 4 done down")
 
 

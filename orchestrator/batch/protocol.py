@@ -73,7 +73,7 @@ class ServerState:
 
 
 @dataclass(frozen=True)
-class Progress:
+class Snapshot:
     """A snapshot of the batch, given to the progress callback."""
 
     total: int

@@ -9,9 +9,10 @@ from pathlib import Path
 from orchestrator.batch.jobs import Job, JobFile, order_for_the_gpu
 from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
 from orchestrator.batch.outputs import make_saver
-from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings, Verifier
+from orchestrator.batch.scheduler import Builder, Scheduler, Server, Settings, Snapshot, Verifier
 from orchestrator.batch.sheets import Sheet, make_sheets, write_index
 from orchestrator.errors import ComfyError, ConfigError
+from orchestrator.progress import Event, NullSink, Sink
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,13 @@ def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, 
 
 def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build: Builder,
               settings: Settings = Settings(), *, connect: Callable[[str], Server] | None = None,
-              on_progress: Callable[[Progress], None] | None = None,
-              log: Callable[[str], None] = lambda _: None, verify: Verifier | None = None) -> BatchSummary:
-    """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises."""
+              on_progress: Callable[[Snapshot], None] | None = None,
+              log: Callable[[str], None] = lambda _: None, verify: Verifier | None = None,
+              sink: Sink | None = None) -> BatchSummary:
+    """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises.
+
+    `sink` gets `start`, one `image` per collected job (its files, relative to `out_dir`) and `end`."""
+    sink = sink or NullSink()
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = job_file.jobs
     with Manifest(out_dir / MANIFEST_NAME) as manifest:
@@ -122,15 +127,26 @@ def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build
             prepare(scheduler, jobs, manifest, out_dir, save, connect, log, verify)
         manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
                        servers=[s.url for s in servers], depth=settings.depth)
-        progress: Progress | None = None
+        progress: Snapshot | None = None
+        # no lines: the CLI says what starts and prints the summary; scripts get counts and files
+        sink.emit(Event("batch", "start", step=scheduler.skipped, total=len(jobs), unit="image"))
+        made = [scheduler.skipped]
+
+        def on_image(name: str, files: tuple[str, ...]) -> None:
+            made[0] += 1
+            sink.emit(Event("batch", "image", step=made[0], total=len(jobs), unit="image",
+                            files=tuple(str(out_dir / f) for f in files)))
+
         try:
-            progress = scheduler.run(on_progress, log)
+            progress = scheduler.run(on_progress, log, on_image)
         finally:
             final = progress or scheduler.snapshot()
             index, sheets = _finish(job_file, jobs, manifest, out_dir)
             summary = _summary(jobs, manifest, final, out_dir, index, sheets)
             manifest.event("end", done=summary.done, skipped=summary.skipped, failed=summary.failed,
                            pending=summary.pending, wall=round(summary.wall, 3))
+    sink.emit(Event("batch", "end", step=summary.done + summary.skipped, total=summary.total, unit="image",
+                    files=tuple(str(p) for p in (summary.index, *summary.sheets) if p is not None)))
     return summary
 
 
@@ -146,7 +162,7 @@ def _finish(job_file: JobFile, jobs: Sequence[Job], manifest: Manifest, out_dir:
     return index, sheets
 
 
-def _summary(jobs: Sequence[Job], manifest: Manifest, p: Progress, out_dir: Path, index: Path | None,
+def _summary(jobs: Sequence[Job], manifest: Manifest, p: Snapshot, out_dir: Path, index: Path | None,
              sheets: Sequence[Sheet]) -> BatchSummary:
     states = [manifest.get(j.key) for j in jobs]
     failures = tuple((r.name, r.error or "?") for r in states if r is not None and r.state == "failed")

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.manifest import Manifest
-from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Progress, Server, ServerState, Settings
+from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Server, ServerState, Settings, Snapshot
 from orchestrator.errors import ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError
 
-__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Progress", "Scheduler", "Server", "ServerState",
+__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Scheduler", "Server", "ServerState", "Snapshot",
            "Settings", "Verifier"]
 
 
@@ -84,6 +84,7 @@ class Scheduler:
         self.busy = 0.0
         self.cpu = 0.0
         self.notes: list[str] = []   # milestones from the workers, printed by the main thread
+        self.made: list[tuple[str, tuple[str, ...]]] = []   # (job name, files) collected, reported by the main thread
 
     # ---- setup -------------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -112,11 +113,13 @@ class Scheduler:
         self.total += n
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, on_progress: Callable[[Progress], None] | None = None,
-            on_note: Callable[[str], None] | None = None) -> Progress:
+    def run(self, on_progress: Callable[[Snapshot], None] | None = None,
+            on_note: Callable[[str], None] | None = None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None = None) -> Snapshot:
         """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise.
 
-        `on_note` gets milestones (a failed job, a server down or back) in the calling thread.
+        `on_note` gets milestones (a failed job, a server down or back) and `on_image` each collected job
+        (name, files), in the calling thread.
         """
         self.started = self.clock()
         workers = [threading.Thread(target=self._work, args=(s,), name=f"batch-{i}", daemon=True)
@@ -128,9 +131,8 @@ class Scheduler:
                 with self.cond:
                     self.cond.wait(0.2)
                     notes, self.notes = self.notes, []
-                if on_note is not None:
-                    for note in notes:
-                        on_note(note)
+                    made, self.made = self.made, []
+                _report(notes, made, on_note, on_image)
                 if on_progress is not None:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
@@ -143,18 +145,17 @@ class Scheduler:
             raise
         self._shutdown(workers)
         notes, self.notes = self.notes, []
-        if on_note is not None:
-            for note in notes:
-                on_note(note)
+        made, self.made = self.made, []
+        _report(notes, made, on_note, on_image)
         if self.fatal is not None:
             self._cancel_pending()
             raise self.fatal
         return self.snapshot()
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> Snapshot:
         """The current counts and per-server states."""
         with self.cond:
-            return Progress(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
+            return Snapshot(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
                             elapsed=self.clock() - self.started, busy=self.busy, cpu=self.cpu,
                             servers=tuple(ServerState(s.server.url, s.up, len(s.outstanding), s.done, s.error)
                                           for s in self.slots))
@@ -332,6 +333,7 @@ class Scheduler:
         with self.cond:
             self.done += 1
             slot.done += 1
+            self.made.append((job.name, tuple(files)))
             self.cond.notify_all()
 
     def _fail(self, slot: _Slot, job: Job, pid: str | None, error: str) -> None:
@@ -401,6 +403,16 @@ class Scheduler:
         slot.up, slot.error, slot.down_since = True, None, None
         with self.cond:
             self.notes.append(f"{slot.server.url} is back")
+
+
+def _report(notes: list[str], made: list[tuple[str, tuple[str, ...]]], on_note: Callable[[str], None] | None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None) -> None:
+    if on_note is not None:
+        for note in notes:
+            on_note(note)
+    if on_image is not None:
+        for name, files in made:
+            on_image(name, files)
 
 
 def _one_line(e: OrchestratorError) -> str:

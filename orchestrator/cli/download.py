@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 
 HELP = 'Download FLUX.1-dev, its text encoders, VAE and tokenizers into models/'
 EXAMPLES = 'download\ndownload --dry-run\ndownload --only flux1-dev ae --verify\ndownload --variant fp8'
@@ -29,6 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (parser.epilog or "") + (
         "\n\nFLUX.1-dev is gated: accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev,\n"
         "then `hf auth login` or `export HF_TOKEN=hf_...`. Interrupted downloads resume on the next run.")
+    add_event_options(parser)
     parser.set_defaults(handler=run, creates_project=True)
 
 
@@ -45,7 +47,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except KeyboardInterrupt:
         ctx.log("\ndownload interrupted: the bytes fetched so far are kept; run the same command to resume")
         raise
-    ctx.status.close()
     rows = []
     for group, members in _groups(results).items():
         statuses = list(dict.fromkeys(r.status for r in members if r.status != "absent upstream"))
@@ -64,7 +65,6 @@ def _dry_run(ctx: Context, items: Sequence, hub) -> int:
     from orchestrator.progress import format_bytes
 
     plan = dl.inspect_items(items, hub, ctx.status, tolerant=True)
-    ctx.status.close()
     rows, problems = [], {}
     to_fetch = 0
     for group, members in _groups(plan).items():

@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import UsageError
 
 HELP = "Generate images headlessly through ComfyUI's API"
@@ -50,6 +51,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="SECONDS",
                         help="give up on a server that does not answer within SECONDS (default 30)")
     parser.add_argument("--up", action="store_true", help="start ComfyUI (`comfyui up`) when none is running")
+    add_event_options(parser)
     parser.set_defaults(handler=run)
 
 
