@@ -25,9 +25,9 @@ from orchestrator import models
 from orchestrator.errors import DownloadError, LockTimeout, UsageError
 from orchestrator.files import atomic_write_text, file_lock, fsync_dir
 from orchestrator.hub import EntryMissing, Hub, HubUnreachable, RemoteFile, TransferInterrupted
-from orchestrator.layout import Layout
-from orchestrator.progress import Reporter, format_bytes
-from orchestrator.transfer import HashingSink, Progress, verify_file
+from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.progress import Event, Sink, format_bytes
+from orchestrator.transfer import HashingSink, Meter, verify_file
 
 DiskUsage = Callable[[Path], Any]   # shutil.disk_usage-like: returns an object with .free
 
@@ -119,14 +119,15 @@ class Inspection:
         return max(0, (self.size or 0) - self.partial_size)
 
 
-def inspect_items(items: Sequence[Item], hub: Hub, reporter: Reporter, *, tolerant: bool) -> list[Inspection]:
+def inspect_items(items: Sequence[Item], hub: Hub, reporter: Sink, *, tolerant: bool) -> list[Inspection]:
     """Ask the Hub about every item. `tolerant` (dry run): record problems instead of raising."""
     out: list[Inspection] = []
     unreachable: str | None = None
     for item in items:
         remote, problem = None, None
         if unreachable is None:
-            reporter.update(f"asking the Hub about {item.repo}/{item.filename}")
+            reporter.emit(Event("download", "inspect", f"asking the Hub about {item.repo}/{item.filename}",
+                                live=True))
             try:
                 remote = hub.file_info(item.repo, item.filename, gated=item.gated)
             except EntryMissing as e:
@@ -151,7 +152,7 @@ def inspect_items(items: Sequence[Item], hub: Hub, reporter: Reporter, *, tolera
     return out
 
 
-def download(layout: Layout, items: Sequence[Item], hub: Hub, reporter: Reporter, *, verify: bool = False,
+def download(layout: Layout, items: Sequence[Item], hub: Hub, reporter: Sink, *, verify: bool = False,
              disk_usage: DiskUsage = shutil.disk_usage) -> list[FileResult]:
     """Fetch what is missing, resume what was interrupted, skip (or with `verify`, hash) what is complete."""
     layout.ensure_dirs(layout.models)
@@ -161,6 +162,8 @@ def download(layout: Layout, items: Sequence[Item], hub: Hub, reporter: Reporter
             plan = inspect_items(items, hub, reporter, tolerant=False)
         except HubUnreachable:
             if items and all(_recorded_complete(layout, i, manifest) for i in items):
+                reporter.emit(Event("download", "start", step=0, total=0, unit="byte"))
+                reporter.emit(Event("download", "end", files=tuple(str(i.target) for i in items)))
                 return [FileResult(i, "complete (Hub not reachable, not re-checked)", _size(i.target))
                         for i in items]
             raise
@@ -173,8 +176,9 @@ def download(layout: Layout, items: Sequence[Item], hub: Hub, reporter: Reporter
                 if verify:
                     digest_ok, sha = verify_file(ins.item.target, ins.remote, reporter)
                     if digest_ok is False:
-                        reporter.milestone(f"{ins.item.target.name}: checksum does not match the Hub's: "
-                                           "the file is corrupt and will be downloaded again")
+                        reporter.emit(Event("download", "warning", f"{ins.item.target.name}: checksum does not "
+                                            "match the Hub's: the file is corrupt and will be downloaded again",
+                                            files=(str(ins.item.target),)))
                         todo.append(Inspection(ins.item, ins.remote, ins.local_size, 0))
                         continue
                     _record(layout, ins.item, ins.remote, sha, verified=digest_ok)
@@ -189,10 +193,16 @@ def download(layout: Layout, items: Sequence[Item], hub: Hub, reporter: Reporter
                 todo.append(ins)
         check_disk_space(todo, disk_usage)
         total = len(todo)
+        # no message: the CLI prints its own table; scripts get the counts and the files
+        reporter.emit(Event("download", "start", step=0, total=sum(i.missing_bytes for i in todo), unit="byte",
+                            files=tuple(str(i.item.target) for i in todo)))
         for n, ins in enumerate(todo, 1):
             results.append(_fetch_one(layout, ins, hub, reporter, f"[{n}/{total}]"))
         order = {id(i): k for k, i in enumerate(items)}
-        return sorted(results, key=lambda r: order.get(id(r.item), 0))
+        results = sorted(results, key=lambda r: order.get(id(r.item), 0))
+        reporter.emit(Event("download", "end", files=tuple(str(r.item.target) for r in results
+                                                             if r.item.target.is_file())))
+        return results
 
 
 def check_disk_space(todo: Sequence[Inspection], disk_usage: DiskUsage = shutil.disk_usage) -> None:
@@ -219,7 +229,9 @@ def check_disk_space(todo: Sequence[Inspection], disk_usage: DiskUsage = shutil.
 
 # -- one file ------------------------------------------------------------------------------------
 TRANSFER_TRIES = 3  # attempts per file when the connection drops mid-transfer
-def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, tag: str) -> FileResult:
+
+
+def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Sink, tag: str) -> FileResult:
     item, remote = ins.item, ins.remote
     assert remote is not None
     target, partial = item.target, partial_path(item.target, remote.etag)
@@ -233,14 +245,17 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
         resume = 0
     loud = (remote.size or 0) >= 1024 * 1024   # small files (tokenizer JSON) only show on the live line
     if resume:
-        reporter.milestone(f"{tag} resuming {target.name} at {format_bytes(resume)} of "
-                           f"{format_bytes(remote.size)} from {remote.repo}")
+        reporter.emit(Event("download", "download", f"{tag} resuming {target.name} at {format_bytes(resume)} of "
+                            f"{format_bytes(remote.size)} from {remote.repo}", step=resume, total=remote.size,
+                            unit="byte", files=(str(target),)))
     elif loud:
-        reporter.milestone(f"{tag} downloading {target.name} ({format_bytes(remote.size)}) from {remote.repo}")
+        reporter.emit(Event("download", "download", f"{tag} downloading {target.name} ({format_bytes(remote.size)}) "
+                            f"from {remote.repo}", step=0, total=remote.size, unit="byte", files=(str(target),)))
     start = resume
     try:
         for attempt in range(1, TRANSFER_TRIES + 1):
-            sink = HashingSink(partial, remote, start, Progress(reporter, tag, target.name, remote.size, start))
+            sink = HashingSink(partial, remote, start, Meter(reporter, tag, target.name, remote.size, start,
+                                                              str(target)))
             try:
                 hub.fetch(remote, sink, resume_size=start)
                 break
@@ -250,8 +265,9 @@ def _fetch_one(layout: Layout, ins: Inspection, hub: Hub, reporter: Reporter, ta
                 if attempt == TRANSFER_TRIES:
                     raise
                 start = _size(partial) or 0
-                reporter.milestone(f"{tag} connection lost during {target.name}; resuming at "
-                                   f"{format_bytes(start)} (try {attempt + 1} of {TRANSFER_TRIES})")
+                reporter.emit(Event("download", "download", f"{tag} connection lost during {target.name}; resuming "
+                                    f"at {format_bytes(start)} (try {attempt + 1} of {TRANSFER_TRIES})",
+                                    step=start, total=remote.size, unit="byte", files=(str(target),)))
             finally:
                 sink.close()
     except OSError as e:

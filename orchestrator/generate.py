@@ -5,9 +5,11 @@
 
 The workflow is `workflows/finetuned_flux.json` when a LoRA is given, else `workflows/base_flux.json`
 (the shipped versions when the project has none), or any file given. It is converted with the
-server's node schemas, patched (text, seed, LoRA, size, steps, ...), checked against the server's
-model lists, queued with the UI workflow in extra_pnginfo (so each PNG reopens in the browser), and
-followed to the end. Each image is saved as `outputs/<date>/<time>-<prompt words>-s<seed>.png`
+server's node schemas and patched by the image pipeline that `batch` uses too
+(orchestrator.comfy.pipeline: the LoRA name resolved against the server's list, size, steps, ...),
+checked against the server's model lists, queued with the UI workflow in extra_pnginfo (so each PNG
+reopens in the browser), and followed to the end. A job whose LoRA made ComfyUI log `lora key not
+loaded` fails (nothing saved). Each image is saved as `outputs/<date>/<time>-<prompt words>-s<seed>.png`
 (never overwriting) with a `.json` sidecar of everything needed to make it again.
 """
 
@@ -24,16 +26,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.comfy import events as ev
-from orchestrator.comfy.patch import TARGETS, PromptParams, patch_prompt
-from orchestrator.comfy.workflow import Workflow, load_workflow, to_api_prompt
-from orchestrator.errors import ConfigError
-from orchestrator.files import atomic_write_bytes, atomic_write_text, file_lock
-from orchestrator.layout import Layout
-from orchestrator.progress import Reporter, format_duration
+from orchestrator.comfy.knobs import sidecar_fields
+from orchestrator.comfy.pipeline import Base, ImagePipeline, ImageSpec, effective_values, lora_loads
+from orchestrator.comfy.resolve import ResolvedWorkflow, resolve_workflow
+from orchestrator.comfy.schema import schemas_from_object_info
+from orchestrator.comfy.serverlog import LoraWarnings, cached_nodes, job_window, lora_verdict
+from orchestrator.errors import ComfyError, ComfyFailed, ConfigError
+from orchestrator.layout import Layout, atomic_write_bytes, atomic_write_text
+from orchestrator.progress import Event, Sink, format_duration
+from orchestrator.files import file_lock
 
-BASE_WORKFLOW = "base_flux.json"
-LORA_WORKFLOW = "finetuned_flux.json"
-SEED_MAX = 2**32 - 1
+RANDOM_SEED_MAX = 2**32 - 1   # --seed random picks from here (any seed up to 2^64-1 may be given)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class GenerateRequest:
     workflow: Path | None = None
     sets: tuple[tuple[str, str, Any], ...] = ()
     out_dir: Path | None = None
+    strength_clip: float | None = None
+
+    def spec(self, seed: int | None) -> ImageSpec:
+        """The knobs of one of its images."""
+        return ImageSpec(prompt=self.prompt, seed=seed, lora=self.lora, strength=self.strength,
+                         strength_clip=self.strength_clip, width=self.width, height=self.height, steps=self.steps,
+                         guidance=self.guidance, sampler=self.sampler, scheduler=self.scheduler, sets=self.sets)
 
 
 @dataclass(frozen=True)
@@ -78,22 +88,13 @@ class Client(Protocol):
     def wait(self, prompt_id: str, *, on_event: Any = None, timeout: float | None = None) -> Any: ...
     def view(self, image: ev.OutputImage) -> bytes: ...
     def cancel(self, prompt_ids: list[str]) -> None: ...
+    def server_log(self) -> Any: ...
 
 
-def choose_workflow(req: GenerateRequest, layout: Layout) -> tuple[Workflow, str]:
-    """(workflow, how the sidecar names it): the given file, else ours from workflows/ or the shipped one."""
-    if req.workflow is not None:
-        candidates = [req.workflow, layout.workflows / req.workflow, layout.workflows / f"{req.workflow}.json"]
-        path = next((p for p in candidates if p.is_file()), req.workflow)
-        wf = load_workflow(path)
-        return wf, str(wf.path or path)
-    name = LORA_WORKFLOW if req.lora else BASE_WORKFLOW
-    path = layout.workflows / name
-    if path.exists():
-        return load_workflow(path), str(path)
-    from orchestrator.comfy.builtin import builtin_workflows
-
-    return load_workflow(builtin_workflows()[name]), f"builtin:{name}"
+def choose_workflow(req: GenerateRequest, layout: Layout) -> ResolvedWorkflow:
+    """The workflow of the request (the shared resolver: --workflow, else ours for with / without a LoRA)."""
+    return resolve_workflow(str(req.workflow) if req.workflow is not None else None, layout,
+                            lora=req.lora is not None, relative_to=Path.cwd())
 
 
 def slugify(text: str, limit: int = 48) -> str:
@@ -116,45 +117,51 @@ def unique_path(folder: Path, stem: str, suffix: str, taken: set[Path]) -> Path:
         n += 1
 
 
-def effective_values(prompt: Mapping[str, Any]) -> dict[str, Any]:
-    """The values the prompt will run with (seed, steps, size, ...), where one node decides each."""
-    values: dict[str, Any] = {}
-    for param, pairs in TARGETS.items():
-        found = [node["inputs"][inp] for node in prompt.values() for cls, inp in pairs
-                 if node.get("class_type") == cls and inp in (node.get("inputs") or {})
-                 and not isinstance(node["inputs"][inp], list)]
-        if len(set(map(repr, found))) == 1:
-            values[param] = found[0]
-    return values
+class _ImageEvents:
+    """Turns the ComfyUI events of one image into live progress events: sampler steps and the node running."""
 
-
-def _bar(fraction: float, width: int = 20) -> str:
-    done = max(0, min(width, int(round(fraction * width))))
-    return "#" * done + "-" * (width - done)
-
-
-class _Progress:
-    """Turns the events of one image into the status line: images done and steps of the current one."""
-
-    def __init__(self, reporter: Reporter, index: int, count: int, prompt: Mapping[str, Any]) -> None:
-        self.reporter, self.index, self.count = reporter, index, count
-        self.queued_line = f"image {index + 1}/{count}: queued"
-        self.fraction = index / count   # of all images; never moves back (VAE decode comes after the steps)
+    def __init__(self, reporter: Sink, index: int, count: int, prompt: Mapping[str, Any]) -> None:
+        self.reporter, self.head = reporter, f"image {index + 1}/{count}"
+        self.step: int | None = None    # kept after the last step: VAE decode comes after the sampler
+        self.total: int | None = None
         self.names = {nid: (n.get("_meta") or {}).get("title") or n.get("class_type", nid) for nid, n in prompt.items()}
 
+    def queued(self) -> None:
+        self._emit("queued", "queued")
+
     def __call__(self, event: ev.Event) -> None:
-        head = f"image {self.index + 1}/{self.count}"
         if isinstance(event, ev.Progress) and event.max:
-            self.fraction = max(self.fraction, (self.index + min(event.value / event.max, 1.0)) / self.count)
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] step {event.value}/{event.max}")
+            self.step, self.total = event.value, event.max
+            self._emit("running", f"step {event.value}/{event.max}")
         elif isinstance(event, ev.Executing) and event.node is not None:
-            name = self.names.get(event.node, event.node)
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] {name}")
+            self._emit("running", str(self.names.get(event.node, event.node)))
         elif isinstance(event, ev.ExecutionStart):
-            self.reporter.update(f"{head} [{_bar(self.fraction)}] started")
+            self._emit("running", "started")
+
+    def _emit(self, phase: str, what: str) -> None:
+        self.reporter.emit(Event("generate", phase, f"{self.head}: {what}", step=self.step, total=self.total,
+                                 unit="step", live=True))
 
 
-def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Reporter, *,
+def check_lora(client: Client, prompt: Mapping[str, Any], result: Any, verdicts: dict[str, LoraWarnings]) -> None:
+    """ComfyFailed when the job's LoRA made ComfyUI log `lora key not loaded` (see comfy/serverlog.py)."""
+    problem = lora_verdict(lora_loads(prompt), cached_nodes(result.history), job_window(result.history),
+                           _log_reader(client), verdicts)
+    if problem is not None:
+        raise ComfyFailed(problem, hint="use a LoRA trained for this base model (FLUX.1-dev, as `train` makes); "
+                                        "the image was not saved")
+
+
+def _log_reader(client: Client) -> Any:
+    def read() -> Any:
+        try:
+            return client.server_log()
+        except ComfyError:   # the log is a check on top: a server that cannot show it is not a failed job
+            return None
+    return read
+
+
+def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Sink, *,
              rng: random.Random | None = None, now: datetime | None = None,
              timeout: float | None = None) -> list[GeneratedImage]:
     """Make req.count images (one prompt each); returns them as saved. Ctrl+C cancels the running prompt."""
@@ -162,65 +169,67 @@ def generate(req: GenerateRequest, layout: Layout, client: Client, reporter: Rep
         raise ConfigError(f"--count must be at least 1 (got {req.count})")
     rng = rng or random.Random()
     stamp = now or datetime.now()
-    wf, wf_label = choose_workflow(req, layout)
-    from orchestrator.comfy.schema import schemas_from_object_info
-
-    from orchestrator.comfy.uivalues import reflect_in_ui
-
     schema = schemas_from_object_info(client.object_info(), source=client.url)
-    base = to_api_prompt(wf, schema)
+    pipe = ImagePipeline(layout, schema, where=f"ComfyUI at {client.url}", relative_to=Path.cwd())
+    base = pipe.base(str(req.workflow) if req.workflow is not None else None, lora=req.lora is not None)
     folder = req.out_dir if req.out_dir is not None else layout.outputs / stamp.strftime("%Y-%m-%d")
-    ui = wf.data if wf.kind == "ui" else None
     taken: set[Path] = set()
     made: list[GeneratedImage] = []
+    verdicts: dict[str, LoraWarnings] = {}
+    reporter.emit(Event("generate", "start", step=0, total=req.count, unit="image"))   # no line: the CLI prints paths
     for i in range(req.count):
-        seed = req.seed + i if req.seed is not None else rng.randint(1, SEED_MAX)
-        params = PromptParams(text=req.prompt, seed=seed, lora_name=req.lora, strength_model=req.strength,
-                              strength_clip=req.strength, width=req.width, height=req.height, steps=req.steps,
-                              guidance=req.guidance, sampler=req.sampler, scheduler=req.scheduler, sets=req.sets)
-        prompt = patch_prompt(base, params)
+        seed = req.seed + i if req.seed is not None else rng.randint(1, RANDOM_SEED_MAX)
+        prompt, shown = pipe.build(base, req.spec(seed))
         if i == 0:
             client.check_models(prompt)
-        values = effective_values(prompt)
-        progress = _Progress(reporter, i, req.count, prompt)
-        reporter.update(progress.queued_line)
-        started = time.monotonic()
-        # the PNG's workflow shows this image's values when reopened in the browser
-        shown = reflect_in_ui(ui, base, prompt, schema) if ui is not None else None
-        prompt_id = client.submit(prompt, workflow=shown)
-        try:
-            result = client.wait(prompt_id, on_event=progress, timeout=timeout)
-        except KeyboardInterrupt:
-            client.cancel([prompt_id])
-            raise
-        fetch_started = time.monotonic()
-        images = [img for img in result.images if img.type == "output"]
-        if not images:
-            raise ConfigError(f"the workflow {wf_label} saved no image",
-                              hint="it needs a Save Image node connected to the decoded image")
-        stem = f"{stamp.strftime('%H%M%S')}-{slugify(req.prompt)}-s{values.get('seed', seed)}"
-        for k, image in enumerate(images):
-            data = client.view(image)
-            with file_lock(folder):  # another `generate` may pick a name in this folder at the same time
-                path = unique_path(folder, stem if len(images) == 1 else f"{stem}-{k + 1}", ".png", taken)
-                atomic_write_bytes(path, data)
-            sidecar = path.with_suffix(".json")
-            timings = {f"{key}_s": round(value, 3) for key, value in result.timings.items()}
-            timings["download_s"] = round(time.monotonic() - fetch_started, 3)
-            timings["wall_s"] = round(time.monotonic() - started, 3)
-            meta = {"file": path.name, "prompt": req.prompt, "seed": values.get("seed", seed),
-                    "lora": values.get("lora_name"),
-                    "strength": values.get("strength_model"),
-                    "width": values.get("width"), "height": values.get("height"), "steps": values.get("steps"),
-                    "guidance": values.get("guidance"), "sampler": values.get("sampler"),
-                    "scheduler": values.get("scheduler"), "sets": [list(s) for s in req.sets],
-                    "workflow": wf_label, "server": client.url, "prompt_id": result.prompt_id,
-                    "server_file": {"filename": image.filename, "subfolder": image.subfolder, "type": image.type},
-                    "cached": result.cached, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "timings": timings}
-            atomic_write_text(sidecar, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-            made.append(GeneratedImage(path, sidecar, meta["seed"], result.prompt_id, result.cached))
-        took = format_duration(time.monotonic() - started)
-        reporter.milestone(f"image {i + 1}/{req.count} done in {took}{' (cached)' if result.cached else ''}: "
-                           f"{made[-1].path.name}")
+        made += _make_one(req, client, reporter, base, prompt, shown, i, seed, stamp, folder, taken, verdicts,
+                          timeout)
+    reporter.emit(Event("generate", "end", step=req.count, total=req.count, unit="image",
+                        files=tuple(str(m.path) for m in made)))
+    return made
+
+
+def _make_one(req: GenerateRequest, client: Client, reporter: Sink, base: Base, prompt: dict[str, Any],
+              shown: dict[str, Any] | None, i: int, seed: int, stamp: datetime, folder: Path, taken: set[Path],
+              verdicts: dict[str, LoraWarnings], timeout: float | None) -> list[GeneratedImage]:
+    """Queue one prompt, follow it, check its LoRA, save its images with sidecars."""
+    values = effective_values(prompt)
+    progress = _ImageEvents(reporter, i, req.count, prompt)
+    progress.queued()
+    started = time.monotonic()
+    prompt_id = client.submit(prompt, workflow=shown)
+    try:
+        result = client.wait(prompt_id, on_event=progress, timeout=timeout)
+    except KeyboardInterrupt:
+        client.cancel([prompt_id])
+        raise
+    check_lora(client, prompt, result, verdicts)
+    fetch_started = time.monotonic()
+    images = [img for img in result.images if img.type == "output"]
+    if not images:
+        raise ConfigError(f"the workflow {base.label} saved no image",
+                          hint="it needs a Save Image node connected to the decoded image")
+    stem = f"{stamp.strftime('%H%M%S')}-{slugify(req.prompt)}-s{values.get('seed', seed)}"
+    made = []
+    for k, image in enumerate(images):
+        data = client.view(image)
+        with file_lock(folder):  # another `generate` may pick a name in this folder at the same time
+            path = unique_path(folder, stem if len(images) == 1 else f"{stem}-{k + 1}", ".png", taken)
+            atomic_write_bytes(path, data)
+        sidecar = path.with_suffix(".json")
+        timings = {f"{key}_s": round(value, 3) for key, value in result.timings.items()}
+        timings["download_s"] = round(time.monotonic() - fetch_started, 3)
+        timings["wall_s"] = round(time.monotonic() - started, 3)
+        meta = {"file": path.name, **sidecar_fields({**values, "prompt": req.prompt, "seed": values.get("seed", seed)}),
+                "sets": [list(s) for s in req.sets], "workflow": base.label, "server": client.url,
+                "prompt_id": result.prompt_id,
+                "server_file": {"filename": image.filename, "subfolder": image.subfolder, "type": image.type},
+                "cached": result.cached, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "timings": timings}
+        atomic_write_text(sidecar, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        made.append(GeneratedImage(path, sidecar, meta["seed"], result.prompt_id, result.cached))
+    took = format_duration(time.monotonic() - started)
+    reporter.emit(Event("generate", "image", f"image {i + 1}/{req.count} done in {took}"
+                        f"{' (cached)' if result.cached else ''}: {made[-1].path.name}", step=i + 1,
+                        total=req.count, unit="image", files=tuple(str(m.path) for m in made)))
     return made

@@ -1,98 +1,111 @@
-"""Progress for long work: one live line on a TTY, milestone lines otherwise. Always on stderr.
+"""Progress as typed events: one `Event` type, one `Sink` protocol.
 
-Use cases report progress through a `Reporter` (a callable taking a status line or a milestone);
-the CLI builds a `StatusLine` for humans, tests pass a recording reporter.
+Use cases (training, downloads, batch, generate, server start) report what they do by calling
+`sink.emit(Event(...))`; they never print. The CLI chooses how events are shown (a live line on a
+terminal, milestone lines in a log, JSON lines for scripts, webhooks) in `orchestrator/cli/render.py`
+and `orchestrator/notify.py`; tests pass a `RecordingSink`.
+
+An event is either *live* (a transient status: the terminal redraws it, logs skip it) or a
+*milestone* (a line worth keeping in any log). The schema is documented in the README
+("Progress for scripts"); `Event.to_json` is the one place that shapes it.
 """
 
 from __future__ import annotations
 
-import math
-import shutil
-import sys
 import time
-from typing import Protocol, TextIO
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+KINDS = ("train", "download", "batch", "generate", "server", "dataset")
+# phases every command may emit; the per-command ones are listed in the README
+COMMON_PHASES = ("start", "log", "warning", "end", "failed", "interrupted")
 
 
-class Reporter(Protocol):
-    """What use cases call to report progress; never prints results (those go to stdout)."""
+@dataclass(frozen=True)
+class Event:
+    """One progress report: which work (kind), where it is (phase), how far, and what it made."""
 
-    def update(self, text: str) -> None:
-        """Replace the live status line (dropped when not on a TTY)."""
+    kind: str                        # one of KINDS: the work that reports
+    phase: str                       # what it is doing now ("start", "training", "image", "end", ...)
+    message: str = ""                # the human line, as the plain log shows it
+    step: float | None = None        # how far: steps, bytes, images (see unit)
+    total: float | None = None       # of how many (None: unknown)
+    unit: str | None = None          # what step/total/rate count: "step", "byte", "image"
+    rate: float | None = None        # units per second
+    eta: float | None = None         # seconds left (None: unknown)
+    files: tuple[str, ...] = ()      # files this event made or names (a checkpoint, an image, the result)
+    live: bool = False               # a transient status (redrawn on a terminal, skipped by logs)
+    time: float = field(default_factory=time.time)   # seconds since the epoch
 
-    def milestone(self, text: str) -> None:
-        """A line worth keeping in any log (phase changes, saves, warnings)."""
+    def to_json(self) -> dict[str, Any]:
+        """The event as one JSON object (every key always present; unknown values are null)."""
+        return {
+            "time": datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds"),
+            "kind": self.kind, "phase": self.phase, "live": self.live, "message": self.message,
+            "step": _number(self.step), "total": _number(self.total), "unit": self.unit,
+            "rate": None if self.rate is None else round(self.rate, 4),
+            "eta": None if self.eta is None else round(self.eta, 1),
+            "files": list(self.files),
+        }
 
 
-class NullReporter:
-    """Reports nothing."""
+def _number(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(value, 4)
 
-    def update(self, text: str) -> None:
+
+class Sink(Protocol):
+    """Where use cases send their events."""
+
+    def emit(self, event: Event) -> None:
+        """Take one event; never raises for display trouble and never blocks for long."""
+
+
+class NullSink:
+    """Drops every event."""
+
+    def emit(self, event: Event) -> None:
         pass
 
-    def milestone(self, text: str) -> None:
-        pass
 
-
-class RecordingReporter:
-    """Keeps what was reported, for tests and scripts."""
+class RecordingSink:
+    """Keeps every event, for tests and scripts; `milestones` / `updates` are the lines a log / a terminal shows."""
 
     def __init__(self) -> None:
-        self.updates: list[str] = []
-        self.milestones: list[str] = []
+        self.events: list[Event] = []
 
-    def update(self, text: str) -> None:
-        self.updates.append(text)
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
 
-    def milestone(self, text: str) -> None:
-        self.milestones.append(text)
+    @property
+    def milestones(self) -> list[str]:
+        return [e.message for e in self.events if not e.live and e.message]
+
+    @property
+    def updates(self) -> list[str]:
+        return [e.message for e in self.events if e.live]
+
+    def phases(self) -> list[str]:
+        """The phases in order, repeats of the same phase collapsed."""
+        out: list[str] = []
+        for e in self.events:
+            if not out or out[-1] != e.phase:
+                out.append(e.phase)
+        return out
 
 
-class StatusLine:
-    """A live line redrawn in place on a TTY (at most `fps` times a second); milestones as lines."""
+class Tee:
+    """Sends each event to several sinks."""
 
-    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None, fps: float = 10.0) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self._min_interval = 1.0 / fps
-        self._last_draw = -math.inf   # never: 0.0 would throttle the first draw on a machine up for < 1/fps s
-        self._shown = ""
-        self._latest = ""   # the newest text, also when the throttle skipped drawing it
+    def __init__(self, sinks: Iterable[Sink]) -> None:
+        self.sinks = tuple(sinks)
 
-    def update(self, text: str) -> None:
-        if not self.tty:
-            return
-        self._latest = text
-        now = time.monotonic()
-        if now - self._last_draw < self._min_interval:
-            return
-        self._last_draw = now
-        self._draw(text)
-
-    def milestone(self, text: str) -> None:
-        live = bool(self._shown)
-        self._clear()
-        self.stream.write(text + "\n")
-        if live:
-            self._draw(self._latest)   # not the last drawn text: it may be stale (e.g. the phase before)
-        self._last_draw = -math.inf    # the update that usually follows a milestone is drawn at once
-        self.stream.flush()
-
-    def close(self) -> None:
-        """Erase the live line (call before printing results)."""
-        self._clear()
-        self.stream.flush()
-
-    def _draw(self, text: str) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns - 1
-        line = text if len(text) <= width else text[: max(0, width - 1)] + "…"
-        self.stream.write("\r" + line + " " * max(0, len(self._shown) - len(line)))
-        self.stream.flush()
-        self._shown = line
-
-    def _clear(self) -> None:
-        if self._shown:
-            self.stream.write("\r" + " " * len(self._shown) + "\r")
-            self._shown = ""
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
 
 
 def format_duration(seconds: float | None) -> str:

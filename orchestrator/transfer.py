@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orchestrator.hub import RemoteFile
-from orchestrator.progress import Reporter, format_bytes, format_duration
+from orchestrator.progress import Event, Sink, format_bytes, format_duration
 
 CHUNK = 8 * 1024 * 1024
 
@@ -22,7 +22,7 @@ CHUNK = 8 * 1024 * 1024
 class HashingSink:
     """The file object handed to huggingface_hub: appends to the partial file, hashes as it goes."""
 
-    def __init__(self, path: Path, remote: RemoteFile, resume: int, progress: "Progress") -> None:
+    def __init__(self, path: Path, remote: RemoteFile, resume: int, progress: "Meter") -> None:
         self.path, self.remote, self.progress = path, remote, progress
         self._f = open(path, "ab")
         self._rehash(resume)
@@ -94,17 +94,20 @@ class HashingSink:
         return None
 
 
-class Progress:
-    """Bytes, speed and ETA of one file on the live line; a few milestones for logs."""
+class Meter:
+    """Bytes, speed and ETA of one file as live events; a few milestones for logs."""
 
-    def __init__(self, reporter: Reporter, tag: str, name: str, total: int | None, start: int) -> None:
+    def __init__(self, reporter: Sink, tag: str, name: str, total: int | None, start: int,
+                 path: str | None = None) -> None:
         self.reporter, self.tag, self.name, self.total = reporter, tag, name, total
+        self.files = (path,) if path else ()
         self.done = start
         self.session_start, self.t0 = start, time.monotonic()
         self._next_mark = 0.25
 
     def note(self, text: str) -> None:
-        self.reporter.update(f"{self.tag} {self.name}: {text}")
+        self.reporter.emit(Event("download", "download", f"{self.tag} {self.name}: {text}", step=self.done,
+                                 total=self.total, unit="byte", files=self.files, live=True))
 
     def restart(self) -> None:
         self.done = self.session_start = 0
@@ -117,22 +120,28 @@ class Progress:
         if self.total:
             frac = self.done / self.total
             eta = (self.total - self.done) / speed if speed > 0 else None
-            self.reporter.update(f"{self.tag} {self.name}  {frac:6.1%}  {format_bytes(self.done)} / "
-                                 f"{format_bytes(self.total)}  {format_bytes(speed)}/s  ETA {format_duration(eta)}")
+            self._emit(f"{self.tag} {self.name}  {frac:6.1%}  {format_bytes(self.done)} / "
+                       f"{format_bytes(self.total)}  {format_bytes(speed)}/s  ETA {format_duration(eta)}", speed, eta)
             if self.total >= 64 * 1024 * 1024 and frac >= self._next_mark and frac < 1:
-                self.reporter.milestone(f"{self.tag} {self.name}: {frac:.0%} ({format_bytes(self.done)})")
+                self._emit(f"{self.tag} {self.name}: {frac:.0%} ({format_bytes(self.done)})", speed, eta, live=False)
                 self._next_mark += 0.25
         else:
-            self.reporter.update(f"{self.tag} {self.name}  {format_bytes(self.done)}  {format_bytes(speed)}/s")
+            self._emit(f"{self.tag} {self.name}  {format_bytes(self.done)}  {format_bytes(speed)}/s", speed, None)
+
+    def _emit(self, text: str, speed: float, eta: float | None, *, live: bool = True) -> None:
+        self.reporter.emit(Event("download", "download", text, step=self.done, total=self.total, unit="byte",
+                                 rate=speed, eta=eta, files=self.files, live=live))
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.t0
         got = self.done - self.session_start
         speed = f", {format_bytes(got / elapsed)}/s" if elapsed > 0.5 else ""
-        self.reporter.milestone(f"{self.tag} {self.name}: done, {format_bytes(got)} in {format_duration(elapsed)}{speed}")
+        self.reporter.emit(Event("download", "file", f"{self.tag} {self.name}: done, {format_bytes(got)} in "
+                                 f"{format_duration(elapsed)}{speed}", step=self.done, total=self.total, unit="byte",
+                                 rate=got / elapsed if elapsed > 0 else None, files=self.files))
 
 
-def verify_file(path: Path, remote: RemoteFile, reporter: Reporter) -> tuple[bool | None, str]:
+def verify_file(path: Path, remote: RemoteFile, reporter: Sink) -> tuple[bool | None, str]:
     """(matches the Hub's checksum, or None when the Hub gave none; our SHA-256)."""
     size = _size(path) or 0
     sha256 = hashlib.sha256()
@@ -143,8 +152,10 @@ def verify_file(path: Path, remote: RemoteFile, reporter: Reporter) -> tuple[boo
         if sha1 is not None:
             sha1.update(chunk)
         done += len(chunk)
-        reporter.update(f"verifying {path.name}  {done / max(size, 1):6.1%}  "
-                        f"{format_bytes(done / max(time.monotonic() - t0, 1e-6))}/s")
+        rate = done / max(time.monotonic() - t0, 1e-6)
+        reporter.emit(Event("download", "verify", f"verifying {path.name}  {done / max(size, 1):6.1%}  "
+                            f"{format_bytes(rate)}/s", step=done, total=size, unit="byte", rate=rate,
+                            files=(str(path),), live=True))
     ours = sha256.hexdigest()
     if remote.sha256:
         return ours == remote.sha256, ours

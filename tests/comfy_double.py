@@ -12,6 +12,12 @@ sent only to the socket named by the prompt's client_id. SaveImage writes small 
 /view serves. Node outputs are cached by inputs (ComfyUI's classic cache keeps the last prompt's
 nodes), so a re-run reports cached nodes and re-sends `executed` with the old files.
 
+The server log (`GET /internal/logs` and `/internal/logs/raw`, app/logger.py's last 300 writes with
+the server's local time): "got prompt", "invalid prompt: ...", "Prompt executed in ...", and one
+`lora key not loaded: <key>` per key for LoRAs named in `lora_mismatch` ({file: number of keys that
+match nothing}) each time a LoraLoader really runs (not when cached), as comfy/lora.py does.
+`log_utc_offset` puts the log in another time zone than this machine's, like a remote server.
+
 Misbehaviour on demand: `fail_next("error" | "interrupt", ...)`, `drop_websocket_after(n)`,
 `slow_responses(seconds)`, `http_500_next(n)`, `stop()` / `start()` / `restart()` (same port,
 history and queue lost). `hold_node(id | "*")` keeps a node running until an interrupt or the returned
@@ -23,13 +29,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,8 +54,16 @@ DEFAULT_MODELS = {
     "loras": ["flux_dreambooth.safetensors"],
     "diffusion_models": [],
 }
+MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}  # supported_pt_extensions
+LOG_CAPACITY = 300   # app/logger.py setup_logger(capacity=300)
 MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
                  "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "upscale_models"]
+
+
+def listed(names: list[str]) -> list[str]:
+    """A model folder as ComfyUI lists it (folder_paths.get_filename_list): relative paths with sub-folders,
+    only the model extensions (any case), sorted."""
+    return sorted({n for n in names if os.path.splitext(n)[1].lower() in MODEL_EXTENSIONS})
 
 
 def now_ms() -> int:
@@ -78,13 +95,16 @@ class ComfyDouble:
 
     def __init__(self, *, models: dict[str, list[str]] | None = None, step_time: float = 0.0,
                  node_time: float = 0.0, steps: int | None = None, preview_method: str = "none",
-                 port: int = 0) -> None:
+                 port: int = 0, lora_mismatch: dict[str, int] | None = None,
+                 log_utc_offset: timedelta | None = None) -> None:
         self.models = {k: list(v) for k, v in (models if models is not None else DEFAULT_MODELS).items()}
         self.step_time = step_time
         self.node_time = node_time
         self.steps = steps
         self.preview_method = preview_method
         self.port = port
+        self.lora_mismatch = dict(lora_mismatch or {})
+        self.log_utc_offset = log_utc_offset
         self.root = Path(tempfile.mkdtemp(prefix="comfy-double-"))
         for sub in ("output", "input", "temp", "user/default/workflows"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -114,6 +134,7 @@ class ComfyDouble:
         self.cache: dict[str, Any] = {}
         self.interrupt_flag = False
         self.running_flag = False
+        self.logs: deque[dict[str, str]] = deque(maxlen=LOG_CAPACITY)   # a new process: a new log
 
     @property
     def url(self) -> str:
@@ -226,10 +247,21 @@ class ComfyDouble:
                 return True
             return False
 
+    # -- the server log ------------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        """One write to stdout/stderr as app/logger.py keeps it: {t: local ISO time, m: text}; a write
+        starting with \\r replaces the last entry when that one did not end its line (progress bars)."""
+        now = (datetime.now(timezone.utc) + self.log_utc_offset).replace(tzinfo=None) \
+            if self.log_utc_offset is not None else datetime.now()
+        with self.lock:
+            if text.startswith("\r") and self.logs and not self.logs[-1]["m"].endswith("\n"):
+                self.logs.pop()
+            self.logs.append({"t": now.isoformat(), "m": text})
+
     # -- state used by the HTTP handler -----------------------------------------------------
     def object_info(self) -> dict[str, Any]:
         files = [p.name for p in (self.root / "input").iterdir() if p.is_file()]
-        return object_info(self.models, files)
+        return object_info({k: listed(v) for k, v in self.models.items()}, files)
 
     def queue_remaining(self) -> int:
         return len(self.pending) + (1 if self.running else 0)
@@ -272,6 +304,7 @@ class ComfyDouble:
                 raise ValueError("prompt is not an object")
             status, result, good = validate(prompt, self.object_info())
             if status != 200:
+                self.log(f"invalid prompt: {result.get('error')}\n")
                 return status, result
             prompt_id = str(body.get("prompt_id") or uuid.uuid4())
             extra = dict(body.get("extra_data") or {})

@@ -182,6 +182,8 @@ def execute(double: ComfyDouble, job: Job) -> None:
             double.hold(node_id)
             if node_type in SAMPLING_TYPES:
                 _sample(double, job, node_id, progress, preview, fail)
+            if node_type in ("LoraLoader", "LoraLoaderModelOnly"):
+                _load_lora(double, job.prompt[node_id].get("inputs") or {})
             ui = None
             if is_output:
                 ui = _save_images(double, job, node_id)
@@ -221,10 +223,20 @@ def _stopped(double: ComfyDouble, job: Job, stop: _Stop, executed: list[str]) ->
     _finish(double, job)
 
 
+def _load_lora(double: ComfyDouble, inputs: dict[str, Any]) -> None:
+    """comfy/lora.py load_lora: a warning per LoRA key that matches nothing (none at strength 0 on both)."""
+    if inputs.get("strength_model", 0) == 0 and inputs.get("strength_clip", 0) == 0:
+        return   # LoraLoader.load_lora returns the model untouched
+    for i in range(double.lora_mismatch.get(str(inputs.get("lora_name")), 0)):
+        double.log(f"lora key not loaded: lora_te1_text_model_encoder_layers_{i}_mlp_fc1.lora_down.weight\n")
+
+
 def _finish(double: ComfyDouble, job: Job) -> None:
+    started = next((m[1]["timestamp"] for m in job.messages if m[0] == "execution_start"), now_ms())
     with double.lock:
         double.running = None
         double.history[job.prompt_id] = job
     double.broadcast(double.status_message())
     double.send(job, "executing", {"node": None, "prompt_id": job.prompt_id})
+    double.log(f"Prompt executed in {(now_ms() - started) / 1000:.2f} seconds\n")   # main.py prompt_worker
 

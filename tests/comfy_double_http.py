@@ -78,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
         double.slow_wait()
         if path == "/ws" and method == "GET":
             return self._websocket(double, query)
+        if parts.path.startswith("/api/internal/"):   # a sub-app mounted at /internal only: no /api twin
+            return self._reply(404, b"404: Not Found", "text/plain; charset=utf-8")
         if double.take_500():
             return self._reply(500, CRASH, "text/plain; charset=utf-8")
         try:
@@ -88,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routes ------------------------------------------------------------------------------
     def _route(self, double: Any, method: str, path: str, q: dict[str, str], body: bytes) -> None:
         if path == "/prompt" and method == "POST":
+            double.log("got prompt\n")      # server.py post_prompt logs it first, before reading the body
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
@@ -141,7 +144,14 @@ class Handler(BaseHTTPRequestHandler):
             folder = unquote(path[len("/models/"):])
             if folder not in double.models:
                 return self._reply(404)
-            return self._json(sorted(double.models[folder]))
+            from tests.comfy_double import listed
+            return self._json(listed(double.models[folder]))
+        if path == "/internal/logs" and method == "GET":
+            with double.lock:
+                return self._json("".join(e["t"] + " - " + e["m"] for e in double.logs))
+        if path == "/internal/logs/raw" and method == "GET":
+            with double.lock:
+                return self._json({"entries": list(double.logs), "size": {"cols": 80, "rows": 24}})
         if path == "/embeddings":
             return self._json([])
         if path == "/features":

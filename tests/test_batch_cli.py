@@ -44,10 +44,14 @@ def test_plan_json_lists_every_job(run_cli, project):
     assert doc["jobs"][0]["name"] == "toy-0.6-1" and doc["jobs"][0]["strength"] == 0.6
 
 
+def test_plan_uses_the_shipped_workflows_until_the_project_has_its_own(run_cli, project):
+    r = run_cli("batch", "plan", str(write_jobs(project)))    # no workflows/ in the project: as in generate
+    assert r.code == 0 and r.err == ""
+
+
 def test_plan_fails_on_a_missing_workflow_as_run_does(run_cli, project):
-    r = run_cli("batch", "plan", str(write_jobs(project)))
-    assert r.code == 2 and "job(s) cannot be turned into a ComfyUI prompt" in r.err
-    assert "workflow workflows/finetuned_flux.json not found" in r.err and r.out == ""
+    r = run_cli("batch", "plan", str(write_jobs(project, "jobs:\n  - {prompt: a, workflow: workflows/mine.json}\n")))
+    assert r.code == 2 and "workflow file workflows/mine.json does not exist" in r.err and r.out == ""
 
 
 def test_plan_bad_file_is_exit_2_with_lines(run_cli, project):
@@ -206,18 +210,18 @@ def test_run_without_server_uses_the_workers_comfyui_up_started(engine, project,
     path = write_jobs(project, "jobs:\n  - {prompt: a, workflow: workflows/none.json}\n")
     r = run_cli("batch", "run", str(path))
     assert f"found 2 ComfyUI servers: http://127.0.0.1:{port}, http://127.0.0.1:{port + 1}" in r.err
-    assert r.code == 2 and "workflows/none.json not found" in r.err
+    assert r.code == 2 and "workflow file workflows/none.json does not exist" in r.err
     run_cli("comfyui", "down")
 
 
 def test_progress_line_shows_bar_rate_eta_and_each_server():
-    from orchestrator.batch.protocol import Progress, ServerState
+    from orchestrator.batch.protocol import ServerState, Snapshot
     from orchestrator.cli.batch import format_progress
 
-    p = Progress(total=48, done=10, failed=1, skipped=2, elapsed=120.0,
+    p = Snapshot(total=48, done=10, failed=1, skipped=2, elapsed=120.0,
                  servers=(ServerState("http://127.0.0.1:8188", True, 2, 6), ServerState("http://gpu2:8188", False, 0, 4)))
     line = format_progress(p)
-    assert line == ("batch [###.........] 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
+    assert line == ("batch 12/48 · 1 failed · 5.0 img/min · ETA 7m00s · "
                     ":8188 6 done +2 queued · gpu2:8188 4 done down")
 
 

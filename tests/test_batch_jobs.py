@@ -85,7 +85,8 @@ def test_problems_are_all_listed_with_their_lines(tmp_path):
     joined = "\n".join(errs)
     for expected in ["2: defaults.size: '1000x7' is not a size", "5: jobs[0].prompt: '' is not",
                      "6: jobs[0].seeds[1]: 'x' is not a seed", "8: jobs[1].count: 0 is not a count",
-                     "9: jobs[1].strengths[1]: 'high' is not a number", "10: jobs[1].guidance: 'lots'",
+                     "9: jobs[1].strengths[1]: 'high' is not a LoRA strength from -100 to 100",
+                     "9: jobs[1].strengths: a strength needs a LoRA", "10: jobs[1].guidance: 'lots'",
                      "11: jobs[1].set.nodot: 'nodot' is not <node id or title>.<input>"]:
         assert expected in joined, (expected, joined)
     assert joined.count("defaults.size") == 1    # a bad default is reported once
@@ -131,8 +132,8 @@ def test_identical_jobs_are_made_once(tmp_path):
 
 def test_non_finite_numbers_and_seeds_past_2_64_are_problems(tmp_path):
     found = errors(tmp_path, "jobs:\n  - prompt: a\n    lora: x.safetensors\n    strength: .nan\n    guidance: .inf\n")
-    assert any("strength: nan is not a number from -100 to 100" in e for e in found), found
-    assert any("guidance: inf is not a number from 0 to 100" in e for e in found), found
+    assert any("strength: nan is not a LoRA strength from -100 to 100" in e for e in found), found
+    assert any("guidance: inf is not a FLUX guidance from 0 to 100" in e for e in found), found
     found = errors(tmp_path, f"jobs:\n  - prompt: a\n    seed: {2**64 - 2}\n    count: 3\n")
     assert any("go past the largest seed 2^64-1" in e for e in found), found
 
@@ -144,12 +145,12 @@ def test_values_outside_what_comfyui_takes_and_control_characters_are_problems(t
     text = "\n".join(found)
     for fragment in ("defaults.out: expected a folder path (contains a control character)",
                      "jobs[0].prompt: 'a\\x00' is not a non-empty prompt text",
-                     "jobs[0].size: '8x8' is not a size WxH with multiples of 8 from 16 to 16384",
+                     "jobs[0].size: '8x8' is not a size WxH with width and height multiples of 16",
                      "jobs[0].steps: 100000 is not a whole number of steps from 1 to 10000",
-                     "jobs[0].guidance: 101 is not a number from 0 to 100",
-                     "jobs[0].strength: 1000 is not a number from -100 to 100",
+                     "jobs[0].guidance: 101 is not a FLUX guidance from 0 to 100",
+                     "jobs[0].strength: 1000 is not a LoRA strength from -100 to 100",
                      "jobs[0].sampler: 'e\\tx' is not a sampler name",
                      "jobs[0].workflow: 'w\\x00.json' is not a workflow file path"):
         assert fragment in text, (fragment, text)
-    jf = load(tmp_path, 'jobs:\n  - prompt: "line one\\nline two"\n    size: 16x16384\n')
+    jf = load(tmp_path, 'jobs:\n  - prompt: "line one\\nline two"\n    size: 64x4096\n')
     assert jf.jobs[0].prompt == "line one\nline two"      # prompts may span lines

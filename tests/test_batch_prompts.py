@@ -66,5 +66,5 @@ def test_check_reports_problems_before_anything_runs(project):
     with pytest.raises(ConfigError) as e:
         PromptBuilder(project).check(jobs)
     text = "\n".join(e.value.details)
-    assert "has no LoraLoader" in text and "Nope" in text and "workflows/gone.json not found" in text
+    assert "has no LoraLoader" in text and "Nope" in text and "workflow file workflows/gone.json does not exist" in text
     assert e.value.exit_code == 2

@@ -158,8 +158,8 @@ def test_server_url_normalization():
 
 @pytest.mark.parametrize("argv, message", [
     (("generate", "a fox", "--timeout", "0"), "argument --timeout: expected seconds above 0, got '0'"),
-    (("generate", "a fox", "--guidance", "nan"), "argument --guidance: expected a finite number, got 'nan'"),
-    (("generate", "a fox", "--lora", "x", "--strength", "inf"), "argument --strength: expected a finite number"),
+    (("generate", "a fox", "--guidance", "nan"), "--guidance: nan is not a FLUX guidance from 0 to 100"),
+    (("generate", "a fox", "--lora", "x", "--strength", "inf"), "--strength: inf is not a LoRA strength"),
     (("batch", "run", "jobs.yaml", "--timeout", "-1"), "argument --timeout: expected seconds above 0, got '-1'"),
     (("batch", "plan", "jobs.yaml", "--sample", "-1"), "argument --sample: expected a whole number >= 0"),
     (("comfyui", "up", "--timeout", "0"), "argument --timeout: expected seconds above 0"),

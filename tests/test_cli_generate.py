@@ -113,7 +113,8 @@ def test_a_missing_workflow_file_is_named_before_the_server_is_asked(run_cli, pr
 def test_missing_lora_is_named_with_the_available_ones(run_cli, project, double):
     r = run_cli("generate", "a fox", "--lora", "nope", "--server", double.url)
     assert r.code == 2
-    assert "error: LoRA 'nope.safetensors' not found; available: flux_dreambooth.safetensors" in r.err
+    assert f"error: LoRA 'nope' not found on ComfyUI at {double.url}" in r.err
+    assert "hint: available: flux_dreambooth.safetensors." in r.err
     assert double.posted == [] and not project.outputs.exists()
 
 
@@ -131,13 +132,14 @@ def test_rejected_and_failed_prompts_are_rendered(run_cli, project, double):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--size", "1000x1000"], "--size 1000x1000: width and height must be multiples of 16"),
-    (["--size", "big"], "--size 'big': expected WIDTHxHEIGHT"),
-    (["--seed", "abc"], "--seed 'abc': expected a whole number or 'random'"),
-    (["--count", "0"], "--count 0: must be between 1 and 1000"),
-    (["--strength", "0.5"], "--strength needs --lora NAME"),
+    (["--size", "1000x1000"], "--size: '1000x1000' is not a size WxH with width and height multiples of 16"),
+    (["--size", "big"], "--size: 'big' is not a size WxH"),
+    (["--seed", "abc"], "--seed: 'abc' is not a seed (a whole number from 0 to 2^64-1) or 'random'"),
+    (["--count", "0"], "--count: 0 is not a count (a whole number from 1 to 10000)"),
+    (["--steps", "x"], "--steps: 'x' is not a whole number of steps from 1 to 10000"),
+    (["--strength", "0.5"], "--strength: a strength needs a LoRA"),
     (["--set", "nodot"], "--set 'nodot': expected NODE.INPUT=VALUE"),
-    (["--lora", " "], "--lora is empty"),
+    (["--lora", " "], "--lora: ' ' is not a LoRA name"),
     (["--seed", str(2**64 - 1), "--count", "2"], f"--seed {2**64 - 1} --count 2: the images use seeds"),
 ])
 def test_usage_errors(run_cli, argv, message):
@@ -155,7 +157,7 @@ def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
 
     from orchestrator.comfy.client import ComfyClient
     from orchestrator.generate import GenerateRequest, generate
-    from orchestrator.progress import RecordingReporter
+    from orchestrator.progress import RecordingSink
 
     class CtrlCAtFirstStep(ComfyClient):
         """Stands in for a user pressing Ctrl+C while the first image samples."""
@@ -170,7 +172,7 @@ def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
     double.step_time, double.steps = 0.05, 100
     client = CtrlCAtFirstStep(double.url, timeout=5)
     with pytest.raises(KeyboardInterrupt):
-        generate(GenerateRequest("a fox", seed=1, count=3), project, client, RecordingReporter())
+        generate(GenerateRequest("a fox", seed=1, count=3), project, client, RecordingSink())
     pid = double.posted[0]["prompt_id"]
     deadline = time.monotonic() + 30                  # the interrupt lands within a step; 30 s is a hang guard
     while not (entry := client.history(pid)) and time.monotonic() < deadline:
@@ -184,20 +186,25 @@ def test_ctrl_c_cancels_the_running_prompt_and_writes_nothing(project, double):
 def test_progress_lines(project, double):
     from orchestrator.comfy.client import ComfyClient
     from orchestrator.generate import GenerateRequest, generate
-    from orchestrator.progress import RecordingReporter
+    from orchestrator.progress import RecordingSink
 
-    rec = RecordingReporter()
+    rec = RecordingSink()
     with ComfyClient(double.url, timeout=5) as client:
         made = generate(GenerateRequest("a fox", seed=5, count=2), project, client, rec)
     assert [m.seed for m in made] == [5, 6]
-    assert "image 1/2 [" + "-" * 20 + "] Load Checkpoint" in rec.updates
-    assert "image 1/2 [" + "#" * 3 + "-" * 17 + "] step 1/3" in rec.updates     # 1/3 of the first of two
-    assert "image 2/2 [" + "#" * 20 + "] step 3/3" in rec.updates
+    live = [e for e in rec.events if e.live]
+    assert "image 1/2: Load Checkpoint" in rec.updates
+    assert any(e.message == "image 1/2: step 1/3" and (e.step, e.total, e.unit) == (1, 3, "step") for e in live)
+    assert "image 2/2: step 3/3" in rec.updates
     assert len(rec.milestones) == 2 and rec.milestones[1].startswith("image 2/2 done in")
     # after the last step, VAE decode and Save Image keep the bar where the steps left it
-    after = rec.updates[rec.updates.index("image 1/2 [" + "#" * 10 + "-" * 10 + "] step 3/3") + 1:]
-    first_after = next(u for u in after if "step" not in u)
-    assert first_after.startswith("image 1/2 [" + "#" * 10 + "-" * 10 + "] "), first_after
+    after = live[[e.message for e in live].index("image 1/2: step 3/3") + 1:]
+    first_after = next(e for e in after if "step" not in e.message)
+    assert first_after.message.startswith("image 1/2: ") and (first_after.step, first_after.total) == (3, 3)
+    assert rec.phases() == ["start", "queued", "running", "image", "queued", "running", "image", "end"]
+    images = [e for e in rec.events if e.phase == "image"]
+    assert [e.files for e in images] == [(str(m.path),) for m in made]
+    assert [e for e in rec.events if e.phase == "end"][0].files == tuple(str(m.path) for m in made)
 
 
 def test_workflow_by_name_from_the_project_and_missing_file(run_cli, project, double):

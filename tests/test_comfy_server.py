@@ -18,7 +18,7 @@ from orchestrator.comfy.serverspec import LABEL_GPU, LABEL_URL, LABEL_WORKER, Se
 from orchestrator.containers import (LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, ContainerSpec, invoking_user,
                                      project_id)
 from orchestrator.errors import DockerError
-from orchestrator.progress import RecordingReporter
+from orchestrator.progress import RecordingSink
 from tests.comfy_standin import standin_image
 
 pytestmark = pytest.mark.docker
@@ -116,7 +116,7 @@ def test_runs_as_the_given_uid_gid_and_writes_user_files_as_it(engine, standins,
 
 def test_health_wait_follows_a_slow_start(engine, standins, project):
     port = free_ports()
-    rep = RecordingReporter()
+    rep = RecordingSink()
     result = server.up(engine, project, ServerOptions(port=port, gpus="none"), image=standins["slow"],
                        build=False, reporter=rep)
     assert result.urls == [f"http://127.0.0.1:{port}"]

@@ -72,9 +72,9 @@ def test_resolve_image_dir(project, tmp_path):
 
 
 def test_progress_is_reported(project):
-    from orchestrator.progress import RecordingReporter
+    from orchestrator.progress import RecordingSink
 
     _playbook(project, size=(64, 64))
-    rec = RecordingReporter()
+    rec = RecordingSink()
     check_dataset(project, verify=True, reporter=rec)
     assert "decoding images 13/13" in rec.updates

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.containers import LABEL_CONFIG, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, invoking_user, project_id
 from orchestrator.errors import DockerError, TrainingFailed
-from orchestrator.progress import RecordingReporter
+from orchestrator.progress import RecordingSink
 from orchestrator.train import logparse as lp
 from orchestrator.train.outputs import latest_state
 from orchestrator.train.run import execute
@@ -49,7 +49,7 @@ def interrupt_at(pattern: str):
 @pytest.mark.docker
 def test_a_docker_run_uses_mounts_user_labels_and_links_the_loras(engine, project, standin):
     plan = writable(make_plan(project, image=standin))
-    reporter = RecordingReporter()
+    reporter = RecordingSink()
     runner = docker_trainer(engine, project, user=USER, reporter=reporter)  # the CLI shares one reporter
     seen = {}
 
@@ -106,7 +106,7 @@ def test_the_default_container_user_is_the_invoking_user(engine, project, standi
 def test_docker_failures_are_explained_and_leave_no_container(engine, project, standin, marker, message):
     plan = writable(make_plan(project, image=standin, marker=marker))
     with pytest.raises(TrainingFailed) as e:
-        execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter())
+        execute(plan, docker_trainer(engine, project, user=USER), RecordingSink())
     assert message in e.value.message
     assert any("CUDA out of memory" in d or "No data found" in d for d in e.value.details)
     assert containers(engine, project) == []
@@ -117,7 +117,7 @@ def test_docker_failures_are_explained_and_leave_no_container(engine, project, s
 def test_ctrl_c_removes_the_container_and_resume_finishes_the_run(engine, project, standin):
     runner = docker_trainer(engine, project, user=USER)
     plan = writable(make_plan(project, image=standin, marker="hang", environment={"STANDIN_HANG_EPOCH": "3"}))
-    reporter = RecordingReporter()
+    reporter = RecordingSink()
     with pytest.raises(KeyboardInterrupt):
         execute(plan, runner, reporter, raw_line=interrupt_at(r"^epoch 3/4"), grace=10)
     assert containers(engine, project) == []
@@ -128,7 +128,7 @@ def test_ctrl_c_removes_the_container_and_resume_finishes_the_run(engine, projec
 
     resumed = make_plan(project, image=standin, resume_from=f"/run/output/{state.name}", config_hash="cfg-2")
     events = []
-    result = execute(resumed, runner, RecordingReporter(), on_event=events.append)
+    result = execute(resumed, runner, RecordingSink(), on_event=events.append)
     assert result.status == "succeeded" and result.last_step == 12
     assert [e.epoch for e in events if isinstance(e, lp.EpochStarted)] == [3, 4]
     assert containers(engine, project) == []
@@ -139,7 +139,7 @@ def test_a_trainer_ignoring_sigint_is_killed_and_removed(engine, project, standi
     plan = writable(make_plan(project, image=standin, marker="hang-hard"))
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter(),
+        execute(plan, docker_trainer(engine, project, user=USER), RecordingSink(),
                 raw_line=interrupt_at(r"^epoch 1/4"), grace=1)
     assert time.monotonic() - started < 30
     assert containers(engine, project) == []
@@ -154,7 +154,7 @@ def test_a_second_train_follows_the_running_one_instead_of_starting_another(engi
     gate = plan.output_dir / "go"
     owner: dict = {}
     thread = threading.Thread(target=lambda: owner.update(
-        result=execute(plan, docker_trainer(engine, project, user=USER), RecordingReporter())))
+        result=execute(plan, docker_trainer(engine, project, user=USER), RecordingSink())))
     thread.start()
     try:
         deadline = time.monotonic() + 30
@@ -180,7 +180,7 @@ def test_requesting_a_gpu_without_the_nvidia_runtime_is_a_clear_error(engine, pr
         pytest.skip("this engine has the NVIDIA runtime")
     plan = make_plan(project, image=standin, gpus="all", run_id="20261126-080000-gpu")
     with pytest.raises(DockerError) as e:
-        execute(plan, docker_trainer(engine, project), RecordingReporter())
+        execute(plan, docker_trainer(engine, project), RecordingSink())
     assert "no NVIDIA runtime" in e.value.message and "nvidia-ctk" in e.value.hint
     assert not plan.run_dir.exists() and containers(engine, project) == []
 
@@ -193,12 +193,12 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
     dockerfile = tmp_path / "Dockerfile.train"
     dockerfile.write_text(f"FROM {busybox_image}\nRUN echo building the stand-in\nLABEL flux.test=1\n")
     try:
-        reporter = RecordingReporter()
+        reporter = RecordingSink()
         docker_trainer(engine, project, reporter=reporter, dockerfile=dockerfile).ensure_image(tag)
         assert engine.image_exists(tag)
         assert any(re.match(r"\[build\] step 1/\d+: FROM", m) for m in reporter.milestones)
         assert any(m.startswith("built ") for m in reporter.milestones)
-        again = RecordingReporter()
+        again = RecordingSink()
         docker_trainer(engine, project, reporter=again, dockerfile=dockerfile).ensure_image(tag)
         assert again.milestones == []                           # present: not rebuilt
         docker_trainer(engine, project, reporter=again, dockerfile=dockerfile, rebuild=True).ensure_image(tag)
@@ -210,7 +210,7 @@ def test_a_missing_image_is_built_with_a_step_counter_and_rebuilt_on_request(eng
 @pytest.mark.docker
 @pytest.mark.slow
 def test_another_plan_running_in_the_project_is_reported(engine, project, standin):
-    reporter = RecordingReporter()
+    reporter = RecordingSink()
     runner = docker_trainer(engine, project, user=USER, reporter=reporter)
     first = writable(make_plan(project, image=standin, marker="hang"))
     (first.run_dir / "data.toml").write_text(first.dataset_toml)

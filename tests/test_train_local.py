@@ -10,7 +10,7 @@ import time
 import pytest
 
 from orchestrator.errors import TrainingFailed, UsageError
-from orchestrator.progress import RecordingReporter
+from orchestrator.progress import RecordingSink
 from orchestrator.train import logparse as lp
 from orchestrator.train.outputs import check_resumable, latest_state
 from orchestrator.train.run import execute
@@ -31,7 +31,7 @@ def local(tmp_path, project):
 def test_a_local_run_leaves_loras_manifest_log_and_report(local, project):
     make, runner = local
     plan = make()
-    reporter, events, raw = RecordingReporter(), [], []
+    reporter, events, raw = RecordingSink(), [], []
     result = execute(plan, runner, reporter, on_event=events.append, raw_line=raw.append)
 
     assert result.status == "succeeded" and result.exit_code == 0
@@ -90,7 +90,7 @@ def test_failures_name_their_cause_and_keep_the_evidence(local, marker, preset, 
     make, runner = local
     plan = make(marker=marker, config={"preset": preset})
     with pytest.raises(TrainingFailed) as e:
-        execute(plan, runner, RecordingReporter())
+        execute(plan, runner, RecordingSink())
     err = e.value
     assert message in err.message and hint in err.hint
     assert any(line.startswith("last ") and "log lines" in line for line in err.details)
@@ -105,7 +105,7 @@ def test_exit_zero_without_the_final_lora_is_a_failure(local, tmp_path):
     make, runner = local
     plan = make(marker="nodata")
     with pytest.raises(TrainingFailed) as e:
-        execute(plan, runner, RecordingReporter())
+        execute(plan, runner, RecordingSink())
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
     assert manifest["exit_code"] == 0 and manifest["status"] == "failed"
     assert "exited without training" in e.value.message
@@ -121,7 +121,7 @@ def interrupt_at(pattern: str):
 def test_ctrl_c_stops_the_trainer_records_it_and_says_how_to_resume(local):
     make, runner = local
     plan = make(marker="hang", environment={"STANDIN_HANG_EPOCH": "3"})
-    reporter = RecordingReporter()
+    reporter = RecordingSink()
     with pytest.raises(KeyboardInterrupt):
         execute(plan, runner, reporter, raw_line=interrupt_at(r"^epoch 3/4"))
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
@@ -138,7 +138,7 @@ def test_a_trainer_ignoring_sigint_is_killed_after_the_grace_period(local):
     plan = make(marker="hang-hard")
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        execute(plan, runner, RecordingReporter(), raw_line=interrupt_at(r"^epoch 1/4"), grace=0.5)
+        execute(plan, runner, RecordingSink(), raw_line=interrupt_at(r"^epoch 1/4"), grace=0.5)
     assert time.monotonic() - started < 30                       # a hang guard: hang-hard never exits by itself
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
     with pytest.raises(ProcessLookupError):
@@ -149,12 +149,12 @@ def test_resume_continues_from_the_latest_state(local):
     make, runner = local
     first = make(marker="hang", environment={"STANDIN_HANG_EPOCH": "3"})
     with pytest.raises(KeyboardInterrupt):
-        execute(first, runner, RecordingReporter(), raw_line=interrupt_at(r"^epoch 3/4"))
+        execute(first, runner, RecordingSink(), raw_line=interrupt_at(r"^epoch 3/4"))
     state = latest_state(first.run_dir)
     second = make(resume_from=str(state))
     check_resumable(first.config, second.config)
     events = []
-    result = execute(second, runner, RecordingReporter(), on_event=events.append)
+    result = execute(second, runner, RecordingSink(), on_event=events.append)
     assert result.status == "succeeded" and result.last_step == 12
     epochs = [e.epoch for e in events if isinstance(e, lp.EpochStarted)]
     assert epochs == [3, 4]                                     # starts at the epoch after the saved state
@@ -172,11 +172,11 @@ def test_resume_continues_from_the_latest_state(local):
 def test_local_runner_explains_a_wrong_checkout_or_python(local, tmp_path):
     make, runner = local
     with pytest.raises(UsageError) as e:
-        execute(make(workdir=str(tmp_path)), runner, RecordingReporter())
+        execute(make(workdir=str(tmp_path)), runner, RecordingSink())
     assert "not an sd-scripts checkout" in e.value.message and "--sd-scripts" in e.value.hint
     bad = local_trainer(runner.sd_scripts_dir, str(tmp_path / "no-python"))
     with pytest.raises(UsageError) as e:
-        execute(make(run_id="20261126-071600-toy"), bad, RecordingReporter())
+        execute(make(run_id="20261126-071600-toy"), bad, RecordingSink())
     assert "--python" in e.value.hint
     assert not (tmp_path / "project" / "runs" / "20261126-071600-toy").exists()  # nothing ran: no run folder
 
@@ -193,7 +193,7 @@ def test_the_oom_hint_uses_the_preset_recorded_by_the_planner(local):
     plan = make(marker="oom", config={"network_dim": 16})            # the resolved config has no preset key
     (plan.run_dir / "plan.json").write_text(json.dumps({"preset": "16gb"}))
     with pytest.raises(TrainingFailed) as e:
-        execute(plan, runner, RecordingReporter())
+        execute(plan, runner, RecordingSink())
     assert "--preset 12gb" in e.value.hint
 
 
@@ -204,7 +204,7 @@ def test_a_second_local_train_of_the_same_plan_follows_the_first(local):
     plan = make(environment={"STANDIN_WAIT_FOR": "go"})             # the trainer holds its first step
     gate = plan.output_dir / "go"
     owner: dict = {}
-    thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingReporter())))
+    thread = threading.Thread(target=lambda: owner.update(result=execute(plan, runner, RecordingSink())))
     thread.start()
     try:
         record = plan.run_dir.parent / f".local-{plan.config_hash}.json"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from orchestrator.containers import Mount
 from orchestrator.layout import Layout
-from orchestrator.progress import RecordingReporter
+from orchestrator.progress import RecordingSink
 from orchestrator.runtimes.base import RuntimeEnv
 from orchestrator.runtimes.docker_train import DockerTrainer
 from orchestrator.runtimes.local_train import LocalTrainer
@@ -76,14 +76,15 @@ def local_trainer(sd_scripts: Path, python: str, layout: Layout | None = None) -
                         {"sd_scripts": sd_scripts, "python": python})
 
 
-class GateOpener(RecordingReporter):
+class GateOpener(RecordingSink):
     """Lets a gated stand-in trainer (STANDIN_WAIT_FOR) go on at the first milestone of the follower."""
 
     def __init__(self, gate) -> None:
         super().__init__()
         self.gate = gate
 
-    def milestone(self, text: str) -> None:
-        super().milestone(text)
-        self.gate.parent.mkdir(parents=True, exist_ok=True)
-        self.gate.touch()
+    def emit(self, event) -> None:
+        super().emit(event)
+        if not event.live:
+            self.gate.parent.mkdir(parents=True, exist_ok=True)
+            self.gate.touch()

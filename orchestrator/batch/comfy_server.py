@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.batch.scheduler import ImageRef, Outcome, Payload
+from orchestrator.comfy.pipeline import effective_values
+from orchestrator.comfy.serverlog import cached_nodes, job_window
 from orchestrator.errors import ComfyError, ComfyUnavailable
 
 
@@ -51,6 +53,10 @@ class ComfyServer:
         from orchestrator.comfy.events import OutputImage
 
         return self.client.view(OutputImage(ref.filename, ref.subfolder, ref.type))
+
+    def server_log(self) -> Any:
+        """The server's recent log lines (/internal/logs/raw), None when it has no such route."""
+        return self.client.server_log()
 
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """POST /queue {"delete": ids}: pending ones go, a running one is left to finish."""
@@ -97,7 +103,10 @@ def outcome_from_history(entry: dict[str, Any]) -> Outcome:
                 images.append(ImageRef(str(img["filename"]), str(img.get("subfolder") or ""), "output"))
     if not images:
         return Outcome(ok=False, error="the prompt finished without saving an image (no SaveImage output)")
-    return Outcome(ok=True, images=tuple(images))
+    queued = entry.get("prompt")
+    prompt = queued[2] if isinstance(queued, list) and len(queued) > 2 and isinstance(queued[2], dict) else {}
+    return Outcome(ok=True, images=tuple(images), window=job_window(entry), cached=tuple(sorted(cached_nodes(entry))),
+                   values=effective_values(prompt))
 
 
 def connect_servers(urls: Sequence[str], *, timeout: float = 30.0) -> list[ComfyServer]:

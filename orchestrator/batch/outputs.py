@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.scheduler import Outcome, Saver, Server
+from orchestrator.comfy.knobs import sidecar_fields
 from orchestrator.layout import atomic_write_bytes, atomic_write_text
 
 
@@ -34,6 +35,9 @@ def make_saver(out_dir: Path, job_file: Path) -> Saver:
             atomic_write_bytes(path, server.fetch(ref))
         sidecar = {
             **job.settings(),
+            # the knobs as the prompt ran with them (the server's LoRA file name, the workflow's steps), as in generate
+            **sidecar_fields({"prompt": job.prompt, "seed": job.seed, **(outcome.values or {
+                **job.settings(), "width": job.width, "height": job.height})}),
             "files": [p.name for p in paths],
             "server": server.url,
             "prompt_id": prompt_id,

@@ -52,7 +52,8 @@ def plan_batch(layout: Layout, file: Path, *, out: str | None = None,
     except ComfyError:
         PromptBuilder(layout).check(jf.jobs)   # a bad job file is still reported as `plan` reports it
         raise
-    builder = PromptBuilder(layout, connected[0].client.object_info if connected else None)
+    builder = PromptBuilder(layout, connected[0].client.object_info, where=f"ComfyUI at {connected[0].url}",
+                            check_models=connected[0].client.check_models) if connected else PromptBuilder(layout)
     try:
         builder.check(jf.jobs)
     except BaseException:

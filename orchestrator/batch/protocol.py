@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -23,6 +23,9 @@ class Outcome:
     ok: bool
     images: tuple[ImageRef, ...] = ()
     error: str | None = None
+    window: tuple[float, float] | None = None   # execution start, end (epoch ms, the server's clock)
+    cached: tuple[str, ...] = ()                # node ids ComfyUI served from its cache
+    values: Mapping[str, Any] = field(default_factory=dict)   # the knobs the prompt ran with (sidecar keys)
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Server(Protocol):
     def delete_pending(self, prompt_ids: Sequence[str]) -> None:
         """Drop these prompts from the pending queue (running ones are left alone)."""
 
+    # optional: `server_log()` -> orchestrator.comfy.serverlog.ServerLog | None (the server's recent log lines)
     # optional: `idle(poll, quiet)` waits for news: up to `quiet` s while a doorbell (websocket) is up,
     # else `poll` s; returns early when one of our prompts ends
 
@@ -69,7 +73,7 @@ class ServerState:
 
 
 @dataclass(frozen=True)
-class Progress:
+class Snapshot:
     """A snapshot of the batch, given to the progress callback."""
 
     total: int

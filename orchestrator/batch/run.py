@@ -6,13 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.batch.jobs import Job, JobFile
+from orchestrator.batch.jobs import Job, JobFile, order_for_the_gpu
 from orchestrator.batch.manifest import MANIFEST_NAME, Manifest
 from orchestrator.batch.outputs import make_saver
 from orchestrator.batch.plan import check_conflicts
-from orchestrator.batch.scheduler import Builder, Progress, Scheduler, Server, Settings
+from orchestrator.batch.scheduler import Builder, Scheduler, Server, Settings, Snapshot, Verifier
 from orchestrator.batch.sheets import Sheet, make_sheets, write_index
-from orchestrator.errors import ComfyError
+from orchestrator.errors import ComfyError, ConfigError
+from orchestrator.progress import Event, NullSink, Sink
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,11 @@ class BatchSummary:
 
 
 def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_dir: Path,
-            save, connect: Callable[[str], Server] | None, log: Callable[[str], None]) -> None:
-    """Resume: skip done jobs, follow or re-collect queued ones, queue the rest."""
-    for job in jobs:
+            save, connect: Callable[[str], Server] | None, log: Callable[[str], None],
+            verify: Verifier | None = None) -> None:
+    """Resume: skip done jobs, follow or re-collect queued ones, queue the rest (grouped for the GPU:
+    order_for_the_gpu)."""
+    for job in order_for_the_gpu(jobs):
         rec = manifest.get(job.key)
         if rec is None:
             manifest.record(job.key, "pending", name=job.name, settings=job.settings())
@@ -59,51 +62,79 @@ def prepare(scheduler: Scheduler, jobs: Sequence[Job], manifest: Manifest, out_d
         elif rec.state == "queued" and rec.server and rec.prompt_id:
             if scheduler.adopt(job, rec.server, rec.prompt_id):
                 continue
-            if connect is not None and _recollect(job, rec.server, rec.prompt_id, manifest, save, connect, log):
+            got = _recollect(job, rec.server, rec.prompt_id, manifest, save, connect, log, verify) \
+                if connect is not None else None
+            if got == "done":
                 scheduler.skip()
+                continue
+            if got == "failed":
+                scheduler.failed_before()
                 continue
             manifest.record(job.key, "pending", reason=f"was queued on {rec.server}, not part of this run")
         scheduler.add(job)
 
 
-def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, log) -> bool:
+def _recollect(job: Job, url: str, pid: str, manifest: Manifest, save, connect, log,
+               verify: Verifier | None = None) -> str | None:
+    """A job queued by an earlier run and finished since: "done" (saved now), "failed" (its LoRA did not
+    apply), or None (not finished / unreachable: it runs again)."""
     try:
         server = connect(url)
         outcome = server.result(pid)
         if outcome is None or not outcome.ok:
-            return False
+            return None
+        problem = verify(job, server, outcome) if verify is not None else None
+        if problem is not None:
+            manifest.record(job.key, "failed", server=url, prompt_id=pid, error=problem)
+            log(f"failed: {job.name}: {problem}")
+            return "failed"
         files = save(job, server, pid, outcome)
     except ComfyError:
-        return False
+        return None
     manifest.record(job.key, "done", server=url, prompt_id=pid, files=files)
     log(f"re-collected {job.name} from {url}")
-    return True
+    return "done"
 
 
 def run_batch(job_file: JobFile, out_dir: Path, servers: Sequence[Server], build: Builder,
               settings: Settings = Settings(), *, connect: Callable[[str], Server] | None = None,
-              on_progress: Callable[[Progress], None] | None = None,
-              log: Callable[[str], None] = lambda _: None) -> BatchSummary:
-    """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises."""
+              on_progress: Callable[[Snapshot], None] | None = None,
+              log: Callable[[str], None] = lambda _: None, verify: Verifier | None = None,
+              sink: Sink | None = None) -> BatchSummary:
+    """Run (or resume) a batch; KeyboardInterrupt leaves a consistent manifest and an index, then re-raises.
+
+    `sink` gets `start`, one `image` per collected job (its files, relative to `out_dir`) and `end`."""
+    sink = sink or NullSink()
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = job_file.jobs
     with Manifest(out_dir / MANIFEST_NAME) as manifest:
         check_conflicts(jobs, manifest.jobs, out_dir)   # again, under the manifest's lock
         save = make_saver(out_dir, job_file.path)
-        scheduler = Scheduler(servers, manifest, build, save, settings)
+        scheduler = Scheduler(servers, manifest, build, save, settings, verify=verify)
         with manifest.deferred_sync():
-            prepare(scheduler, jobs, manifest, out_dir, save, connect, log)
+            prepare(scheduler, jobs, manifest, out_dir, save, connect, log, verify)
         manifest.event("run", job_file=str(job_file.path), total=len(jobs), skipped=scheduler.skipped,
                        servers=[s.url for s in servers], depth=settings.depth)
-        progress: Progress | None = None
+        progress: Snapshot | None = None
+        # no lines: the CLI says what starts and prints the summary; scripts get counts and files
+        sink.emit(Event("batch", "start", step=scheduler.skipped, total=len(jobs), unit="image"))
+        made = [scheduler.skipped]
+
+        def on_image(name: str, files: tuple[str, ...]) -> None:
+            made[0] += 1
+            sink.emit(Event("batch", "image", step=made[0], total=len(jobs), unit="image",
+                            files=tuple(str(out_dir / f) for f in files)))
+
         try:
-            progress = scheduler.run(on_progress, log)
+            progress = scheduler.run(on_progress, log, on_image)
         finally:
             final = progress or scheduler.snapshot()
             index, sheets = _finish(job_file, jobs, manifest, out_dir)
             summary = _summary(jobs, manifest, final, out_dir, index, sheets)
             manifest.event("end", done=summary.done, skipped=summary.skipped, failed=summary.failed,
                            pending=summary.pending, wall=round(summary.wall, 3))
+    sink.emit(Event("batch", "end", step=summary.done + summary.skipped, total=summary.total, unit="image",
+                    files=tuple(str(p) for p in (summary.index, *summary.sheets) if p is not None)))
     return summary
 
 
@@ -119,7 +150,7 @@ def _finish(job_file: JobFile, jobs: Sequence[Job], manifest: Manifest, out_dir:
     return index, sheets
 
 
-def _summary(jobs: Sequence[Job], manifest: Manifest, p: Progress, out_dir: Path, index: Path | None,
+def _summary(jobs: Sequence[Job], manifest: Manifest, p: Snapshot, out_dir: Path, index: Path | None,
              sheets: Sequence[Sheet]) -> BatchSummary:
     states = [manifest.get(j.key) for j in jobs]
     failures = tuple((r.name, r.error or "?") for r in states if r is not None and r.state == "failed")

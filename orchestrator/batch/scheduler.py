@@ -31,15 +31,16 @@ from dataclasses import dataclass, field
 
 from orchestrator.batch.jobs import Job
 from orchestrator.batch.manifest import Manifest
-from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Progress, Server, ServerState, Settings
+from orchestrator.batch.protocol import ImageRef, Outcome, Payload, Server, ServerState, Settings, Snapshot
 from orchestrator.errors import ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError
 
-__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Progress", "Scheduler", "Server", "ServerState",
-           "Settings"]
+__all__ = ["FailFast", "ImageRef", "Outcome", "Payload", "Scheduler", "Server", "ServerState", "Snapshot",
+           "Settings", "Verifier"]
 
 
 Saver = Callable[[Job, Server, str, Outcome], list[str]]
 Builder = Callable[[Job], Payload]
+Verifier = Callable[[Job, Server, Outcome], "str | None"]   # a finished job's problem (it then fails), or None
 
 
 @dataclass
@@ -63,11 +64,13 @@ class Scheduler:
     """Runs jobs over servers; `run()` returns when every job is done or failed."""
 
     def __init__(self, servers: Sequence[Server], manifest: Manifest, build: Builder, save: Saver,
-                 settings: Settings = Settings(), *, clock: Callable[[], float] = time.monotonic) -> None:
+                 settings: Settings = Settings(), *, clock: Callable[[], float] = time.monotonic,
+                 verify: Verifier | None = None) -> None:
         if not servers:
             raise ConfigError("no ComfyUI server to run the batch on", hint="pass --server URL")
         self.slots = [_Slot(s) for s in servers]
         self.manifest, self.build, self.save, self.settings, self.clock = manifest, build, save, settings, clock
+        self.verify = verify
         self.todo: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stop_submit = False
@@ -81,6 +84,7 @@ class Scheduler:
         self.busy = 0.0
         self.cpu = 0.0
         self.notes: list[str] = []   # milestones from the workers, printed by the main thread
+        self.made: list[tuple[str, tuple[str, ...]]] = []   # (job name, files) collected, reported by the main thread
 
     # ---- setup -------------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -98,17 +102,24 @@ class Scheduler:
                 return True
         return False
 
+    def failed_before(self, n: int = 1) -> None:
+        """Count jobs that failed while being re-collected from an earlier run."""
+        self.failed += n
+        self.total += n
+
     def skip(self, n: int = 1) -> None:
         """Count jobs already done by an earlier run."""
         self.skipped += n
         self.total += n
 
     # ---- running -----------------------------------------------------------------------
-    def run(self, on_progress: Callable[[Progress], None] | None = None,
-            on_note: Callable[[str], None] | None = None) -> Progress:
+    def run(self, on_progress: Callable[[Snapshot], None] | None = None,
+            on_note: Callable[[str], None] | None = None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None = None) -> Snapshot:
         """Run to completion. On KeyboardInterrupt (also from on_progress): cancel, record, re-raise.
 
-        `on_note` gets milestones (a failed job, a server down or back) in the calling thread.
+        `on_note` gets milestones (a failed job, a server down or back) and `on_image` each collected job
+        (name, files), in the calling thread.
         """
         self.started = self.clock()
         workers = [threading.Thread(target=self._work, args=(s,), name=f"batch-{i}", daemon=True)
@@ -120,9 +131,8 @@ class Scheduler:
                 with self.cond:
                     self.cond.wait(0.2)
                     notes, self.notes = self.notes, []
-                if on_note is not None:
-                    for note in notes:
-                        on_note(note)
+                    made, self.made = self.made, []
+                _report(notes, made, on_note, on_image)
                 if on_progress is not None:
                     on_progress(self.snapshot())
                 if self.fatal is not None:
@@ -135,18 +145,17 @@ class Scheduler:
             raise
         self._shutdown(workers)
         notes, self.notes = self.notes, []
-        if on_note is not None:
-            for note in notes:
-                on_note(note)
+        made, self.made = self.made, []
+        _report(notes, made, on_note, on_image)
         if self.fatal is not None:
             self._cancel_pending()
             raise self.fatal
         return self.snapshot()
 
-    def snapshot(self) -> Progress:
+    def snapshot(self) -> Snapshot:
         """The current counts and per-server states."""
         with self.cond:
-            return Progress(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
+            return Snapshot(total=self.total, done=self.done, failed=self.failed, skipped=self.skipped,
                             elapsed=self.clock() - self.started, busy=self.busy, cpu=self.cpu,
                             servers=tuple(ServerState(s.server.url, s.up, len(s.outstanding), s.done, s.error)
                                           for s in self.slots))
@@ -307,6 +316,10 @@ class Scheduler:
         if not outcome.ok:
             self._fail(slot, job, pid, outcome.error or "failed on the server")
             return
+        problem = self.verify(job, slot.server, outcome) if self.verify is not None else None
+        if problem is not None:
+            self._fail(slot, job, pid, problem)
+            return
         try:
             files = self.save(job, slot.server, pid, outcome)
         except ComfyError as e:
@@ -320,6 +333,7 @@ class Scheduler:
         with self.cond:
             self.done += 1
             slot.done += 1
+            self.made.append((job.name, tuple(files)))
             self.cond.notify_all()
 
     def _fail(self, slot: _Slot, job: Job, pid: str | None, error: str) -> None:
@@ -389,6 +403,16 @@ class Scheduler:
         slot.up, slot.error, slot.down_since = True, None, None
         with self.cond:
             self.notes.append(f"{slot.server.url} is back")
+
+
+def _report(notes: list[str], made: list[tuple[str, tuple[str, ...]]], on_note: Callable[[str], None] | None,
+            on_image: Callable[[str, tuple[str, ...]], None] | None) -> None:
+    if on_note is not None:
+        for note in notes:
+            on_note(note)
+    if on_image is not None:
+        for name, files in made:
+            on_image(name, files)
 
 
 def _one_line(e: OrchestratorError) -> str:

@@ -15,6 +15,7 @@ import argparse
 import errno
 import importlib
 import os
+import io
 import sys
 import traceback
 from collections.abc import Sequence
@@ -188,48 +189,67 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     _remember_secrets(args_list)
+    made: list[Context] = []   # the command's context, once there is one
     try:
-        parser = build_parser()
-        args, extra = parser.parse_known_args(args_list)
-        if extra:  # argparse would blame the top-level parser; point at the command's own --help
-            where = f"{PROG} {args.command}" if getattr(args, "command", None) else PROG
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
-        debug = args.debug
-        handler = getattr(args, "handler", None)
-        if handler is None:
-            parser.print_help(out)
-            return 0 if args.command is None else 2
-        check_project_dir(args.project_dir, may_create=bool(getattr(args, "creates_project", False)))
-        ctx = Context.from_args(args, stdout=out, stderr=err)
-        try:
-            return int(handler(args, ctx) or 0)
-        finally:
+        code = _run(args_list, out, err, made)
+    except BaseException as e:  # noqa: B036 (rendered below; what is not ours propagates)
+        ctx = made[0] if made else None
+        failed, text = _failure(e, err, debug or bool(ctx and ctx.debug))
+        if failed is None:
+            raise
+        if ctx is not None and text:   # the command's own stderr (JSON lines with --json) and its webhooks
+            ctx.fail(text, interrupted=isinstance(e, KeyboardInterrupt))
+        else:
+            err.write(text)
+        if ctx is not None:
             ctx.close()
-    except OrchestratorError as e:
+        return failed
+    if made:
+        made[0].close()
+    return code
+
+
+def _run(args_list: list[str], out: TextIO, err: TextIO, made: list[Context]) -> int:
+    """Parse and run the command; its Context goes into `made` as soon as it exists."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(args_list)
+    if extra:  # argparse would blame the top-level parser; point at the command's own --help
+        where = f"{PROG} {args.command}" if getattr(args, "command", None) else PROG
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}", hint=f"see `{where} --help`")
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(out)
+        return 0 if args.command is None else 2
+    check_project_dir(args.project_dir, may_create=bool(getattr(args, "creates_project", False)))
+    ctx = Context.from_args(args, stdout=out, stderr=err)
+    made.append(ctx)
+    return int(handler(args, ctx) or 0)
+
+
+def _failure(e: BaseException, err: TextIO, debug: bool) -> tuple[int | None, str]:
+    """(exit code, what stderr says) for a failed command; (None, "") for what must propagate (SystemExit)."""
+    buf = io.StringIO()
+    if isinstance(e, OrchestratorError):
         if debug:
             _print_traceback(err)
-        render_error(e, err)
-        return e.exit_code
-    except KeyboardInterrupt:
-        err.write("\ninterrupted\n")
-        return 130
-    except BrokenPipeError:
-        return 1
-    except OSError as e:
-        if debug:
-            _print_traceback(err)
-        file_error = os_error(e)
-        if file_error is not None:  # the disk or a path failed us: not a bug, say which and what to do
-            render_error(file_error, err)
-            return file_error.exit_code
-        _unexpected(e, err)
-        return 1
-    except Exception as e:  # an unexpected failure: say so plainly, traceback only on --debug
-        if debug:
-            _print_traceback(err)
-        missing = _missing_dependency(e)
-        if missing is not None:  # a package that is not installed is the set-up's problem, not a bug
-            render_error(missing, err)
-            return missing.exit_code
-        _unexpected(e, err)
-        return 1
+        render_error(e, buf)
+        return e.exit_code, buf.getvalue()
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "\ninterrupted\n"
+    if isinstance(e, BrokenPipeError):
+        return 1, ""
+    if not isinstance(e, Exception):
+        return None, ""
+    if debug:
+        _print_traceback(err)
+    file_error = os_error(e) if isinstance(e, OSError) else None
+    if file_error is not None:  # the disk or a path failed us: not a bug, say which and what to do
+        render_error(file_error, buf)
+        return file_error.exit_code, buf.getvalue()
+    missing = _missing_dependency(e)
+    if missing is not None:  # a package that is not installed is the set-up's problem, not a bug
+        render_error(missing, buf)
+        return missing.exit_code, buf.getvalue()
+    # an unexpected failure: say so plainly, traceback only on --debug
+    _unexpected(e, buf)
+    return 1, buf.getvalue()

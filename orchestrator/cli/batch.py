@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import OrchestratorError, UsageError
 
 HELP = "Run a YAML job file of many prompts, seeds and LoRAs on one or many ComfyUI servers"
@@ -54,14 +55,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed job (default: record it, go on)")
     p.add_argument("--poll", type=argtypes.seconds, default=0.2, metavar="S", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="S", help="HTTP timeout per request (default 30)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout, and progress as JSON lines on stderr")
+    add_event_options(p)
     p.set_defaults(handler=run_run)
 
 
 def _format_doc() -> str:
     from orchestrator.batch.jobs import FORMAT
+    from orchestrator.comfy.knobs import describe
 
-    return "job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+    return ("job file format:\n" + "\n".join("  " + line for line in FORMAT.splitlines()) + "\n"
+            "settings (the same rules as `generate`'s options):\n" + "\n".join("  " + line for line in describe())
+            + "\n")
 
 
 def _plan(args: argparse.Namespace, ctx: Context, servers=None):
@@ -73,7 +79,7 @@ def _plan(args: argparse.Namespace, ctx: Context, servers=None):
 
 def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.batch.jobs import lora_label
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     servers = None
     if args.server:
@@ -193,12 +199,11 @@ def _connect(url: str, timeout: float) -> Any:
 
 
 def format_progress(p: Any) -> str:
-    """`batch [##..........] 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 5 done +2 queued · gpu2:8188 ...`."""
+    """`batch 7/48 · 1 failed · 3.1 img/min · ETA 13m · :8188 5 done +2 queued · gpu2:8188 ...` (a terminal
+    draws the bar in front of it from the event's step and total)."""
     from orchestrator.progress import format_duration
 
-    finished = p.done + p.skipped + p.failed
-    filled = int(12 * finished / p.total) if p.total else 12
-    parts = [f"batch [{'#' * filled}{'.' * (12 - filled)}] {p.done + p.skipped}/{p.total}"]
+    parts = [f"batch {p.done + p.skipped}/{p.total}"]
     if p.failed:
         parts.append(f"{p.failed} failed")
     parts.append(f"{p.per_minute:.1f} img/min")
@@ -212,6 +217,7 @@ def format_progress(p: Any) -> str:
 
 
 def run_run(args: argparse.Namespace, ctx: Context) -> int:
+    from orchestrator.batch.prompts import make_lora_check
     from orchestrator.batch.run import run_batch
     from orchestrator.batch.scheduler import Settings
 
@@ -223,18 +229,21 @@ def run_run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.log(f"{len(jf.jobs)} images -> {out} on {len(servers)} server{'s' if len(servers) != 1 else ''} "
             f"(depth {args.depth})")
     last = [0]
+    tty = ctx.tty
 
     def on_progress(p) -> None:
         line = format_progress(p)
-        ctx.status.update(line)
-        if not ctx.status.tty and p.done and p.done % 10 == 0 and p.done != last[0]:
+        finished = p.done + p.skipped + p.failed
+        rate = p.done / p.elapsed if p.elapsed > 0 else None
+        ctx.emit("progress", line, step=finished, total=p.total, unit="image", rate=rate, eta=p.eta, live=True)
+        if not tty and p.done and p.done % 10 == 0 and p.done != last[0]:
             last[0] = p.done  # without a terminal: a milestone line every 10 images
-            ctx.log(line)
+            ctx.emit("progress", line, step=finished, total=p.total, unit="image", rate=rate, eta=p.eta)
 
     try:
         summary = run_batch(jf, out, servers, builder.build, settings,
                             connect=lambda url: _connect(url, args.timeout),
-                            on_progress=on_progress, log=ctx.log)
+                            on_progress=on_progress, log=ctx.log, verify=make_lora_check(builder), sink=ctx.status)
     except KeyboardInterrupt:
         ctx.log(f"stopped: our waiting jobs were removed from the servers; {out / 'manifest.jsonl'} is consistent. "
                 "Run the same command again to continue.")

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
-from orchestrator.cli.table import render_table
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import OrchestratorError
 from orchestrator.gpuprobe import require_gpus
 from orchestrator.progress import format_duration
 from orchestrator.runtimes import REGISTRY
 from orchestrator.runtimes.base import RuntimeEnv, ServerRuntime
+from orchestrator.table import render_table
 
 if TYPE_CHECKING:
     from orchestrator.comfy import serve as serve_module
@@ -73,6 +74,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--recreate", action="store_true", help="restart a running ComfyUI whose settings changed")
     argtypes.add_runtime_options(p, "server", help="where ComfyUI runs: " + ", ".join(
         f"{e.name} ({e.help})" for e in REGISTRY if e.server))
+    add_event_options(p)
     p.set_defaults(handler=run_up)
 
     p = sub.add_parser("down", help="stop and remove ComfyUI (every worker)")
@@ -127,8 +129,7 @@ def _foreground(ctx: Context, runtime: ServerRuntime, count: int) -> int:
     ctx.log("streaming the log; Ctrl+C stops ComfyUI" + (" (every worker)" if count > 1 else ""))
     try:
         for line in runtime.logs(follow=True):
-            ctx.stderr.write(f"{_prefix(line.worker, count)} {line.text}\n")
-            ctx.stderr.flush()
+            ctx.log(f"{_prefix(line.worker, count)} {line.text}")
     except KeyboardInterrupt:
         ctx.log("stopping ComfyUI ...")
         runtime.down()

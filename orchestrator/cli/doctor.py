@@ -28,7 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator import doctor
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
     from orchestrator.engine import connect
     from orchestrator.hub import Hub
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 
 HELP = 'Download FLUX.1-dev, its text encoders, VAE and tokenizers into models/'
 EXAMPLES = 'download\ndownload --dry-run\ndownload --only flux1-dev ae --verify\ndownload --variant fp8'
@@ -32,6 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (parser.epilog or "") + (
         "\n\nFLUX.1-dev is gated: accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev,\n"
         "then `hf auth login` or `export HF_TOKEN=hf_...`. Interrupted downloads resume on the next run.")
+    add_event_options(parser)
     parser.set_defaults(handler=run, creates_project=True)
 
 
@@ -50,13 +52,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except KeyboardInterrupt:
         ctx.log("\ndownload interrupted: the bytes fetched so far are kept; run the same command to resume")
         raise
-    ctx.status.close()
     rows = []
     for group, members in _groups(results).items():
         statuses = list(dict.fromkeys(r.status for r in members if r.status != "absent upstream"))
         size = _sum(r.size for r in members if r.status != "absent upstream")
         rows.append((group, ", ".join(statuses), _fmt(size), _where(members[0].item, ctx)))
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
 
     ctx.out(render_table(("NAME", "STATUS", "SIZE", "PATH"), rows))
     ctx.log("next: `python -m orchestrator doctor` checks Docker, the GPU runtime and these files")
@@ -65,11 +66,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _dry_run(ctx: Context, items: Sequence, hub) -> int:
     from orchestrator import download as dl
-    from orchestrator.cli.table import render_table
+    from orchestrator.table import render_table
     from orchestrator.progress import format_bytes
 
     plan = dl.inspect_items(items, hub, ctx.status, tolerant=True)
-    ctx.status.close()
     rows, problems = [], {}
     to_fetch = 0
     for group, members in _groups(plan).items():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import UsageError
 
 HELP = "Generate images headlessly through ComfyUI's API"
@@ -20,21 +20,28 @@ EXAMPLES = ('generate "a tjtoy toy on a desk" --lora flux_dreambooth.safetensors
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
+# generate's options that are knobs, in --help order (their rules and help: orchestrator.comfy.knobs)
+KNOB_OPTIONS = ("lora", "strength", "strength_clip", "seed", "steps", "size", "guidance", "sampler", "scheduler",
+                "count")
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt text")
-    parser.add_argument("--lora", metavar="NAME|none",
-                        help="a LoRA file in models/loras (uses workflows/finetuned_flux.json); "
-                             "default none (workflows/base_flux.json)")
-    parser.add_argument("--strength", type=argtypes.finite_float, metavar="S", help="LoRA strength for model and CLIP (default 1.0)")
-    parser.add_argument("--seed", metavar="N|random", default="random",
-                        help="seed of the first image (the next ones count up); default random")
-    parser.add_argument("--steps", type=int, metavar="N", help="sampling steps (workflow default: 28)")
-    parser.add_argument("--size", metavar="WxH", help="image size, multiples of 16 (default 1024x1024)")
-    parser.add_argument("--guidance", type=argtypes.finite_float, metavar="G", help="FLUX guidance (default 3.5)")
-    parser.add_argument("--sampler", metavar="S", help="sampler name (default dpmpp_2m)")
-    parser.add_argument("--scheduler", metavar="S", help="scheduler name (default sgm_uniform)")
-    parser.add_argument("--count", type=int, default=1, metavar="N", help="how many images (default 1)")
-    parser.add_argument("--workflow", metavar="FILE", help="another workflow (UI or API format, or a ComfyUI PNG)")
+    from orchestrator.comfy.knobs import KNOBS
+
+    parser.add_argument("prompt", help=KNOBS["prompt"].help)
+    for name in KNOB_OPTIONS:
+        knob = KNOBS[name]
+        flag = "--" + name.replace("_", "-")
+        if name == "seed":
+            parser.add_argument(flag, metavar="N|random", default="random",
+                                help="seed of the first image (the next ones count up); default random")
+        elif name == "lora":
+            parser.add_argument(flag, metavar=knob.metavar, help=knob.help + " (uses workflows/finetuned_flux.json; "
+                                "default none: workflows/base_flux.json)")
+        else:
+            parser.add_argument(flag, dest=name, metavar=knob.metavar, help=knob.help)
+    parser.add_argument("--workflow", metavar="FILE", help="another workflow: a path, a name in workflows/, "
+                        "base_flux or finetuned_flux (UI or API format, or a ComfyUI PNG)")
     parser.add_argument("--server", metavar="URL",
                         help=f"ComfyUI server (default $COMFYUI_URL, else this project's running ComfyUI, "
                              f"else {DEFAULT_SERVER})")
@@ -44,54 +51,53 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=argtypes.seconds, default=30.0, metavar="SECONDS",
                         help="give up on a server that does not answer within SECONDS (default 30)")
     parser.add_argument("--up", action="store_true", help="start ComfyUI (`comfyui up`) when none is running")
+    add_event_options(parser)
     parser.set_defaults(handler=run)
 
 
-def parse_size(value: str) -> tuple[int, int]:
-    """'1024x768' -> (1024, 768); UsageError unless both are positive multiples of 16."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value)
-    if not m:
-        raise UsageError(f"--size {value!r}: expected WIDTHxHEIGHT, e.g. 1024x1024")
-    w, h = int(m.group(1)), int(m.group(2))
-    if w < 64 or h < 64 or w % 16 or h % 16 or w > 4096 or h > 4096:
-        raise UsageError(f"--size {value}: width and height must be multiples of 16 between 64 and 4096",
-                         hint="FLUX works on 16-pixel patches; e.g. 1024x1024, 1152x896, 896x1152")
-    return w, h
+def knob_value(args: argparse.Namespace, name: str) -> Any:
+    """The parsed value of option --NAME (None when not given); UsageError with the knob's rule otherwise."""
+    from orchestrator.comfy.knobs import KNOBS, KnobError
+
+    raw = getattr(args, name)
+    if raw is None:
+        return None
+    try:
+        return KNOBS[name].parse(raw)
+    except KnobError as e:
+        raise UsageError(f"--{name.replace('_', '-')}: {e.problem}") from None
 
 
 def parse_seed(value: str) -> int | None:
-    """'random' -> None; a non-negative integer otherwise."""
+    """'random' -> None; a seed otherwise (the seed knob's rule)."""
+    from orchestrator.comfy.knobs import KNOBS, KnobError
+
     if value.strip().lower() == "random":
         return None
     try:
-        seed = int(value)
-    except ValueError:
-        raise UsageError(f"--seed {value!r}: expected a whole number or 'random'") from None
-    if seed < 0 or seed >= 2**64:
-        raise UsageError(f"--seed {value}: must be between 0 and 2^64-1")
-    return seed
+        return KNOBS["seed"].parse(value)
+    except KnobError as e:
+        raise UsageError(f"--seed: {e.problem} or 'random'") from None
 
 
 def build_request(args: argparse.Namespace, ctx: Context) -> Any:
     """The GenerateRequest of the command line (UsageError for bad values)."""
+    from orchestrator.comfy.knobs import KNOBS, NEEDS_LORA, KnobError
     from orchestrator.comfy.patch import parse_set
     from orchestrator.generate import GenerateRequest
 
-    if not args.prompt.strip():
-        raise UsageError("the prompt is empty", hint='e.g. generate "a tjtoy toy on a desk"')
-    if args.count < 1 or args.count > 1000:
-        raise UsageError(f"--count {args.count}: must be between 1 and 1000")
-    if args.steps is not None and not 1 <= args.steps <= 10000:
-        raise UsageError(f"--steps {args.steps}: must be between 1 and 10000")
-    if args.lora is not None and not args.lora.strip():
-        raise UsageError("--lora is empty: give a LoRA file in models/loras, or none",
-                         hint="e.g. --lora flux_dreambooth.safetensors")
-    lora = None if args.lora is None or args.lora.strip().lower() == "none" else args.lora.strip()
-    if lora and not Path(lora).suffix:
-        lora += ".safetensors"
-    if args.strength is not None and lora is None and args.workflow is None:
-        raise UsageError("--strength needs --lora NAME", hint="e.g. --lora flux_dreambooth.safetensors --strength 0.8")
-    size = parse_size(args.size) if args.size else (None, None)
+    try:
+        prompt = KNOBS["prompt"].parse(args.prompt)
+    except KnobError as e:
+        raise UsageError(f"the prompt: {e.problem}", hint='e.g. generate "a tjtoy toy on a desk"') from None
+    values = {name: knob_value(args, name) for name in KNOB_OPTIONS if name != "seed"}
+    count = values["count"] if values["count"] is not None else 1
+    lora = values["lora"]
+    for name in ("strength", "strength_clip"):
+        if values[name] is not None and lora is None and args.workflow is None:
+            raise UsageError(f"--{name.replace('_', '-')}: {NEEDS_LORA}",
+                             hint="e.g. --lora flux_dreambooth --strength 0.8")
+    size = values["size"] or (None, None)
     out = Path(args.out).expanduser() if args.out else None
     if out is not None and not out.is_absolute():
         out = Path.cwd() / out
@@ -99,13 +105,14 @@ def build_request(args: argparse.Namespace, ctx: Context) -> Any:
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     workflow = Path(args.workflow).expanduser() if args.workflow else None
     seed = parse_seed(args.seed)
-    if seed is not None and seed + args.count - 1 >= 2**64:
-        raise UsageError(f"--seed {seed} --count {args.count}: the images use seeds {seed}..{seed + args.count - 1}, "
-                         "past the largest seed 2^64-1", hint=f"use --seed {2**64 - args.count} or lower")
-    req = GenerateRequest(prompt=args.prompt, lora=lora, strength=args.strength, seed=seed,
-                          steps=args.steps, width=size[0], height=size[1], guidance=args.guidance,
-                          sampler=args.sampler, scheduler=args.scheduler, count=args.count, workflow=workflow,
-                          sets=tuple(parse_set(s) for s in args.sets), out_dir=out)
+    if seed is not None and seed + count - 1 >= 2**64:
+        raise UsageError(f"--seed {seed} --count {count}: the images use seeds {seed}..{seed + count - 1}, "
+                         "past the largest seed 2^64-1", hint=f"use --seed {2**64 - count} or lower")
+    req = GenerateRequest(prompt=prompt, lora=lora, strength=values["strength"], seed=seed,
+                          steps=values["steps"], width=size[0], height=size[1], guidance=values["guidance"],
+                          sampler=values["sampler"], scheduler=values["scheduler"], count=count, workflow=workflow,
+                          sets=tuple(parse_set(s) for s in args.sets), out_dir=out,
+                          strength_clip=values["strength_clip"])
     if workflow is not None:
         from orchestrator.generate import choose_workflow
 

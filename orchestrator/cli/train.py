@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cli import argtypes
 from orchestrator.cli.context import Context
+from orchestrator.cli.render import add_event_options
 from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.runtimes import REGISTRY
 from orchestrator.runtimes.base import RuntimeEnv
@@ -32,7 +33,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", "--dry-run", dest="plan", action="store_true",
                         help="print the resolved config, command line, container, steps, LoRA size and every "
                              "check; start nothing")
-    parser.add_argument("--json", action="store_true", help="with --plan: one JSON object on stdout")
+    parser.add_argument("--json", action="store_true",
+                        help="with --plan: one JSON object on stdout; progress as JSON lines on stderr (README: "
+                             "Progress for scripts)")
     parser.add_argument("--preset", metavar="NAME",
                         help="playbook, default, 24gb, 16gb or 12gb (default: default, or `preset:` in the config)")
     parser.add_argument("--config", metavar="FILE", type=Path,
@@ -55,6 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "sd-scripts checkout here)")
     parser.add_argument("--resume", metavar="RUN", nargs="?", const="", default=None,
                         help="continue the newest run (or RUN) from its newest saved state")
+    add_event_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -78,8 +82,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from orchestrator.train.checks import blocking_error
     from orchestrator.train.prepare import plan_json
 
-    if args.json and not args.plan:
-        raise ConfigError("--json goes with --plan", hint="train --plan --json")
     options = TrainOptions(preset=args.preset, config_file=args.config, sets=tuple(args.sets), name=args.name,
                            gpus=args.gpus, resume=args.resume, runtime=args.runtime,
                            settings=argtypes.runtime_settings(args, "train"))

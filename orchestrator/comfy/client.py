@@ -22,13 +22,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.comfy import events as ev
 from orchestrator.comfy.jobs import JobResult, JobTracker
 from orchestrator.comfy.problems import missing_models_error, rejected_error
 from orchestrator.errors import ComfyError, ComfyUnavailable, UsageError
 from orchestrator.layout import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from orchestrator.comfy.serverlog import ServerLog
 
 DEFAULT_URL = "http://127.0.0.1:8188"
 START_HINT = "start one with `python -m orchestrator comfyui up`, or pass --server URL of a running one"
@@ -153,6 +156,26 @@ class ComfyClient:
         if r.status_code == 404:
             raise ComfyError(f"ComfyUI at {self.url} has no model folder {folder!r}")
         return [str(x) for x in r.json()]
+
+    def server_log(self) -> "ServerLog | None":
+        """The server's recent log lines (GET /internal/logs/raw) with its clock; None when it has no such route."""
+        import email.utils
+
+        from orchestrator.comfy.serverlog import parse_raw_logs
+
+        r = self._request("GET", "/internal/logs/raw", ok=(200, 404))
+        if r.status_code == 404:
+            return None
+        try:
+            body = r.json()
+        except ValueError:
+            return None
+        try:
+            date = email.utils.parsedate_to_datetime(r.headers.get("Date", ""))
+            server_ms = date.timestamp() * 1000
+        except (TypeError, ValueError):
+            server_ms = None
+        return parse_raw_logs(body, server_ms)
 
     def queue(self) -> dict[str, Any]:
         """GET /queue: {"queue_running": [...], "queue_pending": [...]}."""

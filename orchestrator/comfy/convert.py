@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.comfy.builtin import FILES, builtin_workflows, ensure_builtin_workflows
+from orchestrator.comfy.builtin import FILES, ensure_builtin_workflows
 from orchestrator.comfy.patch import PromptParams, parse_set, patch_prompt, required_models
+from orchestrator.comfy.resolve import resolve_workflow
 from orchestrator.comfy.schema import load_builtin_schema, schemas_from_object_info
 from orchestrator.comfy.validate import validate_prompt
-from orchestrator.comfy.workflow import Workflow, load_workflow, to_api_prompt
+from orchestrator.comfy.workflow import Workflow, to_api_prompt
 from orchestrator.layout import Layout
 
 
@@ -76,31 +77,11 @@ class InitResult:
     kept: tuple[str, ...]
 
 
-def resolve_workflow_path(value: str, workflows_dir: Path) -> Path:
-    """FILE as given, else the same name in the project's workflows/ folder (with or without .json)."""
-    path = Path(value).expanduser()
-    if path.exists():
-        return path
-    for candidate in (workflows_dir / value, workflows_dir / f"{value}.json"):
-        if candidate.exists():
-            return candidate
-    return path
-
-
-def shipped_workflow(value: str) -> dict[str, Any] | None:
-    """Our workflow document for `base_flux(.json)` / `workflows/finetuned_flux.json` style names, else None."""
-    given = Path(value)
-    name = given.name if given.name.endswith(".json") else f"{given.name}.json"
-    if str(given.parent) not in (".", "workflows"):
-        return None
-    return builtin_workflows().get(name)
-
-
 def convert(layout: Layout, options: ConvertOptions, client: SchemaSource | None = None) -> Converted:
     """The API prompt of the workflow (schemas from `client`, else the shipped schema), --set applied."""
-    path = resolve_workflow_path(options.file, layout.workflows)
-    shipped = shipped_workflow(options.file) if not path.exists() else None
-    wf = load_workflow(shipped if shipped is not None else path)
+    # Path(): FILE relative to the current folder, and named in messages as typed
+    resolved = resolve_workflow(options.file, layout, relative_to=Path())
+    wf = resolved.workflow
     if client is not None:
         schema = schemas_from_object_info(client.object_info(), source=options.server)
         source = f"the server at {options.server}"
@@ -110,7 +91,7 @@ def convert(layout: Layout, options: ConvertOptions, client: SchemaSource | None
     prompt = to_api_prompt(wf, schema)
     if options.sets:
         prompt = patch_prompt(prompt, PromptParams(sets=tuple(parse_set(s) for s in options.sets)))
-    return Converted(wf, prompt, schema, shipped is not None, source)
+    return Converted(wf, prompt, schema, resolved.shipped, source)
 
 
 def check(layout: Layout, options: ConvertOptions, client: SchemaSource | None = None) -> CheckReport:

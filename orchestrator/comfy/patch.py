@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from orchestrator.comfy.knobs import KNOB_TARGETS, TEXT_TARGETS
 from orchestrator.comfy.validate import validate_prompt
 from orchestrator.errors import ConfigError
 
@@ -45,20 +46,10 @@ class PromptParams:
     sets: tuple[tuple[str, str, Any], ...] = ()
 
 
-# parameter -> the (class_type, input) pairs that can take it
+# parameter -> the (class_type, input) pairs that can take it: the knobs' own (orchestrator.comfy.knobs),
+# plus three that only --set / scripts use
 TARGETS: dict[str, tuple[tuple[str, str], ...]] = {
-    "seed": (("RandomNoise", "noise_seed"), ("KSampler", "seed"), ("KSamplerAdvanced", "noise_seed"),
-             ("SamplerCustom", "noise_seed")),
-    "lora_name": (("LoraLoader", "lora_name"), ("LoraLoaderModelOnly", "lora_name")),
-    "strength_model": (("LoraLoader", "strength_model"), ("LoraLoaderModelOnly", "strength_model")),
-    "strength_clip": (("LoraLoader", "strength_clip"),),
-    "width": (("EmptyLatentImage", "width"), ("EmptySD3LatentImage", "width")),
-    "height": (("EmptyLatentImage", "height"), ("EmptySD3LatentImage", "height")),
-    "steps": (("BasicScheduler", "steps"), ("KSampler", "steps"), ("KSamplerAdvanced", "steps")),
-    "guidance": (("FluxGuidance", "guidance"), ("CLIPTextEncodeFlux", "guidance")),
-    "sampler": (("KSamplerSelect", "sampler_name"), ("KSampler", "sampler_name"),
-                ("KSamplerAdvanced", "sampler_name")),
-    "scheduler": (("BasicScheduler", "scheduler"), ("KSampler", "scheduler"), ("KSamplerAdvanced", "scheduler")),
+    **KNOB_TARGETS,
     "denoise": (("BasicScheduler", "denoise"), ("KSampler", "denoise")),
     "filename_prefix": (("SaveImage", "filename_prefix"),),
     "batch_size": (("EmptyLatentImage", "batch_size"), ("EmptySD3LatentImage", "batch_size")),
@@ -75,8 +66,8 @@ FLOAT_PARAMS = frozenset({"strength_model", "strength_clip", "guidance", "denois
 POSITIVE_INPUTS: dict[str, str] = {"BasicGuider": "conditioning", "CFGGuider": "positive",
                                    "DualCFGGuider": "cond1", "KSampler": "positive",
                                    "KSamplerAdvanced": "positive", "SamplerCustom": "positive"}
-TEXT_ENCODERS: dict[str, tuple[str, ...]] = {"CLIPTextEncode": ("text",),
-                                             "CLIPTextEncodeFlux": ("clip_l", "t5xxl")}
+TEXT_ENCODERS: dict[str, tuple[str, ...]] = {cls: tuple(i for c, i in TEXT_TARGETS if c == cls)
+                                             for cls, _ in TEXT_TARGETS}
 PRIMITIVE_TYPES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                              "PrimitiveBoolean"})
 

@@ -20,12 +20,12 @@ from orchestrator.dataset.toml import TomlFile, read_toml
 from orchestrator.dataset.validate import Model, Resolver, bucket_settings, check_toml
 from orchestrator.errors import DatasetError
 from orchestrator.layout import Layout
-from orchestrator.progress import NullReporter, Reporter
+from orchestrator.progress import Event, NullSink, Sink
 
 
 def check_dataset(layout: Layout, *, toml_path: Path | None = None,
                   trainer_flags: Mapping[str, Any] | None = None, verify: bool = False,
-                  reporter: Reporter | None = None) -> DatasetReport:
+                  reporter: Sink | None = None) -> DatasetReport:
     """Check data.toml and the folders it names; `trainer_flags` enables the cross rules."""
     path = toml_path or layout.data_toml
     if not path.exists():
@@ -40,11 +40,11 @@ def check_dataset(layout: Layout, *, toml_path: Path | None = None,
         return DatasetReport((Problem(ERROR, "toml-syntax", f"TOML syntax error: {msg}", path, line,
                                       "fix the line (strings need quotes, one key per line)"),), (), tf.text, path)
     problems, model = check_toml(tf, trainer_flags)
-    return _check_folders(layout, tf, model, trainer_flags, verify, problems, reporter or NullReporter())
+    return _check_folders(layout, tf, model, trainer_flags, verify, problems, reporter or NullSink())
 
 
 def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[str, Any] | None,
-                   verify: bool, problems: list[Problem], reporter: Reporter) -> DatasetReport:
+                   verify: bool, problems: list[Problem], reporter: Sink) -> DatasetReport:
     res = Resolver(model, flags)
     plans: list[tuple[int, int, dict[str, Any], Path, FolderScan | None]] = []
     for d, subs in enumerate(model.subsets):
@@ -61,8 +61,12 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
     paths = [p for *_, scan in plans if scan for p in scan.images]
     reader = (lambda p: verify_image(read_header(p))) if verify else read_header
     verb = "decoding" if verify else "reading"
-    infos: dict[Path, ImageInfo] = dict(zip(paths, parallel_map(
-        reader, paths, on_done=lambda n: reporter.update(f"{verb} images {n}/{len(paths)}"))))
+
+    def done(n: int) -> None:
+        reporter.emit(Event("dataset", "check", f"{verb} images {n}/{len(paths)}", step=n, total=len(paths),
+                            unit="image", live=True))
+
+    infos: dict[Path, ImageInfo] = dict(zip(paths, parallel_map(reader, paths, on_done=done)))
 
     subsets: list[SubsetSummary] = []
     datasets: list[DatasetSummary] = []
@@ -77,7 +81,7 @@ def _check_folders(layout: Layout, tf: TomlFile, model: Model, flags: Mapping[st
                                        tuple(by_dataset.get(d, ()))))
     if tf.path == layout.data_toml:
         problems += _unlisted_folders(layout, [folder for *_, folder, _scan in plans])
-    reporter.update("looking for duplicates")
+    reporter.emit(Event("dataset", "check", "looking for duplicates", live=True))
     dup_problems, notes = check_duplicates(list(loaded.values()), verify=verify, cache=HashCache())
     problems += dup_problems
     if subsets and not any(s.image_steps for s in subsets if not s.is_reg):

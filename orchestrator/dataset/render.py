@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from orchestrator.cli.table import render_table
+from orchestrator.table import render_table
 from orchestrator.dataset.report import DatasetReport, Problem, SubsetSummary
 
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # only for annotations: importing a runtime interface stays f
     from orchestrator.containers import Mount
     from orchestrator.gpus import GpuSelection
     from orchestrator.layout import Layout
-    from orchestrator.progress import Reporter
+    from orchestrator.progress import Sink
     from orchestrator.train.checks import Check
     from orchestrator.train.plan import TrainPlan
 
@@ -74,7 +74,7 @@ class RuntimeEnv:
     """What every runtime is built with: the project and where progress goes."""
 
     layout: "Layout"
-    reporter: "Reporter | None" = None
+    reporter: "Sink | None" = None     # where progress Events go (None: nowhere)
     verbose: bool = False         # -v: runtimes may report raw preparation output (image builds) as milestones
     seams: Mapping[str, Any] = field(default_factory=dict)  # injected backends for tests, e.g. {"engine": ...}
 

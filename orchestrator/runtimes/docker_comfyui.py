@@ -29,7 +29,7 @@ from orchestrator.containers import LABEL_PROJECT, LABEL_ROLE, BuildLine, Contai
 from orchestrator.engine import Engine, connect
 from orchestrator.errors import DockerError, OrchestratorError, UsageError
 from orchestrator.layout import Layout
-from orchestrator.progress import NullReporter, Reporter
+from orchestrator.progress import Event, NullSink, Sink
 from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
@@ -159,11 +159,12 @@ def ensure_image(engine: Engine, *, image: str | None = None, build: bool = True
 
 def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | None = None, build: bool = True,
        rebuild: bool = False, recreate: bool = False, timeout: float = 180.0, user: str | None = None,
-       reporter: Reporter | None = None, on_build_line: Callable[[BuildLine], None] | None = None) -> UpResult:
+       reporter: Sink | None = None, on_build_line: Callable[[BuildLine], None] | None = None) -> UpResult:
     """Start ComfyUI (one container per worker) unless it already runs with the same settings;
     wait until every started server answers /system_stats."""
-    reporter = reporter or NullReporter()
+    reporter = reporter or NullSink()
     options.validate()
+    reporter.emit(Event("server", "start", total=options.workers, unit="worker"))   # no line: the CLI says more
     if any(g is not None for g in options.worker_gpus()):
         engine.require_gpu_support()  # before a long build, not after
     tag = ensure_image(engine, image=image, build=build, rebuild=rebuild, on_line=on_build_line)
@@ -176,11 +177,12 @@ def up(engine: Engine, layout: Layout, options: ServerOptions, *, image: str | N
     prepare_dirs(layout, user or invoking_user())
     started = _start(engine, to_start, options.listen, timeout, reporter)
     servers = tuple(state_of(c) for c in containers(engine, layout))
+    reporter.emit(Event("server", "end", step=len(servers), total=options.workers, unit="worker"))
     return UpResult(servers, tuple(p.index for p in started), tag)
 
 
 def _clear_outdated(engine: Engine, existing: dict[int, Container], plans: list[WorkerPlan],
-                    reporter: Reporter) -> list[WorkerPlan]:
+                    reporter: Sink) -> list[WorkerPlan]:
     """Remove stopped containers, ones with other settings and extra workers; return the plans to start."""
     to_start: list[WorkerPlan] = []
     existing = dict(existing)
@@ -191,28 +193,28 @@ def _clear_outdated(engine: Engine, existing: dict[int, Container], plans: list[
             if st.state == "running" and st.config_hash == p.spec.labels[LABEL_CONFIG]:
                 continue
             if st.state != "running":
-                reporter.milestone(f"removing the stopped ComfyUI container {st.name} "
-                                   f"({st.state}{'' if st.exit_code is None else f', exit code {st.exit_code}'})")
+                _say(reporter, "starting", f"removing the stopped ComfyUI container {st.name} "
+                     f"({st.state}{'' if st.exit_code is None else f', exit code {st.exit_code}'})")
             else:
-                reporter.milestone(f"recreating {st.name} with the new settings")
+                _say(reporter, "starting", f"recreating {st.name} with the new settings")
             engine.stop(c, grace=20)
             engine.remove(c)
         to_start.append(p)
     for c in existing.values():  # workers beyond the new count (only reached with recreate)
-        reporter.milestone(f"removing extra worker {c.name}")
+        _say(reporter, "starting", f"removing extra worker {c.name}")
         engine.stop(c, grace=20)
         engine.remove(c)
     return to_start
 
 
 def _start(engine: Engine, to_start: list[WorkerPlan], listen: str, timeout: float,
-           reporter: Reporter) -> list[WorkerPlan]:
+           reporter: Sink) -> list[WorkerPlan]:
     """Start the containers, then wait until each answers; on any failure (Ctrl+C included) remove them all."""
     started: list[tuple[WorkerPlan, Container]] = []
     try:
         for p in to_start:
-            reporter.milestone(f"starting ComfyUI worker {p.index} ({p.spec.name}) on {p.url}"
-                               + ("" if p.gpu is None else f", GPU {p.gpu}"))
+            _say(reporter, "starting", f"starting ComfyUI worker {p.index} ({p.spec.name}) on {p.url}"
+                 + ("" if p.gpu is None else f", GPU {p.gpu}"))
             try:
                 started.append((p, engine.run(p.spec)))
             except DockerError as e:
@@ -231,6 +233,10 @@ def _start(engine: Engine, to_start: list[WorkerPlan], listen: str, timeout: flo
                 engine.remove(c)
         raise
     return [p for p, _ in started]
+
+
+def _say(reporter: Sink, phase: str, message: str) -> None:
+    reporter.emit(Event("server", phase, message))
 
 
 def prepare_dirs(layout: Layout, user: str) -> list[Path]:
@@ -306,12 +312,13 @@ def _comfyui_on_port(engine: Engine, port: int) -> tuple[str, str] | None:
     return None
 
 
-def _wait_ready(engine: Engine, p: WorkerPlan, c: Container, timeout: float, reporter: Reporter) -> None:
+def _wait_ready(engine: Engine, p: WorkerPlan, c: Container, timeout: float, reporter: Sink) -> None:
     def alive() -> bool:
         return _reload(engine, c).running
 
     def waiting(elapsed: float) -> None:
-        reporter.update(f"waiting for ComfyUI worker {p.index} at {p.url} ({elapsed:.0f}s)")
+        reporter.emit(Event("server", "waiting", f"waiting for ComfyUI worker {p.index} at {p.url} "
+                            f"({elapsed:.0f}s)", step=round(elapsed, 1), total=timeout, unit="second", live=True))
 
     try:
         health.wait_until_ready(p.url, timeout=timeout, alive=alive, evidence=lambda: engine.tail(c, 30),
@@ -322,7 +329,7 @@ def _wait_ready(engine: Engine, p: WorkerPlan, c: Container, timeout: float, rep
         raise OrchestratorError(e.message + suffix, details=e.details,
                                 hint="the container was removed; fix the cause shown above and run `comfyui up` "
                                      "again (a slow first start may need a larger --timeout)") from e
-    reporter.milestone(f"ComfyUI worker {p.index} is ready at {p.url}")
+    _say(reporter, "ready", f"ComfyUI worker {p.index} is ready at {p.url}")
 
 
 def _reload(engine: Engine, c: Container) -> Container:
@@ -448,16 +455,17 @@ class DockerServer:
 
 def _build_reporter(env: RuntimeEnv) -> Callable[[BuildLine], None]:
     """Image build output as progress: steps as milestones, other lines on the live line (all with -v)."""
-    reporter = env.reporter or NullReporter()
+    reporter = env.reporter or NullSink()
     step = {"text": ""}
 
     def on_line(line: BuildLine) -> None:
         if line.step is not None:
             step["text"] = f"step {line.step}/{line.total}"
-            reporter.milestone(f"[build] {line.text[:160]}")
+            reporter.emit(Event("server", "build", f"[build] {line.text[:160]}", step=line.step, total=line.total))
         elif env.verbose:
-            reporter.milestone(f"[build] {line.text}")
+            _say(reporter, "build", f"[build] {line.text}")
         else:
-            reporter.update(f"building the ComfyUI image ({step['text'] or 'starting'}): {line.text[:100]}")
+            reporter.emit(Event("server", "build", f"building the ComfyUI image ({step['text'] or 'starting'}): "
+                                f"{line.text[:100]}", live=True))
 
     return on_line

@@ -24,7 +24,7 @@ from orchestrator.errors import DockerError, UsageError
 from orchestrator.gpus import GpuSelection
 from orchestrator.images import SOURCE_ROOT, TRAIN_DOCKERFILE, TRAIN_REPO, train_image
 from orchestrator.layout import Layout
-from orchestrator.progress import NullReporter
+from orchestrator.progress import Event, NullSink
 from orchestrator.runtimes.base import RuntimeEnv
 from orchestrator.train.checks import ERROR, OK, WARN, Check
 from orchestrator.train.logparse import split_lines
@@ -165,7 +165,7 @@ class DockerTrainer:
 
     def __init__(self, env: RuntimeEnv, settings: Mapping[str, Any]) -> None:
         self.layout = env.layout
-        self.reporter = env.reporter or NullReporter()
+        self.reporter = env.reporter or NullSink()
         self._image: str | None = settings.get("image")
         self.rebuild = bool(settings.get("rebuild"))
         self.dockerfile = settings.get("dockerfile") or (SOURCE_ROOT / TRAIN_DOCKERFILE)
@@ -236,6 +236,9 @@ class DockerTrainer:
 
     # -- run time --
 
+    def _say(self, phase: str, message: str) -> None:
+        self.reporter.emit(Event("train", phase, message))
+
     def labels(self, plan: TrainPlan) -> dict[str, str]:
         """Labels of the plan's container: role, project, run id, config hash."""
         return {LABEL_ROLE: ROLE, LABEL_PROJECT: project_id(self.layout.root), LABEL_RUN: plan.run_id,
@@ -260,15 +263,16 @@ class DockerTrainer:
         if not self.dockerfile.is_file():
             raise DockerError(f"image {tag} is missing and {self.dockerfile} does not exist",
                               hint="restore Dockerfile.train from the repository")
-        self.reporter.milestone(f"building the training image {tag} from {self.dockerfile.name} "
-                                "(first time only; downloads the NGC PyTorch base, ~20 GB)")
+        self._say("build", f"building the training image {tag} from {self.dockerfile.name} "
+                  "(first time only; downloads the NGC PyTorch base, ~20 GB)")
         started = time.monotonic()
 
         def on_line(line: BuildLine) -> None:
             if line.step is not None:
-                self.reporter.milestone(f"[build] step {line.step}/{line.total}: {line.text.split(' : ', 1)[-1]}")
+                self.reporter.emit(Event("train", "build", f"[build] step {line.step}/{line.total}: "
+                                         f"{line.text.split(' : ', 1)[-1]}", step=line.step, total=line.total))
             else:
-                self.reporter.update(f"[build] {line.text[:120]}")
+                self.reporter.emit(Event("train", "build", f"[build] {line.text[:120]}", live=True))
 
         # an empty context with only the Dockerfile: the project (models, datasets) is never sent to the daemon
         with tempfile.TemporaryDirectory(prefix="flux-train-build-") as ctx:
@@ -276,7 +280,7 @@ class DockerTrainer:
             self.engine.build(Path(ctx), "Dockerfile", tag, on_line=on_line, nocache=self.rebuild,
                               labels={"io.flux-orchestrator.dockerfile": self.dockerfile.name})
         self._built.add(tag)
-        self.reporter.milestone(f"built {tag} in {time.monotonic() - started:.0f}s")
+        self._say("build", f"built {tag} in {time.monotonic() - started:.0f}s")
 
     def start(self, plan: TrainPlan) -> DockerHandle:
         """Check GPU support, build the image when missing, start the labelled container."""
@@ -285,8 +289,8 @@ class DockerTrainer:
         spec = self.container_spec(plan)
         for other in self.running():
             if other.run_id != plan.run_id:  # a different plan: not a duplicate, but it shares the GPUs
-                self.reporter.milestone(f"warning: training run {other.run_id} is also running in this project "
-                                        f"(container {other.name}); both share the GPU memory")
+                self._say("warning", f"warning: training run {other.run_id} is also running in this project "
+                          f"(container {other.name}); both share the GPU memory")
         self.ensure_image(spec.image)
         commit = self.engine.image_labels(spec.image).get(SD_SCRIPTS_COMMIT_LABEL)
         self._replace_stale(plan, spec)
@@ -297,8 +301,8 @@ class DockerTrainer:
                 raise
             # rootless engines (and hosts with a low hard limit) refuse memlock=-1; it only speeds up
             # pinned-memory copies, so run without it rather than not at all
-            self.reporter.milestone("warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
-                                    "a low hard limit); training without it, host-to-GPU copies may be slower")
+            self._say("warning", "warning: this Docker engine refuses `--ulimit memlock=-1` (rootless Docker or "
+                      "a low hard limit); training without it, host-to-GPU copies may be slower")
             spec = dataclasses.replace(spec, ulimits={k: v for k, v in spec.ulimits.items() if k != "memlock"})
             container = self.engine.run(spec)
         return DockerHandle(self.engine, container, sd_scripts_commit=commit)

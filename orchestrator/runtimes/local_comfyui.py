@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +28,7 @@ from orchestrator.gpus import parse_gpus, parse_visible, worker_layout
 from orchestrator.files import atomic_write_text, file_lock
 from orchestrator.layout import Layout
 from orchestrator.procs import pid_alive
-from orchestrator.progress import Reporter
+from orchestrator.progress import Event, NullSink, Sink
 from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 
@@ -133,7 +133,7 @@ def running(layout: Layout, index: int = 0) -> LocalServer | None:
 
 
 def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
-       timeout: float = 180.0, reporter: Reporter | None = None) -> tuple[LocalServer, bool]:
+       timeout: float = 180.0, reporter: Sink | None = None) -> tuple[LocalServer, bool]:
     """Start main.py from `comfyui` in the background unless it already runs; wait for /system_stats.
     Returns (server, started_now). Several workers: `up_workers`."""
     if options.workers != 1:
@@ -143,9 +143,10 @@ def up(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | N
 
 
 def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python: str | None = None,
-               timeout: float = 180.0, reporter: Reporter | None = None) -> list[tuple[LocalServer, bool]]:
+               timeout: float = 180.0, reporter: Sink | None = None) -> list[tuple[LocalServer, bool]]:
     """Start every worker that is not running (worker i on port+i with its own GPU), then wait for all of them.
     Returns (server, started_now) per worker. If one fails to come up, the ones started now are stopped."""
+    reporter = reporter or NullSink()
     options.validate()
     comfyui = comfyui.expanduser().resolve()
     if not (comfyui / "main.py").is_file():
@@ -164,7 +165,9 @@ def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python:
                     f"so ComfyUI{f' worker {i}' if options.workers > 1 else ''} cannot listen there",
                     hint=f"choose another port with `comfyui up --port {options.port + options.workers}`, or stop what "
                          f"holds it: `ss -ltnp 'sport = :{port}'`")
+        reporter.emit(Event("server", "start", total=options.workers, unit="worker"))   # no line: the CLI says more
         if all(srv is not None for srv in current.values()):
+            reporter.emit(Event("server", "end", step=options.workers, total=options.workers, unit="worker"))
             return [(srv, False) for srv in current.values() if srv is not None]
         d = state_dir(layout)
         custom_nodes = comfyui / "custom_nodes"
@@ -190,21 +193,31 @@ def up_workers(layout: Layout, options: ServerOptions, comfyui: Path, *, python:
                                  time.time(), str(log))
             atomic_write_text(pid_file(layout, i), json.dumps(asdict(server), indent=2))
             started[i] = (server, proc)
-            if reporter is not None:
-                gpu = environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
-                reporter.milestone(f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
-                                   f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
-                                   f"waiting for {server.url}")
+            gpu = environment(options, i, inherited).get("CUDA_VISIBLE_DEVICES")
+            reporter.emit(Event("server", "starting",
+                                f"started ComfyUI{f' worker {i}' if options.workers > 1 else ''} from {comfyui} "
+                                f"(pid {proc.pid}{f', CUDA_VISIBLE_DEVICES={gpu}' if gpu is not None else ''}); "
+                                f"waiting for {server.url}"))
+
+        def waiting(url: str) -> Callable[[float], None]:
+            def on_wait(elapsed: float) -> None:
+                reporter.emit(Event("server", "waiting", f"waiting for ComfyUI at {url} ({elapsed:.0f}s)",
+                                    step=round(elapsed, 1), total=timeout, unit="second", live=True))
+
+            return on_wait
+
     try:
         for i, (server, proc) in started.items():
             health.wait_until_ready(server.url, timeout=timeout, alive=lambda p=proc: p.poll() is None,
-                                    evidence=lambda i=i: tail(layout, 30, i),
+                                    evidence=lambda i=i: tail(layout, 30, i), on_wait=waiting(server.url),
                                     what="ComfyUI (local)" if options.workers == 1 else f"ComfyUI worker {i} (local)")
     except BaseException:
         for i, (server, _) in started.items():
             _terminate(server.pid, grace=5)
             pid_file(layout, i).unlink(missing_ok=True)
         raise
+    reporter.emit(Event("server", "ready", files=()))   # the CLI prints its own line
+    reporter.emit(Event("server", "end", step=options.workers, total=options.workers, unit="worker"))
     return [(current[i] or started[i][0], i in started) for i in range(options.workers)]  # type: ignore[misc]
 
 

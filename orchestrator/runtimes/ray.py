@@ -36,6 +36,7 @@ from orchestrator.batch.protocol import ImageRef, Outcome, Payload
 from orchestrator.errors import (ComfyError, ComfyRejected, ComfyUnavailable, ConfigError, OrchestratorError,
                                  RuntimeUnavailable, UsageError)
 from orchestrator.layout import Layout, atomic_write_text
+from orchestrator.progress import Event, NullSink
 from orchestrator.runtimes.base import LogLine, RuntimeEnv, ServerInfo, ServerRequest, ServerUp
 
 NAMESPACE = "flux-orchestrator"
@@ -405,6 +406,8 @@ class RayServerRuntime:
                              hint="start a cluster with `ray start --head` (README: several machines)")
         config = self._config(request)
         gpus, cpus = self._resources()
+        reporter = self.env.reporter or NullSink()
+        reporter.emit(Event("server", "start", total=request.options.workers, unit="worker"))  # the CLI says more
         ray = connect(target)
         existing = {i for i, _, _ in self._workers(ray)}
         actor = ray.remote(ComfyWorker)
@@ -415,9 +418,8 @@ class RayServerRuntime:
                 num_gpus=gpus, num_cpus=cpus, max_restarts=-1, max_task_retries=0, max_concurrency=4,
                 scheduling_strategy="SPREAD").remote(f"{PREFIX}{i}", config)))
         self._write_record(target)
-        if self.env.reporter is not None:
-            self.env.reporter.milestone(f"placing {len(handles)} ComfyUI worker(s) on the Ray cluster at "
-                                        f"{target.address} ({gpus:g} GPU each); waiting for them to answer")
+        reporter.emit(Event("server", "starting", f"placing {len(handles)} ComfyUI worker(s) on the Ray cluster at "
+                            f"{target.address} ({gpus:g} GPU each); waiting for them to answer"))
         infos, errors = [], []
         for i, handle in handles:
             try:
@@ -442,6 +444,7 @@ class RayServerRuntime:
             raise OrchestratorError(f"{len(errors)} of {len(handles)} Ray worker(s) did not start", details=errors,
                                     hint="fix the cause and run `comfyui up --runtime ray` again")
         started = tuple(i for i, _ in handles if i not in existing)
+        reporter.emit(Event("server", "end", step=len(infos), total=request.options.workers, unit="worker"))
         return ServerUp(tuple(infos), started, detail=f"Ray cluster {target.address}, namespace {target.namespace}")
 
     def status(self) -> list[ServerInfo]:

@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.errors import OrchestratorError
 from orchestrator.gpuprobe import probe_gpus
 from orchestrator.gpus import GpuInventory, parse_visible
-from orchestrator.progress import NullReporter
+from orchestrator.progress import NullSink
 from orchestrator.runtimes import DEFAULT, train_runtime
 from orchestrator.runtimes.base import RuntimeEnv, TrainRuntime
 from orchestrator.train import preflight
@@ -69,7 +69,7 @@ def run_training(env: RuntimeEnv, prepared: Prepared, *, raw_line: Callable[[str
     if runtime.attach(plan) is None:   # else execute() follows the running one: write nothing new
         write_inputs(prepared)
     try:
-        return execute(plan, runtime, env.reporter or NullReporter(), raw_line=raw_line, grace=grace)
+        return execute(plan, runtime, env.reporter or NullSink(), raw_line=raw_line, grace=grace)
     except OrchestratorError:
         if created and not (plan.run_dir / "train.log").exists():   # it never started: leave nothing behind
             shutil.rmtree(plan.run_dir, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.files import atomic_write_text, file_lock, follow_umask
-from orchestrator.progress import Reporter, format_bytes, format_duration
+from orchestrator.progress import Event, Sink, format_bytes, format_duration
 from orchestrator.train import logparse as lp
 from orchestrator.train.diagnose import diagnose
 from orchestrator.train.outputs import (dataset_fingerprint, dir_size, host_path, latest_state, link_lora,
@@ -51,7 +51,7 @@ class RunResult:
 
 
 @dataclass
-class _Progress:
+class _RunState:
     """Mutable run state built from events (private to one execute call)."""
 
     plan: TrainPlan
@@ -89,13 +89,26 @@ class _Progress:
             return "starting training (sd-scripts hashes the base model first)…"
         return _PHASE_TEXT.get(self.phase, self.phase) + "…"
 
+    def event(self) -> Event:
+        """The live status as an event (steps, rate in steps per second, ETA)."""
+        rate = 1.0 / self.rate if self.rate else None
+        return Event("train", PHASES.get(self.phase, self.phase), self.line(), step=self.step, total=self.total,
+                     unit="step", rate=rate, eta=self.eta, live=True)
+
 
 _PHASE_TEXT = {"starting": "starting the trainer", "loading": "loading models", "caching latents":
                "caching latents", "caching text": "caching text-encoder outputs", "training": "training",
                "sampling": "generating sample images"}
+# trainer phases (logparse) -> event phases
+PHASES = {"starting": "start", "loading": "loading", "caching latents": "caching", "caching text": "caching",
+          "training": "training", "sampling": "sampling"}
 
 
-def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Reporter, *,
+def _say(sink: Sink, phase: str, message: str, files: tuple[str, ...] = ()) -> None:
+    sink.emit(Event("train", phase, message, files=files))
+
+
+def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Sink, *,
             on_event: Callable[[lp.Event], None] | None = None, raw_line: Callable[[str], None] | None = None,
             grace: float = 30.0, follow_existing: bool = True) -> RunResult:
     """Run `plan` to the end (see module doc); raises TrainingFailed, re-raises KeyboardInterrupt after cleanup."""
@@ -105,10 +118,10 @@ def execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Reporter, *,
             return _follow(plan, existing, reporter, on_event=on_event, raw_line=raw_line)
     # one writer per run folder: its manifest is read (earlier attempts) and rewritten all along the run
     with file_lock(plan.run_dir, timeout=5, what=f"train (run {plan.run_id})"):
-        return _execute(plan, runner, reporter, on_event=on_event, raw_line=raw_line, grace=grace)
+        return _execute(plan, runtime, reporter, on_event=on_event, raw_line=raw_line, grace=grace)
 
 
-def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: Callable[[lp.Event], None] | None,
+def _execute(plan: TrainPlan, runtime: TrainRuntime, reporter: Sink, *, on_event: Callable[[lp.Event], None] | None,
              raw_line: Callable[[str], None] | None, grace: float) -> RunResult:
     run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +152,10 @@ def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: C
     manifest.update(status="running", image_id=handle.image_id, sd_scripts_commit=handle.sd_scripts_commit,
                     trainer_id=handle.id)
     _write_manifest(run_dir, manifest)
-    reporter.milestone(f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
-                       f"log: {run_dir / LOG_NAME}")
+    _say(reporter, "start", f"run {plan.run_id}: {plan.runtime} trainer started ({_short_id(handle.id)}); "
+         f"log: {run_dir / LOG_NAME}", (str(run_dir / LOG_NAME),))
 
-    state = _Progress(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
+    state = _RunState(plan, earlier=_earlier_losses(run_dir) if plan.resume_from else {},
                       hasher=ThreadPoolExecutor(1, thread_name_prefix="lora-sha256"))
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     warnings: list[str] = []
@@ -159,7 +172,7 @@ def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: C
             _write_manifest(run_dir, manifest)
             raise
         except KeyboardInterrupt:
-            reporter.milestone("stopping the trainer (Ctrl+C) …")
+            _say(reporter, "log", "stopping the trainer (Ctrl+C) …")
             try:
                 handle.stop(grace)
             except KeyboardInterrupt:  # a second Ctrl+C: do not wait for the grace period
@@ -169,11 +182,11 @@ def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: C
             manifest.update(status="interrupted", ended_at=_now(), cause="interrupted by the user")
             _finish(plan, manifest, state, tail, linked, started, quick=True)
             if state_dir is not None:
-                reporter.milestone(f"interrupted; resume from {state_dir.name} with "
-                                   f"`python -m orchestrator train --resume {plan.run_id}`")
+                _say(reporter, "log", f"interrupted; resume from {state_dir.name} with "
+                     f"`python -m orchestrator train --resume {plan.run_id}`")
             else:
-                reporter.milestone("interrupted before any state was saved: nothing to resume; "
-                                   "`train` starts again from the beginning")
+                _say(reporter, "log", "interrupted before any state was saved: nothing to resume; "
+                     "`train` starts again from the beginning")
             raise
     handle.stop(0)  # the trainer has exited: this only removes the container
     runtime.outputs(plan)  # a runtime whose trainer has its own file system brings the outputs here first
@@ -187,11 +200,12 @@ def _execute(plan: TrainPlan, runner: Runner, reporter: Reporter, *, on_event: C
         failure.details = [*failure.details, f"last {len(tail)} log lines (full log: {log_path}):",
                            *[f"  {t}" for t in tail]]
         raise failure
-    reporter.milestone(f"done in {format_duration(result.duration)}: {result.final_lora}")
+    _say(reporter, "end", f"done in {format_duration(result.duration)}: {result.final_lora}",
+         tuple(str(p) for p in (result.final_lora, result.report) if p is not None))
     return result
 
 
-def _pump(plan: TrainPlan, handle: TrainJob, state: _Progress, log: TextIO, tail: deque[str], reporter: Reporter,
+def _pump(plan: TrainPlan, handle: TrainJob, state: _RunState, log: TextIO, tail: deque[str], reporter: Sink,
           on_event: Callable[[lp.Event], None] | None, raw_line: Callable[[str], None] | None,
           linked: dict[str, Path], warnings: list[str]) -> int:
     parser = lp.LogParser()
@@ -209,22 +223,22 @@ def _pump(plan: TrainPlan, handle: TrainJob, state: _Progress, log: TextIO, tail
             if on_event is not None:
                 on_event(event)
             if not isinstance(event, lp.CacheProgress):
-                reporter.update(state.line())
+                reporter.emit(state.event())
     return handle.wait()
 
 
-def _apply(state: _Progress, event: lp.Event, reporter: Reporter) -> None:
+def _apply(state: _RunState, event: lp.Event, reporter: Sink) -> None:
     if isinstance(event, lp.PhaseChanged):
         state.phase = event.phase
         if event.phase == "training" and state.step is not None:
             return
         if event.phase != "sampling":
-            reporter.milestone(_PHASE_TEXT.get(event.phase, event.phase))
+            _say(reporter, PHASES.get(event.phase, event.phase), _PHASE_TEXT.get(event.phase, event.phase))
     elif isinstance(event, lp.TrainingInfo):
         state.info = event
-        reporter.milestone(f"training: {event.total_steps} optimizer steps ({event.epochs} epochs of "
-                           f"{event.batches_per_epoch} batches, accumulation {event.grad_accum}, "
-                           f"{event.images} images with repeats)")
+        _say(reporter, "training", f"training: {event.total_steps} optimizer steps ({event.epochs} epochs of "
+             f"{event.batches_per_epoch} batches, accumulation {event.grad_accum}, "
+             f"{event.images} images with repeats)")
     elif isinstance(event, lp.StepProgress):
         if state.total is None and event.total < state.plan.total_steps:
             state.offset = state.plan.total_steps - event.total  # resumed: the bar counts the remaining steps
@@ -239,25 +253,27 @@ def _apply(state: _Progress, event: lp.Event, reporter: Reporter) -> None:
         every = max(1, -(-event.epochs // 20))
         if event.epoch == 1 or event.epoch % every == 0 or event.epoch == event.epochs:
             loss = f" · loss {state.loss:.4f}" if state.loss is not None else ""
-            reporter.milestone(f"epoch {event.epoch}/{event.epochs} · step {state.step or 0}/{state.total or '?'}"
-                               f"{loss} · ETA {format_duration(state.eta)}")
+            _say(reporter, "training", f"epoch {event.epoch}/{event.epochs} · step {state.step or 0}/"
+                 f"{state.total or '?'}{loss} · ETA {format_duration(state.eta)}")
     elif isinstance(event, lp.CheckpointSaved):
         state.saves.append(event.path)
         state.pending.append(event.path)
     elif isinstance(event, lp.SampleStarted):
-        reporter.milestone(f"generating sample images at step {event.step}")
+        _say(reporter, "sampling", f"generating sample images at step {event.step}")
     elif isinstance(event, lp.StateSaved):
-        reporter.milestone(f"saved resumable state ({event.label})")
+        _say(reporter, "state", f"saved resumable state ({event.label})")
     elif isinstance(event, lp.Finished):
         state.finished = True
     elif isinstance(event, lp.TrainerError):
         state.errors.append(event)
     elif isinstance(event, lp.CacheProgress):
-        reporter.update(f"{_PHASE_TEXT[event.phase]} {event.done}/{event.total} · ETA {format_duration(event.eta)}")
+        reporter.emit(Event("train", "caching", f"{_PHASE_TEXT[event.phase]} {event.done}/{event.total} · "
+                            f"ETA {format_duration(event.eta)}", step=event.done, total=event.total,
+                            unit="item", eta=event.eta, live=True))
 
 
-def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], warnings: list[str],
-                  reporter: Reporter, *, final: bool) -> None:
+def _link_pending(plan: TrainPlan, state: _RunState, linked: dict[str, Path], warnings: list[str],
+                  reporter: Sink, *, final: bool) -> None:
     """Link announced saves whose writing is over (later output arrived, or the trainer ended)."""
     names = [Path(p).name for p in state.pending]
     state.pending.clear()
@@ -273,16 +289,17 @@ def _link_pending(plan: TrainPlan, state: _Progress, linked: dict[str, Path], wa
             continue
         if result.target is None:
             warnings.append(result.note or "")
-            reporter.milestone(f"warning: {result.note}")
+            _say(reporter, "warning", f"warning: {result.note}")
             linked[name] = src
         else:
             linked[name] = result.target
             if state.hasher is not None:
                 state.hasher.submit(sha256_file, src)
-            reporter.milestone(f"saved {name} ({format_bytes(src.stat().st_size)}) -> {result.target}")
+            _say(reporter, "checkpoint", f"saved {name} ({format_bytes(src.stat().st_size)}) -> {result.target}",
+                 (str(result.target),))
 
 
-def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: deque[str], linked: dict[str, Path],
+def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _RunState, tail: deque[str], linked: dict[str, Path],
             started: float, *, warnings: list[str] | None = None, code: int | None = None,
             quick: bool = False) -> RunResult:
     """Manifest, loss.csv, report.html; `quick` (Ctrl+C) records only hashes already computed."""
@@ -329,13 +346,13 @@ def _finish(plan: TrainPlan, manifest: dict[str, Any], state: _Progress, tail: d
                      last_loss=state.loss, duration=time.monotonic() - started, warnings=tuple(warnings or ()))
 
 
-def _follow(plan: TrainPlan, handle: TrainJob, reporter: Reporter, *, on_event: Callable[[lp.Event], None] | None,
+def _follow(plan: TrainPlan, handle: TrainJob, reporter: Sink, *, on_event: Callable[[lp.Event], None] | None,
             raw_line: Callable[[str], None] | None) -> RunResult:
     """Show the progress of a trainer started earlier for the same plan (Ctrl+C leaves it running)."""
     run_id = handle.run_id or plan.run_id
-    reporter.milestone(f"a training with the same plan is already running (run {run_id}, {_short_id(handle.id)}): "
-                       "following it instead of starting another; Ctrl+C stops following, not the training")
-    state = _Progress(plan)
+    _say(reporter, "start", f"a training with the same plan is already running (run {run_id}, "
+         f"{_short_id(handle.id)}): following it instead of starting another; Ctrl+C stops following, not the training")
+    state = _RunState(plan)
     parser = lp.LogParser()
     started = time.monotonic()
     for line in handle.logs():
@@ -345,12 +362,13 @@ def _follow(plan: TrainPlan, handle: TrainJob, reporter: Reporter, *, on_event: 
             _apply(state, event, reporter)
             if on_event is not None:
                 on_event(event)
-        reporter.update(state.line())
+        reporter.emit(state.event())
     try:
         code = handle.wait()
     except OrchestratorError:  # the owning `train` removed the container first: read what it recorded
         code = recorded_exit_code(plan.run_dir.parent / run_id)
-    reporter.milestone(f"run {run_id} ended with exit code {code}; its folder: {plan.run_dir.parent / run_id}")
+    _say(reporter, "end", f"run {run_id} ended with exit code {code}; its folder: {plan.run_dir.parent / run_id}",
+         (str(plan.run_dir.parent / run_id),))
     return RunResult(run_id=run_id, run_dir=plan.run_dir.parent / run_id, status="followed", exit_code=code,
                      final_lora=None, loras=(), report=None, manifest=None, log=None, last_step=state.step,
                      last_loss=state.loss, duration=time.monotonic() - started)
